@@ -1,0 +1,153 @@
+"""Per-layer pooled features on disk: float16 memory-mapped arrays, row i = item i.
+
+A cache folder (`features/<backbone>-<size>/`) holds one `<layer>.npy` per layer, `rows.npy`
+(for each row: the file size and mtime it was computed from, and whether it succeeded) and
+`meta.json` (layers, widths, a version that changes whenever any row changes, and the
+reasons for files that could not be read). Files are grown by writing a new file and
+renaming it over the old one, so a crash leaves either the old or the new array.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import pooling
+
+logger = logging.getLogger(__name__)
+
+ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("status", "i1")])
+PENDING, DONE, FAILED = 0, 1, 2
+
+
+class FeatureCacheError(RuntimeError):
+    """The cache on disk does not match what was asked for."""
+
+
+class FeatureCache:
+    """Read and write the per-layer feature arrays of one backbone at one image size."""
+
+    def __init__(self, directory, *, backbone: str, size: int):
+        self.dir = Path(directory)
+        self.backbone, self.size = backbone, size
+        self.meta = self._read_meta()
+        self.rows = self._read_rows()
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[str]:
+        return list(self.meta.get("layers", []))
+
+    @property
+    def version(self) -> int:
+        """Changes whenever a row is (re)computed: part of every projection cache key."""
+        return int(self.meta.get("version", 0))
+
+    @property
+    def failures(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.meta.get("failures", {}).items()}
+
+    def done_mask(self, n: int | None = None) -> np.ndarray:
+        """Boolean mask of rows holding valid features (padded with False to n rows)."""
+        n = len(self.rows) if n is None else n
+        mask = np.zeros(n, dtype=bool)
+        m = min(n, len(self.rows))
+        mask[:m] = self.rows["status"][:m] == DONE
+        return mask
+
+    def load(self, layer: str, pooling_name: str | None = None, *, mmap: bool = True) -> np.ndarray:
+        """(n_rows, dim) float16 features of `layer` (memory-mapped), columns picked by `pooling_name`."""
+        if layer not in self.layers:
+            raise FeatureCacheError(
+                f"No features for layer {layer!r} in {self.dir}. Layers here: {', '.join(self.layers) or 'none'}. "
+                f"Run `labeler embed` first."
+            )
+        array = np.load(self.dir / f"{_safe(layer)}.npy", mmap_mode="r" if mmap else None)
+        return array if pooling_name is None else pooling.select(array, pooling_name)
+
+    # -- writing -------------------------------------------------------------------------
+    def prepare(self, layers: list[str], dims: dict[str, int], n_rows: int) -> None:
+        """Make sure every layer's array exists with at least `n_rows` rows and the right width."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.layers and (self.layers != list(layers) or self.meta.get("dims") != dims):
+            raise FeatureCacheError(
+                f"{self.dir} holds features for layers {self.layers}, not {list(layers)}; "
+                f"delete that folder to recompute."
+            )
+        self.meta.update(backbone=self.backbone, size=self.size, layers=list(layers), dims=dims,
+                         pooling_grid=pooling.GRID)
+        for layer in layers:
+            self._grow(self.dir / f"{_safe(layer)}.npy", n_rows, dims[layer], np.float16)
+        if len(self.rows) < n_rows:
+            rows = np.zeros(n_rows, dtype=ROW_DTYPE)
+            rows[: len(self.rows)] = self.rows
+            self.rows = rows
+        self.flush()
+
+    def open_for_writing(self) -> dict[str, np.memmap]:
+        return {layer: np.load(self.dir / f"{_safe(layer)}.npy", mmap_mode="r+") for layer in self.layers}
+
+    def mark(self, row: int, size: int, mtime_ns: int, status: int, reason: str | None = None) -> None:
+        self.rows[row] = (size, mtime_ns, status)
+        failures = self.meta.setdefault("failures", {})
+        if reason is None:
+            failures.pop(str(row), None)
+        else:
+            failures[str(row)] = reason
+
+    def flush(self, arrays: dict[str, np.memmap] | None = None) -> None:
+        """Write features first, then the row states that vouch for them, then the metadata."""
+        for array in (arrays or {}).values():
+            array.flush()
+        self.meta["version"] = self.version + 1
+        _atomic_save(self.dir / "rows.npy", self.rows)
+        _atomic_write_text(self.dir / "meta.json", json.dumps(self.meta, indent=1))
+
+    # -- internals -----------------------------------------------------------------------
+    def _read_meta(self) -> dict:
+        path = self.dir / "meta.json"
+        if not path.exists():
+            return {}
+        meta = json.loads(path.read_text())
+        if (meta.get("backbone"), meta.get("size")) != (self.backbone, self.size):
+            raise FeatureCacheError(f"{self.dir} was made for {meta.get('backbone')} at {meta.get('size')} px.")
+        return meta
+
+    def _read_rows(self) -> np.ndarray:
+        path = self.dir / "rows.npy"
+        return np.load(path) if path.exists() else np.zeros(0, dtype=ROW_DTYPE)
+
+    @staticmethod
+    def _grow(path: Path, n_rows: int, dim: int, dtype) -> None:
+        if path.exists():
+            old = np.load(path, mmap_mode="r")
+            if old.shape[0] >= n_rows:
+                return
+        else:
+            old = None
+        tmp = path.with_name(path.name + ".tmp.npy")
+        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, dim))
+        if old is not None:
+            new[: old.shape[0]] = old
+        new.flush()
+        del new, old
+        os.replace(tmp, path)
+
+
+def _safe(layer: str) -> str:
+    return layer.replace("/", "_")
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,205 @@
+"""`labeler` on the command line: every subcommand has --help, progress on stderr, --json on stdout."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+# Only light modules at import time: torch, sklearn and umap load when a command needs them.
+from engine.backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone_cfg
+from engine.data import InputError
+from engine.demo import demo_folder
+from engine.embedding import DEFAULT_SIZE, embed
+from engine.features import FeatureCache
+from engine.pooling import DEFAULT_POOLING, POOLINGS
+from engine.workspace import Workspace
+
+logger = logging.getLogger("labeler")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except Exception as err:
+        from engine.errors import ENGINE_ERRORS  # imported late: it pulls in sklearn and torch
+        if not isinstance(err, ENGINE_ERRORS):
+            raise
+        print(f"labeler {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; what was computed so far is kept", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labeler", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is happening to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    cmd = _command(sub, "embed", "compute (or reuse) pooled features of every offered layer", _embed)
+    cmd.add_argument("--csv", metavar="LIST", help="take the images from this CSV list instead of scanning FOLDER")
+
+    cmd = _command(sub, "project", "project one layer's features to 2D", _project)
+    cmd.add_argument("--layer", help="layer name (default: the last offered layer); see `labeler backbones`")
+    cmd.add_argument("--method", default="umap", help="umap, pca, lda or supervised_umap (default umap)")
+    cmd.add_argument("--components", default="0,1", help="PCA components to show, e.g. 2,3 (default 0,1)")
+    cmd.add_argument("--labels", metavar="CSV", help="image_name,tags CSV of known labels (for lda / supervised_umap)")
+    cmd.add_argument("--out", metavar="CSV", help="write image_name,x,y here")
+
+    cmd = _command(sub, "similar", "find the images most similar to a few seed images", _similar)
+    cmd.add_argument("--seed", nargs="+", required=True, metavar="PATH", help="seed image(s)")
+    cmd.add_argument("--layer", help="layer name (default: the last offered layer)")
+    cmd.add_argument("-k", type=int, default=20, help="how many results (default 20)")
+    cmd.add_argument("--aggregate", default="mean", choices=("mean", "max"),
+                     help="mean: close to the seeds' average; max: close to any one seed")
+
+    cmd = sub.add_parser("backbones", help="list backbones and the layers each offers")
+    cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    cmd.set_defaults(run=_backbones)
+    return parser
+
+
+def _command(sub, name: str, text: str, run) -> argparse.ArgumentParser:
+    cmd = sub.add_parser(name, help=text, description=text)
+    cmd.add_argument("folder", nargs="?", help="folder of images (default: the built-in demo)")
+    cmd.add_argument("--workspace", help="where derived data goes (default FOLDER/.labeler)")
+    cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
+                     help=f"pretrained CNN (default {DEFAULT_BACKBONE})")
+    cmd.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"image edge in pixels (default {DEFAULT_SIZE})")
+    cmd.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    cmd.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: cores - 1)")
+    cmd.add_argument("--pooling", default=DEFAULT_POOLING, choices=POOLINGS,
+                     help=f"which pooled columns to use (default {DEFAULT_POOLING})")
+    cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    cmd.set_defaults(run=run)
+    return cmd
+
+
+def _open(args, paths: list[str] | None = None):
+    """Workspace with up-to-date features: embeds whatever is new (with a progress bar)."""
+    folder = Path(args.folder) if args.folder else demo_folder()
+    ws = Workspace(folder, args.workspace)
+    with tqdm(desc=f"embedding ({args.backbone}, {args.size}px)", unit="img", file=sys.stderr,
+              disable=None, leave=False) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        result = embed(ws, backbone=args.backbone, size=args.size, batch_size=args.batch_size,
+                       workers=args.workers, paths=paths, progress=progress)
+    cache = FeatureCache(ws.features_dir(args.backbone, args.size), backbone=args.backbone, size=args.size)
+    return ws, result, cache
+
+
+def _embed(args) -> int:
+    paths = None
+    if args.csv:
+        from engine.data import read_image_list
+        paths = read_image_list(args.csv, root=args.folder)
+    _, result, _ = _open(args, paths)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    print(f"{result.embedded} embedded, {result.cached} cached, {len(result.skipped)} skipped "
+          f"({result.backbone} at {result.size}px; layers {', '.join(result.layers)})")
+    for skipped in result.skipped:
+        print(f"  skipped {skipped['path']}: {skipped['reason']}")
+    return 0
+
+
+def _project(args) -> int:
+    from engine.projection import SUPERVISED, cached_projection
+    ws, result, cache = _open(args)
+    layer = args.layer or result.layers[-1]
+    items = ws.items()
+    done = cache.done_mask(len(items))
+    rows = np.flatnonzero(done)
+    features = cache.load(layer, args.pooling)
+    y = _labels_vector(args.labels, items, rows) if args.method in SUPERVISED else None
+    params = {"components": tuple(int(c) for c in args.components.split(","))} if args.method == "pca" else {}
+    key = f"{args.backbone}-{args.size}/{layer}/{args.pooling}/v{cache.version}"
+    coords = cached_projection(features[rows], args.method, params, cache_dir=ws.cache_dir("projections"),
+                               key=key, y=y)
+    table = [(items[r].path, float(x), float(yv)) for r, (x, yv) in zip(rows, coords)]
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            csv.writer(f).writerows([("image_name", "x", "y"), *table])
+    if args.json:
+        print(json.dumps({"layer": layer, "method": args.method, "out": args.out,
+                          "points": None if args.out else [{"path": p, "x": x, "y": yv} for p, x, yv in table]}))
+    elif not args.out:
+        csv.writer(sys.stdout).writerows([("image_name", "x", "y"), *table])
+    else:
+        print(f"wrote {len(table)} points ({layer}, {args.method}) to {args.out}")
+    return 0
+
+
+def _labels_vector(labels_csv, items, rows) -> np.ndarray:
+    if not labels_csv:
+        raise InputError("lda and supervised_umap need known labels: pass --labels CSV (image_name,tags).")
+    with open(labels_csv, newline="") as f:
+        given = {row[0]: row[1] for row in csv.reader(f) if len(row) >= 2}
+    names = sorted(set(given.values()) - {"tags"})
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index.get(given.get(items[r].path), -1) for r in rows], dtype=np.int64)
+
+
+def _similar(args) -> int:
+    from engine.neighbors import find_similar
+    ws, result, cache = _open(args)
+    layer = args.layer or result.layers[-1]
+    items = ws.items()
+    by_path = {item.path: item.id for item in items}
+    seeds = [_item_id(seed, ws, by_path) for seed in args.seed]
+    features = cache.load(layer, args.pooling)
+    exclude = ~cache.done_mask(len(items))
+    indices, scores = find_similar(features, seeds, k=args.k, exclude=exclude, aggregate=args.aggregate)
+    results = [{"path": items[i].path, "score": round(float(s), 4)} for i, s in zip(indices, scores)]
+    if args.json:
+        print(json.dumps({"layer": layer, "results": results}))
+    else:
+        for row in results:
+            print(f"{row['score']:.3f}  {row['path']}")
+    return 0
+
+
+def _item_id(seed: str, ws: Workspace, by_path: dict[str, int]) -> int:
+    candidate = Path(seed)
+    if candidate.exists():
+        try:
+            seed_rel = candidate.resolve().relative_to(ws.folder).as_posix()
+        except ValueError:
+            raise InputError(f"{seed}: not inside {ws.folder}; seeds must be images of that folder.") from None
+    else:
+        seed_rel = candidate.as_posix()
+    if seed_rel not in by_path:
+        raise InputError(f"{seed}: not an image of {ws.folder} (give a path as listed there or as it exists here).")
+    return by_path[seed_rel]
+
+
+def _backbones(args) -> int:
+    table = {name: {"layers": list(get_backbone_cfg(name).layers), "description": cfg.description}
+             for name, cfg in BACKBONES.items()}
+    if args.json:
+        print(json.dumps(table))
+    else:
+        for name, info in table.items():
+            print(f"{name:16s} {', '.join(info['layers'])}  — {info['description']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
