@@ -95,7 +95,9 @@ def projection_times(rows: list[int], dim: int) -> list[dict]:
     import umap
     out = []
     rng = np.random.default_rng(0)
-    UMAPProjector().fit_transform(rng.normal(size=(300, dim)).astype(np.float32))  # numba compile, not timed
+    # numba compiles on first use (exact kNN below 4,096 rows, NN-descent above): warm both paths up, untimed
+    for n in (300, 5000):
+        UMAPProjector().fit_transform(rng.normal(size=(n, 50)).astype(np.float32))
     for n in rows:
         centers = rng.normal(size=(20, dim)) * 3
         X = (centers[rng.integers(0, 20, n)] + rng.normal(size=(n, dim))).astype(np.float16)
@@ -117,19 +119,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rows", default="1000,10000,50000", help="projection sizes")
     parser.add_argument("--quick", action="store_true", help="projections at 1k/10k only")
+    parser.add_argument("--skip-embed", action="store_true", help="projection timings only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     data = Path(args.data)
     results = {"embed": [], "settings": vars(args)}
-    for name, folder in [("cifar10", data / "cifar10"), ("camvid", data / "camvid" / "images")]:
+    for name, folder in [] if args.skip_embed else [("cifar10", data / "cifar10"), ("camvid", data / "camvid" / "images")]:
         if not folder.exists():
             print(f"skipping {name}: {folder} is absent", file=sys.stderr)
             continue
         cold, warm, n = engine_pipeline(folder, args.backbone, args.size, args.batch_size, args.workers)
         plain = plain_pipeline(folder, args.backbone, args.size, args.batch_size, args.workers)
         results["embed"].append({"data": name, "images": n, "engine_s": cold, "engine_rerun_s": warm, "plain_s": plain})
-    plain_fwd, hooked_fwd = hook_overhead(args.backbone, args.size, args.batch_size)
-    results["hooks"] = {"forward_s": plain_fwd, "forward_with_hooks_s": hooked_fwd}
+    if not args.skip_embed:
+        plain_fwd, hooked_fwd = hook_overhead(args.backbone, args.size, args.batch_size)
+        results["hooks"] = {"forward_s": plain_fwd, "forward_with_hooks_s": hooked_fwd}
     rows = [int(r) for r in args.rows.split(",")][: 2 if args.quick else None]
     results["projection"] = projection_times(rows, 1280 * 4)
     if args.json:
@@ -148,10 +152,12 @@ def print_tables(results: dict) -> None:
     for r in results["embed"]:
         print(f"| {r['data']} | {r['images']} | {r['images'] / r['engine_s']:.1f} | {r['images'] / r['plain_s']:.1f} "
               f"| {r['plain_s'] / r['engine_s']:.2f}x | {r['engine_rerun_s']:.2f} s | {r['engine_s'] / r['engine_rerun_s']:.0f}x |")
-    h = results["hooks"]
-    print(f"\nHook overhead (forward, batch {s['batch_size']}): {h['forward_s'] * 1000:.0f} ms without hooks, "
-          f"{h['forward_with_hooks_s'] * 1000:.0f} ms with hooks on all layers "
-          f"({(h['forward_with_hooks_s'] / h['forward_s'] - 1) * 100:+.1f}%)\n")
+    h = results.get("hooks")
+    if h:
+        print(f"\nHook overhead (forward, batch {s['batch_size']}): {h['forward_s'] * 1000:.0f} ms without hooks, "
+              f"{h['forward_with_hooks_s'] * 1000:.0f} ms with hooks on all layers "
+              f"({(h['forward_with_hooks_s'] / h['forward_s'] - 1) * 100:+.1f}%)")
+    print()
     print("| rows x dims | PCA 2D | UMAP (PCA-50 first) | plain umap-learn | ratio |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in results["projection"]:

@@ -310,3 +310,27 @@ class SimilarityIndex:
         return _run_query(self.rows, seeds, k=k, exclude=exclude,
                           exclude_seeds=exclude_seeds, aggregate=aggregate,
                           chunk_rows=self.chunk_rows, normalized=True)
+
+
+def knn_accuracy(features: Any, labels: Any, *, k: int = 10, chunk_rows: int = 1024) -> float:
+    """Leave-one-out k-nearest-neighbour accuracy by cosine similarity (majority vote of k neighbours).
+
+    How well a layer's feature space groups known classes: the engine's measure of which
+    layer shows what. Rows with a negative label are neither scored nor voted with.
+    """
+    labels = np.asarray(labels)
+    keep = np.flatnonzero(labels >= 0)
+    rows = _normalize_rows(np.asarray(_check_features(features)[keep], dtype=np.float32))
+    labels = labels[keep]
+    k = min(_check_k(k), len(rows) - 1)
+    if k < 1:
+        raise NeighborsError(f"knn_accuracy needs at least two labeled rows, got {len(rows)}")
+    hits = 0
+    for start in range(0, len(rows), chunk_rows):
+        block = rows[start:start + chunk_rows] @ rows.T
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf  # not its own neighbour
+        nearest = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        votes = np.zeros((len(block), labels.max() + 1), dtype=np.int32)
+        np.add.at(votes, (np.repeat(np.arange(len(block)), k), labels[nearest].ravel()), 1)
+        hits += int((votes.argmax(1) == labels[start:start + len(block)]).sum())
+    return hits / len(rows)

@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--aggregate", default="mean", choices=("mean", "max"),
                      help="mean: close to the seeds' average; max: close to any one seed")
 
+    cmd = _command(sub, "demo", "embed the built-in demo (5,000 digits) and show what each layer groups", _demo)
+    cmd.add_argument("-k", type=int, default=10, help="neighbours per image for the agreement figure (default 10)")
+
     cmd = sub.add_parser("backbones", help="list backbones and the layers each offers")
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     cmd.set_defaults(run=_backbones)
@@ -188,6 +191,39 @@ def _item_id(seed: str, ws: Workspace, by_path: dict[str, int]) -> int:
     if seed_rel not in by_path:
         raise InputError(f"{seed}: not an image of {ws.folder} (give a path as listed there or as it exists here).")
     return by_path[seed_rel]
+
+
+def _demo(args) -> int:
+    """What the engine finds on the demo: per layer, how often an image's nearest neighbours share its digit."""
+    from engine.demo import demo_truth
+    from engine.neighbors import find_similar, knn_accuracy
+    args.folder = None
+    ws, result, cache = _open(args)
+    with open(demo_truth(), newline="") as f:
+        truth = dict(list(csv.reader(f))[1:])
+    items = ws.items()
+    labels = np.array([int(truth[item.path]) for item in items])
+    cfg = get_backbone_cfg(args.backbone)
+    layers = [{"layer": layer, "title": title, "dims": int(cache.load(layer, args.pooling).shape[1]),
+               "knn_agreement": round(knn_accuracy(cache.load(layer, args.pooling), labels, k=args.k), 4)}
+              for layer, title in zip(cfg.layers, cfg.layer_titles)]
+    seed = 0
+    indices, scores = find_similar(cache.load(result.layers[-1], args.pooling), [seed], k=8)
+    similar = [{"path": items[i].path, "score": round(float(s), 4), "digit": int(labels[i])}
+               for i, s in zip(indices, scores)]
+    if args.json:
+        print(json.dumps({**result.to_json(), "folder": str(ws.folder), "layers": layers,
+                          "similar_to": items[seed].path, "similar": similar}))
+        return 0
+    print(f"demo: {len(items)} handwritten digits in {ws.folder}")
+    print(f"{result.embedded} embedded, {result.cached} cached ({args.backbone} at {args.size}px, {args.pooling} pooling)\n")
+    print(f"{'layer':14s} {'what it shows':28s} {'dims':>6s}  {args.k}-NN agreement with the true digit")
+    for row in layers:
+        print(f"{row['layer']:14s} {row['title']:28s} {row['dims']:6d}  {row['knn_agreement']:.3f}")
+    print(f"\nmost similar to {items[seed].path} (a {labels[seed]}) in the last layer:")
+    for row in similar:
+        print(f"  {row['score']:.3f}  {row['path']}  (a {row['digit']})")
+    return 0
 
 
 def _backbones(args) -> int:

@@ -3,20 +3,10 @@ import numpy as np
 import pytest
 
 from engine import FeatureCache, Workspace, embed
-from engine.neighbors import SimilarityIndex
+from engine.neighbors import knn_accuracy
 from conftest import shared_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.data]
-
-
-def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 10) -> float:
-    index = SimilarityIndex(features)
-    hits = 0
-    for row in range(len(labels)):
-        neighbours, _ = index.query([row], k=k)
-        votes = np.bincount(labels[neighbours], minlength=labels.max() + 1)
-        hits += votes.argmax() == labels[row]
-    return hits / len(labels)
 
 
 def test_cifar10_last_layer_neighbours_agree_with_the_folder_names(tmp_path):
