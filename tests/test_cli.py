@@ -3,7 +3,7 @@ import json
 import pytest
 
 from labeler.cli import main
-from conftest import write_image
+from _helpers import write_image
 
 
 def _run(capsys, *argv):

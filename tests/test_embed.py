@@ -6,7 +6,7 @@ import pytest
 
 from engine import FeatureCache, Workspace, embed
 from engine.backbones import get_backbone_cfg
-from conftest import write_image
+from _helpers import write_image
 
 EMBED = dict(backbone="resnet18", size=32, batch_size=4, workers=0, pretrained=False)
 

@@ -4,7 +4,7 @@ import pytest
 
 from engine import FeatureCache, Workspace, embed
 from engine.neighbors import knn_accuracy
-from conftest import shared_data
+from _helpers import shared_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.data]
 

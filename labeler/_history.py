@@ -1,0 +1,169 @@
+"""Undo and redo over SQLite for several processes at once: the base of the label store.
+
+`UndoableStore` owns the connection and its lock, runs every change in a retried
+`BEGIN IMMEDIATE` transaction, writes one `events` row per action (its diff compressed, see
+`labeler/_changes.py`) and moves the state backwards and forwards along that log.
+
+Each process or app instance is an *actor*. `undo()` takes the latest event not yet undone
+(of one actor if given); `redo()` the most recently undone one. A new action by an actor
+discards the redo stack of that actor (events it made or undid), as in any editor.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _db
+from ._changes import Changes, apply_changes
+from ._labels import plural
+from .errors import LabelStoreError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One undoable action in the history."""
+
+    id: int
+    actor: str
+    kind: str           # assign, unassign, exclude, restore, create_label, rename_label, ...
+    description: str    # "label 5,000 items 'cat'"
+    count: int          # items (or labels) changed
+    created: float
+    undone: bool
+
+
+class UndoableStore:
+    """A connection to the workspace database with an undoable event log.
+
+    Args:
+        db_path: the workspace's `labels.sqlite` (created if needed).
+        actor: who makes the changes (default "hostname:pid"); undo/redo can be limited to it.
+        timeout: seconds to keep retrying while another process holds the write lock.
+    """
+
+    def __init__(self, db_path, *, actor: str | None = None, timeout: float = 60.0):
+        self.db_path = Path(db_path)
+        self.actor = actor or f"{socket.gethostname()}:{os.getpid()}"
+        self.timeout = float(timeout)
+        self._lock = threading.RLock()
+        self._conn = _db.open_connection(self.db_path, self.timeout)
+
+    def close(self) -> None:
+        """Close the connection (safe to call twice)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.db_path)!r}, actor={self.actor!r})"
+
+    # ---- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self):
+        with self._lock:
+            with _db.write_transaction(self._connection(), self.db_path, self.timeout) as conn:
+                yield conn
+
+    @contextmanager
+    def _read(self):
+        with self._lock:
+            with _db.read_transaction(self._connection(), self.db_path, self.timeout) as conn:
+                yield conn
+
+    def _connection(self):
+        if self._conn is None:
+            raise LabelStoreError(f"The label store {self.db_path} is closed. Open a new LabelStore to use it.")
+        return self._conn
+
+    def _record(self, conn, kind: str, description: str, count: int, changes: Changes) -> int:
+        """Write the event for `changes` (nothing when nothing changed); returns its id or 0."""
+        if not changes:
+            return 0
+        conn.execute("UPDATE events SET state=2 WHERE state=1 AND (actor=? OR undone_by=?)", (self.actor, self.actor))
+        cursor = conn.execute("INSERT INTO events (actor, kind, description, count, created, payload) "
+                              "VALUES (?,?,?,?,?,?)",
+                              (self.actor, kind, description, count, time.time(), changes.encode()))
+        _db.bump_version(conn)
+        logger.info("%s: %s", self.actor, description)
+        return int(cursor.lastrowid)
+
+    @property
+    def version(self) -> int:
+        """A counter that increases on every change by anyone (compare it to see if a refresh is due)."""
+        with self._lock:
+            return int(_db.get_meta(self._connection(), "version", 0))
+
+    # ---- undo and redo ----------------------------------------------------------------------
+
+    def undo(self, *, actor: str | None = None) -> str | None:
+        """Undo the latest event not yet undone (of `actor` if given); returns its description or None."""
+        where, params = ("state=0", ()) if actor is None else ("state=0 AND actor=?", (actor,))
+        return self._step(f"SELECT id, description, payload FROM events WHERE {where} ORDER BY id DESC LIMIT 1",
+                          params, undo=True)
+
+    def redo(self, *, actor: str | None = None) -> str | None:
+        """Redo the latest undone event (of `actor` if given) unless a new action discarded it."""
+        where, params = ("state=1", ()) if actor is None else ("state=1 AND actor=?", (actor,))
+        return self._step(f"SELECT id, description, payload FROM events WHERE {where} ORDER BY undo_seq DESC LIMIT 1",
+                          params, undo=False)
+
+    def _step(self, query: str, params: tuple, *, undo: bool) -> str | None:
+        with self._write() as conn:
+            row = conn.execute(query, params).fetchone()
+            if row is None:
+                return None
+            event_id, description, payload = row
+            skipped = apply_changes(conn, Changes.decode(payload), undo=undo)
+            version = _db.bump_version(conn)
+            if undo:
+                conn.execute("UPDATE events SET state=1, undone_by=?, undo_seq=? WHERE id=?",
+                             (self.actor, version, event_id))
+            else:
+                conn.execute("UPDATE events SET state=0, undone_by=NULL, undo_seq=NULL WHERE id=?", (event_id,))
+        logger.info("%s: %s %s (%d units changed by others since were kept)",
+                    self.actor, "undid" if undo else "redid", description, skipped)
+        return description if not skipped else f"{description} (kept {plural(skipped, 'later change')} by others)"
+
+    def can_undo(self, actor: str | None = None) -> bool:
+        return self._exists("state=0", actor)
+
+    def can_redo(self, actor: str | None = None) -> bool:
+        return self._exists("state=1", actor)
+
+    def _exists(self, where: str, actor: str | None) -> bool:
+        with self._read() as conn:
+            if actor is None:
+                return conn.execute(f"SELECT 1 FROM events WHERE {where} LIMIT 1").fetchone() is not None
+            return conn.execute(f"SELECT 1 FROM events WHERE {where} AND actor=? LIMIT 1", (actor,)).fetchone() is not None
+
+    def history(self, limit: int = 50) -> list[Event]:
+        """The latest events, newest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, actor, kind, description, count, created, state FROM events "
+                                "ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
+        return [Event(*row[:6], undone=bool(row[6])) for row in rows]
+
+    def event(self, event_id: int) -> Event:
+        with self._read() as conn:
+            row = conn.execute("SELECT id, actor, kind, description, count, created, state FROM events WHERE id=?",
+                               (int(event_id),)).fetchone()
+        if row is None:
+            raise LabelStoreError(f"No event {event_id!r} in the history (event ids start at 1; 0 means "
+                                  f"'nothing changed').")
+        return Event(*row[:6], undone=bool(row[6]))

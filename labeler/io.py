@@ -1,0 +1,345 @@
+"""Labels in and out: CSV files (the `image_name,tags` layout pandas and fastai read), folder-per-class
+trees, Hugging Face imagefolder metadata and model predictions.
+
+Imports match file names exactly (relative to the project folder); names that are not images of
+the project are reported, never guessed. Each import is one transaction and one undoable event,
+so a failed import leaves the labels as they were. Exports skip excluded and missing items, are
+written to a temporary file beside the target and moved in place, and quote-prefix every cell a
+spreadsheet would run as a formula (imports strip that prefix, so round trips are exact).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from engine.data import discover_images
+
+from ._files import ExportReport, ImportReport, folder_names, restore_cell, write_csv_atomically
+from ._labels import validate_name
+from .errors import LabelFileError, LabelStoreError
+
+logger = logging.getLogger(__name__)
+
+EXPORT_MARKER = ".labeler-export"   # marks a folder export, so exporting again may replace it
+
+
+# ---- import -----------------------------------------------------------------------------------
+
+def import_labels_csv(project, csv_path, *, image_column="image_name", label_column="tags",
+                      label_delimiter=" ", sep=",") -> ImportReport:
+    """Assign the labels of a CSV (one row per image) as one undoable event.
+
+    Single-label projects take each label cell whole; multi-label ones split it on
+    `label_delimiter`. Columns are names or 0-based positions.
+
+    Raises:
+        LabelFileError: the file is missing, empty, not UTF-8, not CSV, lacks a column or holds
+            an invalid label name (the message names the file, and the row).
+    """
+    path = Path(csv_path).expanduser()
+    table = _read_label_csv(path, sep)
+    image_col = _column(table, image_column, path, "image_column", sep)
+    label_col = _column(table, label_column, path, "label_column", sep)
+    multi = project.store.multi_label
+    if multi and not label_delimiter:
+        raise LabelFileError(f"label_delimiter {label_delimiter!r} is empty; give the character between labels, e.g. ' '.")
+    report = ImportReport(source=str(path), rows=len(table))
+    collected: dict[str, list[str]] = {}
+    for row, (name, cell) in enumerate(zip(table[image_col], table[label_col]), start=2):
+        name = restore_cell(name).strip()
+        labels = _cell_labels(restore_cell(cell), label_delimiter if multi else None, path, row)
+        if not name or not labels:
+            report.empty += 1
+            continue
+        collected.setdefault(name, []).extend(labels)
+    _assign_collected(project, collected, report, f"import labels from {path.name}")
+    return report
+
+
+def _read_label_csv(path: Path, sep: str):
+    import pandas as pd
+    if path.is_dir():
+        raise LabelFileError(f"Label file {str(path)!r} is a folder. To import a folder-per-class tree use "
+                             f"import_folders (labeler import FOLDER --folders ROOT).")
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                           encoding="utf-8-sig", skipinitialspace=False)
+    except FileNotFoundError:
+        raise LabelFileError(f"Label file {str(path)!r} does not exist. Check the path for typos.") from None
+    except pd.errors.EmptyDataError:
+        raise LabelFileError(f"Label file {str(path)!r} is empty. It needs a header row (e.g. image_name,tags) "
+                             f"and one row per image.") from None
+    except UnicodeDecodeError as err:
+        raise LabelFileError(f"Label file {str(path)!r} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} "
+                             f"at position {err.start}). Save it as UTF-8 CSV (in Excel: 'CSV UTF-8') and import "
+                             f"again.") from None
+    except (pd.errors.ParserError, OSError, ValueError) as err:
+        raise LabelFileError(f"Label file {str(path)!r} cannot be read as CSV ({err}). Check its quoting and "
+                             f"separator (sep={sep!r}).") from None
+
+
+def _column(table, column, path: Path, argument: str, sep: str) -> str:
+    columns = list(table.columns)
+    if isinstance(column, int) and not isinstance(column, bool) and -len(columns) <= column < len(columns):
+        return columns[column]
+    if column in columns:
+        return column
+    hint = ""
+    for other in (";", "\t", ",", "|"):
+        if other != sep and len(columns) == 1 and other in str(columns[0]):
+            hint = f" The header looks separated by {other!r}: pass sep={other!r} (--sep)."
+    flag = "--" + argument.replace("_", "-")
+    raise LabelFileError(f"Label file {str(path)!r} has no column {column!r}; its columns are "
+                         f"{[str(c) for c in columns]}. Pass {argument}=... ({flag}) naming one of them.{hint}")
+
+
+def _cell_labels(cell: str, delimiter: str | None, path: Path, row: int) -> list[str]:
+    parts = cell.split(delimiter) if delimiter else [cell]
+    try:
+        return [validate_name(part) for part in parts if part.strip()]
+    except LabelStoreError as err:
+        raise LabelFileError(f"Label file {str(path)!r}, row {row}: {err}") from None
+
+
+def _assign_collected(project, collected: dict[str, list[str]], report: ImportReport, description: str) -> None:
+    """Map names to item ids (reporting unknown ones and single-label conflicts) and assign in one event."""
+    by_path = {item.path: item.id for item in project.refresh_items()}
+    multi = project.store.multi_label
+    wanted: dict[int, list[str]] = {}
+    for name, labels in collected.items():
+        item = by_path.get(project.relative_name(name))
+        labels = list(dict.fromkeys(labels))
+        if item is None:
+            report.unknown.append(name)
+        elif len(labels) > 1 and not multi:
+            report.conflicts.append(name)
+        else:
+            wanted[item] = labels
+    report.labels = sorted({label for labels in wanted.values() for label in labels})
+    if report.unknown:
+        logger.warning("%s: %d file name(s) are not images of %s, e.g. %r", report.source, len(report.unknown),
+                       project.folder, report.unknown[0])
+    before = project.store.version
+    report.event_id = project.store.assign_many(wanted, source="import", kind="import",
+                                                description=f"{description} ({len(wanted):,} items)")
+    report.assigned = project.store.event(report.event_id).count if report.event_id else 0
+    logger.info("%s: %d items labeled (store version %d -> %d)", report.source, report.assigned, before,
+                project.store.version)
+
+
+def import_folders(project, root) -> ImportReport:
+    """Assign labels from a folder-per-class tree: ROOT/<label>/.../<image>, as one undoable event.
+
+    A file is matched to an item by its real path inside the project folder (the tree may hold
+    links to the images, or be the project folder itself), else by its path below its class folder.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LabelFileError(f"Class folder tree {str(root)!r} does not exist or is not a folder. Give the "
+                             f"folder whose sub-folders are named after the labels.")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise LabelFileError(f"Class folder tree {str(root)!r} has no sub-folders; expected ROOT/<label>/<images>.")
+    known = {item.path for item in project.refresh_items()}
+    report = ImportReport(source=str(root))
+    collected: dict[str, list[str]] = {}
+    for class_dir in class_dirs:
+        try:
+            label = validate_name(class_dir.name)
+        except LabelStoreError as err:
+            raise LabelFileError(f"Class folder {str(class_dir)!r}: {err}") from None
+        for relative in discover_images(class_dir):
+            report.rows += 1
+            name = _item_name(project, class_dir / relative, relative, known)
+            collected.setdefault(name, []).append(label)
+    _assign_collected(project, collected, report, f"import class folders of {root.name}")
+    return report
+
+
+def _item_name(project, file: Path, relative: str, known: set[str]) -> str:
+    try:
+        inside = file.resolve().relative_to(project.folder).as_posix()
+    except (ValueError, OSError):
+        inside = None
+    if inside in known:
+        return inside
+    return relative if relative in known else (inside or relative)
+
+
+# ---- export -----------------------------------------------------------------------------------
+
+def _rows_to_export(project) -> tuple[list[tuple[object, list[str]]], ExportReport]:
+    """(item, labels in display order) of labeled items that are neither excluded nor missing."""
+    table = project.store.assignments()
+    items = {item.id: item for item in project.refresh_items()}
+    excluded = project.store.excluded()
+    report = ExportReport(path="", format="")
+    grouped: dict[int, list[str]] = {}
+    for item_id, label in zip(table["item_id"].tolist(), table["label"].tolist()):
+        grouped.setdefault(item_id, []).append(label)
+    rows = []
+    for item_id, labels in grouped.items():
+        if item_id in excluded:
+            report.skipped_excluded += 1
+        elif item_id not in items or items[item_id].missing:
+            report.skipped_missing += 1
+        else:
+            rows.append((items[item_id], labels))
+    return rows, report
+
+
+def _tags(labels: list[str], delimiter: str, multi: bool) -> str:
+    return delimiter.join(labels) if multi else labels[0]
+
+
+def _check_delimiter(project, rows, delimiter: str, where: str) -> None:
+    if not project.store.multi_label:
+        return
+    if not isinstance(delimiter, str) or not delimiter:
+        raise LabelFileError(f"label_delimiter {delimiter!r} must be a non-empty string, e.g. ' ' or ';'.")
+    clashing = sorted({label for _, labels in rows for label in labels if delimiter in label})
+    if clashing:
+        other = next(c for c in (";", "|", ",", "/") if not any(c in label for label in clashing))
+        raise LabelFileError(f"Cannot write {where}: label(s) {clashing[:5]} contain the label delimiter "
+                             f"{delimiter!r}, so the labels could not be told apart. Export with another "
+                             f"delimiter (label_delimiter={other!r}, --delimiter '{other}') or rename those labels.")
+
+
+def export_labels_csv(project, out, *, label_delimiter=" ") -> ExportReport:
+    """Write `image_name,tags` (multi-label: tags joined by `label_delimiter`): what pandas and fastai read."""
+    rows, report = _rows_to_export(project)
+    _check_delimiter(project, rows, label_delimiter, str(out))
+    multi = project.store.multi_label
+    report.rows = write_csv_atomically(Path(out), ["image_name", "tags"],
+                                       ([item.path, _tags(labels, label_delimiter, multi)] for item, labels in rows))
+    report.path, report.format = str(out), "csv"
+    logger.info("exported %d labeled items to %s", report.rows, out)
+    return report
+
+
+def export_hf_metadata(project, out) -> ExportReport:
+    """Hugging Face imagefolder `metadata.csv` (file_name,label; multi-label: file_name,labels space-joined).
+
+    `out` is the file or a folder to hold metadata.csv; it must lie in the image folder or above
+    it, because file_name is relative to the metadata file.
+    """
+    out = Path(out).expanduser()
+    out = out / "metadata.csv" if out.is_dir() else out
+    base = out.parent.resolve()
+    if os.path.relpath(project.folder, base).startswith(".."):
+        raise LabelFileError(f"{str(out)!r} is not in (or above) the image folder {project.folder}, so file_name "
+                             f"could not point to the images. Write it to {project.folder / 'metadata.csv'}.")
+    rows, report = _rows_to_export(project)
+    multi = project.store.multi_label
+    _check_delimiter(project, rows, " ", str(out))
+    header = ["file_name", "labels" if multi else "label"]
+    report.rows = write_csv_atomically(out, header, ([Path(os.path.relpath(project.folder / item.path, base)).as_posix(),
+                                                      _tags(labels, " ", multi)] for item, labels in rows))
+    report.path, report.format = str(out), "hf"
+    return report
+
+
+def export_predictions_csv(project, out, model_id=None) -> ExportReport:
+    """image_name, prediction, confidence, label (the current labels) and prob_<class> per class."""
+    found = project.store.predictions(model_id)
+    if found is None:
+        raise LabelStoreError("No predictions are stored yet; train a model first, then export its predictions.")
+    found_id, classes, item_ids, probs = found
+    items = {item.id: item for item in project.refresh_items()}
+    labeled = project.labels
+    current = dict(zip(labeled["item_id"], labeled["tags" if project.store.multi_label else "label"]))
+    excluded = project.store.excluded()
+    report = ExportReport(path=str(out), format="predictions")
+    rows = []
+    for item_id, row in zip(item_ids.tolist(), probs):
+        if item_id in excluded:
+            report.skipped_excluded += 1
+        elif item_id not in items or items[item_id].missing:
+            report.skipped_missing += 1
+        else:
+            rows.append([items[item_id].path, *_prediction_cells(classes, row, project.store.multi_label),
+                         current.get(item_id, ""), *(f"{p:.6g}" for p in row)])
+    header = ["image_name", "prediction", "confidence", "label", *(f"prob_{name}" for name in classes)]
+    report.rows = write_csv_atomically(Path(out), header, rows)
+    logger.info("exported predictions of %r for %d items to %s", found_id, report.rows, out)
+    return report
+
+
+def _prediction_cells(classes: list[str], row: np.ndarray, multi: bool) -> list[str]:
+    if not len(classes):
+        return ["", ""]
+    if multi:
+        return [" ".join(c for c, p in zip(classes, row) if p >= 0.5), f"{float(row.max()):.6g}"]
+    best = int(row.argmax())
+    return [classes[best], f"{float(row[best]):.6g}"]
+
+
+def export_folders(project, out, *, copy=False) -> ExportReport:
+    """OUT/<label>/<image path>: symbolic links to the images (copies with `copy=True`).
+
+    Multi-label items appear under each of their labels. An existing OUT is replaced only if
+    it is empty or an earlier folder export (it holds `.labeler-export`); the new tree is built
+    beside it and moved in place.
+    """
+    out = Path(out).expanduser().absolute()
+    _check_folder_target(project, out)
+    rows, report = _rows_to_export(project)
+    present = {label for _, labels in rows for label in labels}
+    report.folders = folder_names(label for label in project.store.counts() if label in present)
+    building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        (building / EXPORT_MARKER).write_text("made by labeler export --format folders; safe to replace\n")
+        for item, labels in rows:
+            for label in labels:
+                _place(project.folder / item.path, building / report.folders[label] / item.path, copy)
+            report.rows += 1
+        _swap_in(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    report.path, report.format = str(out), "folders"
+    return report
+
+
+def _check_folder_target(project, out: Path) -> None:
+    if not out.parent.is_dir():
+        raise LabelFileError(f"Cannot export to {str(out)!r}: the folder {str(out.parent)!r} does not exist.")
+    inside_images = out.resolve().is_relative_to(project.folder)
+    if inside_images and not out.resolve().is_relative_to(project.workspace.root):
+        raise LabelFileError(f"Export folder {str(out)!r} is inside the image folder {project.folder}; its images "
+                             f"would be found as new items. Choose a folder outside it.")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / EXPORT_MARKER).exists())):
+        raise LabelFileError(f"Export folder {str(out)!r} already exists and is not an earlier labeler export. "
+                             f"Choose a new folder, or empty it first.")
+
+
+def _place(source: Path, target: Path, copy: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if copy:
+            shutil.copy2(source, target)
+        else:
+            os.symlink(source, target)
+    except OSError as err:
+        hint = "" if copy else " If this file system cannot hold symbolic links, export copies (copy=True, --copy)."
+        raise LabelFileError(f"Cannot {'copy' if copy else 'link'} {source} to {target} ({err.strerror}).{hint}") from err
+
+
+def _swap_in(building: Path, out: Path) -> None:
+    """Move the finished tree to `out`, replacing an empty folder or an earlier export."""
+    if not out.exists():
+        os.replace(building, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.replace(out, old / "previous")
+    os.replace(building, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["EXPORT_MARKER", "ExportReport", "ImportReport", "export_folders", "export_hf_metadata",
+           "export_labels_csv", "export_predictions_csv", "import_folders", "import_labels_csv"]

@@ -1,0 +1,95 @@
+"""The review grid: the selection as thumbnails; a click drops an image, a second click takes it back."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import panel as pn
+from bokeh.models import ColumnDataSource, ImageURL, Range1d, TapTool
+from bokeh.plotting import figure
+from PIL import Image
+
+from labeler.composite import to_data_uri
+
+COLUMNS = 12
+TILE_PX = 72
+MAX_SHOWN = 240
+
+
+class ReviewGrid:
+    """A Bokeh grid of the review's thumbnails (one composite JPEG) with clickable cells."""
+
+    def __init__(self, thumbs, on_change, *, columns: int = COLUMNS, tile_px: int = TILE_PX):
+        self.thumbs, self.on_change = thumbs, on_change
+        self.columns, self.tile_px = columns, tile_px
+        self.ids: list[int] = []
+        self.dropped: set[int] = set()
+        self._cells = ColumnDataSource(dict(x=[], y=[], id=[], veil=[], cross=[], score=[]))
+        self._image = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
+        self.figure = self._make_figure()
+        self.panel = pn.pane.Bokeh(self.figure, visible=False)
+
+    def _make_figure(self):
+        fig = figure(width=self.columns * self.tile_px, height=self.tile_px, tools="", toolbar_location=None,
+                     x_range=Range1d(0, self.columns), y_range=Range1d(0, 1), min_border=0, name="review-grid")
+        fig.axis.visible = False
+        fig.grid.visible = False
+        fig.outline_line_color = None
+        fig.add_glyph(self._image, ImageURL(url="url", x="x", y="y", w="w", h="h", anchor="top_left"))
+        cells = fig.rect("x", "y", width=1, height=1, source=self._cells, fill_color="white", fill_alpha="veil",
+                         line_color="#ffffff", line_width=2, selection_fill_alpha="veil", nonselection_fill_alpha="veil")
+        fig.scatter("x", "y", source=self._cells, marker="x", size=self.tile_px * 0.6, line_width=4,
+                    color="#d32f2f", alpha="cross")
+        fig.text("x", "y", text="score", source=self._cells, x_offset=-self.tile_px / 2 + 3, y_offset=self.tile_px / 2 - 3,
+                 text_font_size="10px", text_color="#ffffff", background_fill_color="#000000",
+                 background_fill_alpha=0.6)
+        fig.add_tools(TapTool(renderers=[cells]))
+        self._cells.selected.on_change("indices", self._on_tap)
+        return fig
+
+    def show(self, review) -> None:
+        """Show a review (ids, dropped, similarity) from the start."""
+        self.ids = list(review.ids)[:MAX_SHOWN]
+        self.dropped = set(review.dropped) & set(self.ids)
+        rows = max(1, -(-len(self.ids) // self.columns))
+        self.figure.height = rows * self.tile_px
+        self.figure.y_range.start, self.figure.y_range.end = 0, rows
+        positions = np.arange(len(self.ids))
+        x = positions % self.columns + 0.5
+        y = rows - positions // self.columns - 0.5
+        scores = [f"{review.similarity[i]:.2f}" if i in review.similarity else "" for i in self.ids]
+        self._cells.data = dict(x=x, y=y, id=self.ids, veil=self._veil(), cross=self._cross(), score=scores)
+        self._image.data = self._composite(rows) if self.ids else dict(url=[], x=[], y=[], w=[], h=[])
+        self.panel.visible = bool(self.ids)
+
+    def toggle(self, item_id: int) -> None:
+        if item_id in self.dropped:
+            self.dropped.discard(item_id)
+        else:
+            self.dropped.add(item_id)
+        self._cells.data.update(veil=self._veil(), cross=self._cross())
+        self.on_change()
+
+    def _on_tap(self, attr, old, new) -> None:
+        if not new:
+            return
+        for index in new:
+            self.toggle(self.ids[index])
+        self._cells.selected.indices = []
+
+    def _veil(self) -> list[float]:
+        return [0.65 if i in self.dropped else 0.0 for i in self.ids]
+
+    def _cross(self) -> list[float]:
+        return [0.9 if i in self.dropped else 0.0 for i in self.ids]
+
+    def _composite(self, rows: int) -> dict:
+        tiles = self.thumbs.get(self.ids)
+        size = tiles.shape[1]
+        canvas = np.full((rows * size, self.columns * size, 3), 255, dtype=np.uint8)
+        for position, tile in enumerate(tiles):
+            r, c = divmod(position, self.columns)
+            canvas[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
+        buffer = io.BytesIO()
+        Image.fromarray(canvas).save(buffer, format="JPEG", quality=85)
+        return dict(url=[to_data_uri(buffer.getvalue())], x=[0], y=[rows], w=[self.columns], h=[rows])

@@ -1,0 +1,221 @@
+"""One person's working state on a project, without any widget: testable without a browser.
+
+The app (labeler/app.py) wires widgets to these methods. State here is per session (per
+browser tab); everything that must survive (labels, predictions) goes to the shared label
+store at once, so two tabs on one project never overwrite each other.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.backbones import get_backbone_cfg
+from engine.features import FeatureCache
+from engine.pooling import DEFAULT_POOLING
+
+logger = logging.getLogger(__name__)
+
+UNLABELED_COLOUR = "#9a9a9a"
+
+
+@dataclass(frozen=True)
+class View:
+    """A way to project a layer: shown by name, made by an engine projector."""
+
+    name: str
+    method: str
+    params: tuple = ()
+    labels: tuple[str, ...] = ()           # for views fitted to separate these labels
+
+    @property
+    def supervised(self) -> bool:
+        return bool(self.labels)
+
+
+BASE_VIEWS = (
+    View("PCA 1-2", "pca", (("components", (0, 1)),)),
+    View("UMAP", "umap"),
+    View("PCA 3-4", "pca", (("components", (2, 3)),)),
+)
+
+
+@dataclass
+class Review:
+    """The selection under review: ids in order, the ones dropped, similarity where found."""
+
+    ids: list[int] = field(default_factory=list)
+    dropped: set[int] = field(default_factory=set)
+    similarity: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> list[int]:
+        return [i for i in self.ids if i not in self.dropped]
+
+
+class Session:
+    """Layer and view navigation, selection and review, labeling, find-similar, separate, train."""
+
+    def __init__(self, project, *, backbone: str = "mobilenet_v2", size: int = 160,
+                 pooling: str = DEFAULT_POOLING):
+        self.project, self.store = project, project.store
+        self.cfg = get_backbone_cfg(backbone)
+        self.pooling = pooling
+        self.cache = FeatureCache(project.workspace.features_dir(backbone, size), backbone=backbone, size=size)
+        self.layers = list(self.cfg.layers)
+        self.layer_index = max(0, len(self.layers) - 2)   # a middle layer: pose and parts, not only class
+        self.views: list[View] = list(BASE_VIEWS)
+        self.view_index = 0
+        self.review = Review()
+        self.model = None
+        self._coords: dict[tuple, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.refresh_rows()
+
+    # -- what is on the map -----------------------------------------------------------------
+    def refresh_rows(self) -> None:
+        """Items drawn: with features, present on disk, not excluded."""
+        self.project.refresh_items()
+        n = len(self.project.items)
+        ok = self.cache.done_mask(n) & ~np.array([it.missing for it in self.project.items], dtype=bool)
+        excluded = np.fromiter(self.store.excluded(), dtype=np.int64)
+        ok[excluded[excluded < n]] = False
+        self.rows = np.flatnonzero(ok)
+
+    @property
+    def layer(self) -> str:
+        return self.layers[self.layer_index]
+
+    @property
+    def layer_title(self) -> str:
+        return self.cfg.layer_titles[self.layer_index] if self.cfg.layer_titles else ""
+
+    @property
+    def view(self) -> View:
+        return self.views[self.view_index]
+
+    def step_layer(self, step: int) -> str:
+        self.layer_index = (self.layer_index + step) % len(self.layers)
+        return self.layer
+
+    def step_view(self, step: int) -> str:
+        self.view_index = (self.view_index + step) % len(self.views)
+        return self.view.name
+
+    def features(self, layer: str | None = None) -> np.ndarray:
+        return self.cache.load(layer or self.layer, self.pooling)
+
+    def coords(self, layer: str | None = None, view: View | None = None) -> np.ndarray:
+        """(len(rows), 2) positions of the drawn items in a layer's view (cached on disk)."""
+        from engine.projection import cached_projection
+        layer, view = layer or self.layer, view or self.view
+        y = self._label_vector(view.labels) if view.supervised else None
+        key = (layer, view, len(self.rows), self.cache.version, None if y is None else y.tobytes())
+        with self._lock:
+            if key not in self._coords:
+                features = self.features(layer)[self.rows]
+                self._coords[key] = cached_projection(
+                    features, view.method, dict(view.params), y=y,
+                    cache_dir=self.project.workspace.cache_dir("projections"),
+                    key=f"{self.cfg.name}-{self.cache.size}/{layer}/{self.pooling}/v{self.cache.version}/n{len(self.rows)}")
+            return self._coords[key]
+
+    def is_ready(self, layer: str | None = None, view: View | None = None) -> bool:
+        layer, view = layer or self.layer, view or self.view
+        y = self._label_vector(view.labels) if view.supervised else None
+        return (layer, view, len(self.rows), self.cache.version, None if y is None else y.tobytes()) in self._coords
+
+    # -- labels --------------------------------------------------------------------------
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.store.label_defs()]
+
+    def human_labels(self) -> tuple[list[str], np.ndarray]:
+        """Label names and a vector over all items (-1 unlabeled); multi-label shows the first label."""
+        names, matrix = self.store.label_matrix(len(self.project.items))
+        if matrix.ndim == 2:
+            first = np.where(matrix.any(1), matrix.argmax(1), -1)
+            return names, first
+        return names, matrix
+
+    def _label_vector(self, labels: tuple[str, ...]) -> np.ndarray:
+        """Over drawn rows: index into `labels`, or -1 for items without one of them."""
+        names, vector = self.human_labels()
+        wanted = {names.index(name): i for i, name in enumerate(labels) if name in names}
+        return np.array([wanted.get(v, -1) for v in vector[self.rows]], dtype=np.int64)
+
+    # -- selection and review ------------------------------------------------------------
+    def select(self, ids) -> Review:
+        self.review = Review(ids=[int(i) for i in ids])
+        return self.review
+
+    def toggle(self, item_id: int) -> bool:
+        """Drop an item from the review, or take it back; returns True when it is now dropped."""
+        if item_id in self.review.dropped:
+            self.review.dropped.discard(item_id)
+            return False
+        self.review.dropped.add(item_id)
+        return True
+
+    def label_review(self, name: str) -> int:
+        """Label every kept item of the review with `name` (one undoable action); returns how many."""
+        kept = self.review.kept
+        if not kept:
+            return 0
+        self.store.assign(kept, name.strip(), source="human")
+        self.review = Review()
+        return len(kept)
+
+    def find_similar(self, k: int = 50) -> Review:
+        """Add the k items most similar to the kept selection (over all drawn items) to the review."""
+        from engine.neighbors import find_similar
+        seeds = self.review.kept
+        if not seeds:
+            return self.review
+        exclude = np.ones(len(self.project.items), dtype=bool)
+        exclude[self.rows] = False
+        names, labels = self.human_labels()
+        exclude |= labels >= 0                     # already labeled items are not news
+        found, scores = find_similar(self.features(), seeds, k=k, exclude=exclude)
+        for item, score in zip(found.tolist(), scores.tolist()):
+            if item not in self.review.similarity and item not in self.review.ids:
+                self.review.ids.append(item)
+                self.review.similarity[item] = float(score)
+        return self.review
+
+    def separate(self, labels: list[str], method: str = "lda") -> View:
+        """Switch to a view of the current layer fitted to pull `labels` apart."""
+        view = View(f"Separate {', '.join(labels)}", method, (), tuple(labels))
+        self.views = [v for v in self.views if not v.supervised] + [view]
+        self.view_index = len(self.views) - 1
+        return view
+
+    # -- training ------------------------------------------------------------------------
+    def train(self):
+        """Fit the first model on cached features of the human labels; store predictions for every item."""
+        from engine.firstmodel import fit_first_model
+        names, labels = self.human_labels()
+        features = np.concatenate([self.cache.load(layer, "avg")[:] for layer in self.layers], axis=1)
+        model = fit_first_model(features, labels, names)
+        probs = model.predict_proba(features[self.rows])
+        model_id = f"first-{self.store.version}"
+        self.store.set_predictions(model_id, self.rows.tolist(), names, probs)
+        self.model = model
+        return model.report
+
+    def predictions(self):
+        """(classes, item ids, probs) of the latest stored model, or None."""
+        found = self.store.predictions()
+        if found is None:
+            return None
+        _, classes, ids, probs = found
+        return classes, ids, probs
+
+    def accept(self, threshold: float) -> int:
+        found = self.store.predictions()
+        if found is None:
+            return 0
+        before = sum(self.store.counts().values())
+        self.store.accept_predictions(found[0], threshold)
+        return sum(self.store.counts().values()) - before

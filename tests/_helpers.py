@@ -1,0 +1,28 @@
+"""Helpers shared by the tests (importable as `_helpers`; conftest modules are not importable by name)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or a clean skip when it is absent (a user's clone)."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the development data is only on the team's machines")
+    return path
+
+
+def write_image(path: Path, seed: int, size=(48, 40), kind="noise") -> Path:
+    """A small RGB image with random blocks of colour; different seeds give clearly different images."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    image = Image.fromarray(blocks).resize(size, Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
