@@ -10,6 +10,8 @@ _EXPORTS = {
     "errors": ["LabelerError", "LabelFileError", "LabelStoreError"],
     "store": ["Event", "Label", "LabelStore"],
     "project": ["Project"],
+    "app": ["LabelApp"],
+    "session": ["Session"],
     "io": ["ExportReport", "ImportReport", "export_folders", "export_hf_metadata", "export_labels_csv",
            "export_predictions_csv", "import_folders", "import_labels_csv"],
 }

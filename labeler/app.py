@@ -290,8 +290,9 @@ class LabelApp(pn.viewable.Viewer):
     def _on_new_label(self, event) -> None:
         name = self._new_label.value_input or self._new_label.value
         if name and name.strip():
-            self._label(name.strip())
             self._new_label.value = ""
+            # enter_pressed arrives outside the document lock; Bokeh models may only change under it
+            _with_document_lock(lambda: self._label(name.strip()))
 
     def _do(self, action, verb: str) -> None:
         done = self._guard(action)
@@ -344,7 +345,9 @@ class LabelApp(pn.viewable.Viewer):
             self._after_change()
 
     def _on_key(self, event) -> None:
-        key = event.new.split("|")[0]
+        _with_document_lock(lambda: self._handle_key(event.new.split("|")[0]))
+
+    def _handle_key(self, key: str) -> None:
         actions = {"ArrowLeft": lambda: self._step_layer(-1), "ArrowRight": lambda: self._step_layer(1),
                    "ArrowUp": lambda: self._step_view(-1), "ArrowDown": lambda: self._step_view(1),
                    "ctrl+z": lambda: self._do(self.session.store.undo, "Undid"),
@@ -391,6 +394,15 @@ def _export_to_buffer(export, project) -> io.BytesIO:
         out = Path(tmp) / "out.csv"
         export(project, out)
         return io.BytesIO(out.read_bytes())
+
+
+def _with_document_lock(action) -> None:
+    """Run `action` on the server's next tick (holding the document lock), or now outside a server."""
+    doc = pn.state.curdoc
+    if doc is not None and getattr(doc, "session_context", None) is not None:
+        doc.add_next_tick_callback(action)
+    else:
+        action()
 
 
 def _plot_px(plot) -> tuple[int, int]:

@@ -2,23 +2,11 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from labeler.testing import CHROMIUM_FLAGS, chromium_path, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -38,41 +26,17 @@ def small_digits(tmp_path_factory) -> Path:
     return folder
 
 
-def start_server(folder: Path, workspace: Path | None = None):
-    port = _free_port()
-    command = [sys.executable, "-m", "labeler.cli", "serve", str(folder), "--port", str(port)]
-    if workspace:
-        command += ["--workspace", str(workspace)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read()}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("server did not start in 120 s")
-
-
 @pytest.fixture
 def served(small_digits, tmp_path):
     proc, url = start_server(small_digits, tmp_path / "workspace")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")
 def browser():
     playwright_api = pytest.importorskip("playwright.sync_api")
-    executable = shutil.which("chromium")
+    executable = chromium_path()
     if executable is None:
         pytest.skip("Debian's chromium is not installed (bash setup.sh --dev installs it)")
     with playwright_api.sync_playwright() as pw:

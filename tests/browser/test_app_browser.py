@@ -5,36 +5,9 @@ import re
 
 import pytest
 
+from labeler.testing import canvases, lasso, wait_until
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _map_box(page):
-    """Bounding box of the map's canvas: the topmost canvas (the review grid is below it)."""
-    return _canvases(page)[0]
-
-
-def _canvases(page) -> list[dict]:
-    boxes = [c.bounding_box() for c in page.locator("canvas").all()]
-    return sorted((b for b in boxes if b and b["width"] > 300), key=lambda b: b["y"])
-
-
-def _lasso(page, fx0=0.3, fx1=0.7, fy0=0.3, fy1=0.7):
-    box = _map_box(page)
-    x0, x1 = box["x"] + box["width"] * fx0, box["x"] + box["width"] * fx1
-    y0, y1 = box["y"] + box["height"] * fy0, box["y"] + box["height"] * fy1
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
-        page.mouse.move(x, y, steps=8)
-    page.mouse.up()
-
-
-def _wait_until(condition, timeout=20.0):
-    import time
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def _selected_count(page) -> int:
@@ -49,14 +22,15 @@ def test_label_workflow_in_the_browser(served, page):
     first_layer = layer.inner_text()
     page.locator("body").click(position={"x": 5, "y": 950})
     page.keyboard.press("ArrowRight")
-    _wait_until(lambda: layer.inner_text() != first_layer)
+    wait_until(lambda: layer.inner_text() != first_layer)
     lassoed_layer = layer.inner_text()
 
     # lasso a region, review it, drop one, label the rest with a new label
-    _lasso(page)
+    lasso(page)
     selected = _selected_count(page)
     assert selected > 3
-    cell = [b for b in _canvases(page) if b["y"] > _map_box(page)["y"] + 100][0]
+    map_top = canvases(page)[0]["y"]
+    cell = [b for b in canvases(page) if b["y"] > map_top + 100][0]  # the review grid, below the map
     page.mouse.click(cell["x"] + 36, cell["y"] + 36)
     page.get_by_text("1 dropped").wait_for(timeout=20_000)
     field = page.get_by_placeholder("new label, then Enter")
@@ -76,9 +50,9 @@ def test_label_workflow_in_the_browser(served, page):
     # a second label elsewhere (same layer as the first lasso, so the regions do not overlap)
     before = layer.inner_text()
     page.keyboard.press("ArrowRight")
-    _wait_until(lambda: layer.inner_text() != before)
+    wait_until(lambda: layer.inner_text() != before)
     assert layer.inner_text() == lassoed_layer
-    _lasso(page, 0.02, 0.28, 0.12, 0.97)  # the left strip (below the toolbar): none of the first selection
+    lasso(page, 0.02, 0.28, 0.12, 0.97)  # the left strip (below the toolbar): none of the first selection
     n = _selected_count(page)
     page.get_by_role("button", name="Find similar").click()
     page.get_by_text(re.compile(r"Added \d+ similar images")).wait_for(timeout=30_000)

@@ -1,0 +1,304 @@
+"""Lasso-to-recoloured-plot latency in a real browser, beside Bokeh's own redraw time.
+
+Serves a scatter set up like the app's map (``labeler/app.py`` ``_make_plot``: LassoSelectTool
+(continuous=False), color/alpha columns, ``selected.on_change("indices", ...)`` in Python which
+"labels" the selection and recolours via ``source.data.update(color=..., alpha=...)``, like the
+app's ``_recolour``) with ``pn.serve`` on 127.0.0.1, drives it with Playwright + Debian Chromium and
+measures, per number of points N and per output backend:
+
+* lasso: ``performance.now()`` at pointer-up (capture listener on window) to the recoloured plot.
+  "Recoloured" = the end of the first Bokeh plot paint after the data change arrived (the plot
+  view's ``paint`` is wrapped in the page), plus one ``requestAnimationFrame`` (next frame, so the
+  painted frame has been handed to the compositor). Split into up -> data arrived (selection to
+  server, Python callback, message back, deserialisation; recorded by a ``CustomJS`` on
+  ``source.js_on_change("data", ...)``) and data arrived -> shown.
+  The brief's simpler "two requestAnimationFrame after the data arrived" mark is recorded too
+  (``raf2``); it can fire before Bokeh's throttled paint, so it is not the headline number.
+* baseline: Bokeh alone. In the page, replace the colour column of all N points with a
+  precomputed array and ``source.change.emit()`` (no server, no Python), timed to the same
+  "paint end + one frame" mark.
+
+Each is the median over 3 repetitions. Usage::
+
+    python bench/ui_latency.py [--sizes 10000,50000,100000] [--backend canvas|webgl|both] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import socket
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+REPS = 3
+N_BLOBS = 10
+SIGMA = 0.03
+PLOT_PX = 700
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+UNLABELED = "#bbbbbb"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Python-side callback durations, keyed by (backend, n); written by the server thread.
+PY_TIMES: dict[tuple[str, int], list[float]] = {}
+
+
+def blob_centres() -> np.ndarray:
+    """Ten centres on a 4x3 grid (two cells empty), far enough apart that a 3.5-sigma lasso takes one blob."""
+    cells = [(i, j) for j in range(3) for i in range(4)][:N_BLOBS]
+    return np.array([(0.14 + 0.24 * i, 0.18 + 0.32 * j) for i, j in cells])
+
+
+def make_points(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = blob_centres()
+    which = np.arange(n) % N_BLOBS
+    return (centres[which] + rng.normal(0, SIGMA, (n, 2))).astype(np.float32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_app():
+    import panel as pn
+    from bokeh.models import BoxSelectTool, ColumnDataSource, CustomJS, LassoSelectTool, Range1d, WheelZoomTool
+    from bokeh.plotting import figure
+
+    def app():
+        args = pn.state.session_args
+        n = int(args["n"][0])
+        backend = args["backend"][0].decode()
+        xy = make_points(n)
+        colour = np.full(n, UNLABELED, dtype=object)
+        alpha = np.full(n, 0.9, dtype=np.float32)
+        source = ColumnDataSource(dict(x=xy[:, 0], y=xy[:, 1], id=np.arange(n), color=colour.copy(), alpha=alpha.copy()),
+                                  name="map-source")
+        # As in _make_plot, but fixed size so the lasso geometry is known (the app stretches).
+        plot = figure(tools="pan,reset", output_backend=backend, width=PLOT_PX, height=PLOT_PX,
+                      toolbar_location="above", name="map", match_aspect=False)
+        plot.x_range, plot.y_range = Range1d(-0.03, 1.03), Range1d(-0.03, 1.03)
+        plot.lod_timeout, plot.lod_interval = 100, 100
+        plot.axis.visible = False
+        plot.grid.visible = False
+        points = plot.scatter("x", "y", source=source, size=5, color="color", alpha="alpha",
+                              nonselection_alpha=0.25, selection_color="color", name="points")
+        lasso = LassoSelectTool(continuous=False, renderers=[points])
+        plot.add_tools(lasso, BoxSelectTool(continuous=False, renderers=[points]), WheelZoomTool())
+        plot.toolbar.active_drag = lasso
+        plot.toolbar.active_scroll = plot.select_one(WheelZoomTool)
+        source.js_on_change("data", CustomJS(code="if (window.__bench_data) window.__bench_data();"))
+        state = dict(label=0)
+
+        def on_select(attr, old, new):
+            if not len(new):
+                return
+            t0 = time.perf_counter()
+            # What labeling does: give the selection a label colour, then replace the colour columns.
+            colour[np.asarray(new, dtype=np.int64)] = PALETTE[state["label"] % len(PALETTE)]
+            state["label"] += 1
+            source.data.update(color=colour.copy(), alpha=alpha.copy())
+            PY_TIMES.setdefault((backend, n), []).append((time.perf_counter() - t0) * 1000)
+
+        source.selected.on_change("indices", on_select)
+        return pn.pane.Bokeh(plot)
+
+    return app
+
+
+# --- page-side instrumentation -------------------------------------------------------------
+JS_SETUP = """() => {
+  const pv = Bokeh.index.query_one(v => v.model && v.model.name === 'map');
+  if (!pv) return false;
+  const B = window.__bench = {up: null, sel: null, data: null, raf2: null, painted: null, shown: null, armed: false, t0: null};
+  const orig = pv.paint.bind(pv);
+  pv.paint = function (...a) {
+    const r = orig(...a);
+    const t = performance.now();
+    if (B.armed && B.up != null && B.sel == null && B.data == null && t >= B.up) B.sel = t;
+    const start = B.data != null ? B.data : B.t0;
+    if (B.armed && start != null && B.painted == null && t >= start) {
+      B.painted = t;
+      requestAnimationFrame(() => { B.shown = performance.now(); });
+    }
+    return r;
+  };
+  window.addEventListener('pointerup', () => { if (B.armed && B.up == null) B.up = performance.now(); }, true);
+  window.__bench_data = () => {
+    if (!B.armed || B.data != null) return;
+    B.data = performance.now();
+    requestAnimationFrame(() => requestAnimationFrame(() => { B.raf2 = performance.now(); }));
+  };
+  window.__bench_pv = pv;
+  return true;
+}"""
+
+JS_ARM = """() => { Object.assign(window.__bench, {up: null, sel: null, data: null, raf2: null, painted: null, shown: null, t0: null, armed: true}); }"""
+
+JS_LASSO_PATH = """([cx, cy, r, k]) => {
+  const pv = window.__bench_pv, f = pv.frame;
+  const rect = pv.canvas_view.el.getBoundingClientRect();
+  const pts = [];
+  for (let i = 0; i <= k; i++) {
+    const a = 2 * Math.PI * i / k;
+    pts.push([rect.left + f.x_scale.compute(cx + r * Math.cos(a)), rect.top + f.y_scale.compute(cy + r * Math.sin(a))]);
+  }
+  return pts;
+}"""
+
+JS_BASELINE = """(colour) => {
+  const src = Bokeh.documents[0].get_model_by_name('map-source');
+  const n = src.get_length();
+  const arr = new Array(n).fill(colour);
+  const B = window.__bench;
+  Object.assign(B, {up: null, sel: null, data: null, raf2: null, painted: null, shown: null, armed: true});
+  B.t0 = performance.now();
+  if (src.data instanceof Map) src.data.set('color', arr); else src.data.color = arr;
+  src.change.emit();
+}"""
+
+
+def wait_idle(page, quiet_ms: int = 400, timeout_s: float = 60) -> None:
+    """Wait until no Bokeh paint has happened for quiet_ms (initial render, previous run)."""
+    page.evaluate("""() => { const pv = window.__bench_pv; if (pv && !pv.__idlehook) {
+        const o = pv.paint; pv.paint = function (...a) { const r = o.apply(this, a); window.__last_paint = performance.now(); return r; };
+        pv.__idlehook = true; window.__last_paint = performance.now(); } }""")
+    page.wait_for_function(f"() => performance.now() - (window.__last_paint || 0) > {quiet_ms}", timeout=timeout_s * 1000)
+
+
+def measure(page, backend: str, n: int, timeout_s: float) -> dict:
+    centres = blob_centres()
+    lasso, base, counts = [], [], []
+    for rep in range(REPS):
+        wait_idle(page)
+        cx, cy = centres[rep]
+        pts = page.evaluate(JS_LASSO_PATH, [float(cx), float(cy), 3.5 * SIGMA, 32])
+        page.evaluate(JS_ARM)
+        page.mouse.move(*pts[0])
+        page.mouse.down()
+        for p in pts[1:]:
+            page.mouse.move(*p, steps=2)
+        page.mouse.up()
+        page.wait_for_function("() => window.__bench.shown != null && window.__bench.raf2 != null", timeout=timeout_s * 1000)
+        b = page.evaluate("() => window.__bench")
+        counts.append(page.evaluate("() => Bokeh.documents[0].get_model_by_name('map-source').selected.indices.length"))
+        lasso.append(dict(total=b["shown"] - b["up"], to_data=b["data"] - b["up"], data_to_shown=b["shown"] - b["data"],
+                          raf2=b["raf2"] - b["up"], sel=(b["sel"] - b["up"]) if b["sel"] is not None else None))
+    for rep in range(REPS):
+        wait_idle(page)
+        page.evaluate(JS_BASELINE, PALETTE[(rep + 3) % len(PALETTE)])
+        page.wait_for_function("() => window.__bench.shown != null", timeout=timeout_s * 1000)
+        b = page.evaluate("() => window.__bench")
+        base.append(dict(painted=b["painted"] - b["t0"], shown=b["shown"] - b["t0"]))
+    med = lambda rows, key: statistics.median(r[key] for r in rows)
+    py = PY_TIMES.get((backend, n), [])
+    res = dict(backend=backend, n=n, selected=int(statistics.median(counts)),
+               lasso_ms=med(lasso, "total"), up_to_data_ms=med(lasso, "to_data"),
+               data_to_shown_ms=med(lasso, "data_to_shown"),
+               selection_paint_ms=statistics.median(sels) if (sels := [r["sel"] for r in lasso if r["sel"] is not None]) else None, lasso_raf2_ms=med(lasso, "raf2"),
+               python_cb_ms=statistics.median(py) if py else None,
+               baseline_ms=med(base, "shown"), baseline_paint_ms=med(base, "painted"),
+               lasso_runs_ms=[round(r["total"], 1) for r in lasso], baseline_runs_ms=[round(r["shown"], 1) for r in base])
+    res["ratio"] = res["lasso_ms"] / res["baseline_ms"] if res["baseline_ms"] > 0 else None
+    return res
+
+
+def run(sizes: list[int], backends: list[str], timeout_s: float, log=print) -> list[dict]:
+    import panel as pn
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium")
+    if exe is None:
+        raise SystemExit("chromium not found on PATH")
+    port = free_port()
+    server = pn.serve({"bench": make_app()}, port=port, address="127.0.0.1", show=False, threaded=True,
+                      websocket_origin=[f"127.0.0.1:{port}"], websocket_max_message_size=200 * 2**20)
+    results = []
+    try:
+        for _ in range(100):  # wait for the server thread to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                for backend in backends:
+                    for n in sizes:
+                        page = browser.new_page(viewport={"width": 1000, "height": 900})
+                        try:
+                            t = time.perf_counter()
+                            page.goto(f"http://127.0.0.1:{port}/bench?n={n}&backend={backend}", timeout=timeout_s * 1000)
+                            page.wait_for_function(
+                                "() => window.Bokeh && Bokeh.documents.length && Bokeh.index.query_one(v => v.model && v.model.name === 'map')",
+                                timeout=timeout_s * 1000)
+                            if not page.evaluate(JS_SETUP):
+                                raise RuntimeError("plot view not found")
+                            res = measure(page, backend, n, timeout_s)
+                            res["page_s"] = time.perf_counter() - t
+                            log(f"  {backend:6s} n={n:>7d}: lasso {res['lasso_ms']:.0f} ms, baseline {res['baseline_ms']:.0f} ms "
+                                f"({res['page_s']:.1f} s)")
+                            results.append(res)
+                        except Exception as err:  # report and go on with the other sizes
+                            log(f"  {backend:6s} n={n:>7d}: FAILED {type(err).__name__}: {err}")
+                            results.append(dict(backend=backend, n=n, error=f"{type(err).__name__}: {err}"))
+                        finally:
+                            page.close()
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+    return results
+
+
+def markdown(results: list[dict]) -> str:
+    f = lambda v: "–" if v is None else f"{v:.0f}"
+    lines = ["| backend | N | selected | lasso→recoloured ms | up→selection painted ms | up→data arrived ms | data→shown ms | Python cb ms "
+             "| baseline redraw ms | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['backend']} | {r['n']} | failed: {r['error'][:80]} | | | | | | | |")
+            continue
+        lines.append(f"| {r['backend']} | {r['n']} | {r['selected']} | {f(r['lasso_ms'])} | {f(r.get('selection_paint_ms'))} | {f(r['up_to_data_ms'])} "
+                     f"| {f(r['data_to_shown_ms'])} | {f(r['python_cb_ms'])} | {f(r['baseline_ms'])} | {r['ratio']:.1f}× |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10000,50000,100000", help="comma-separated numbers of points")
+    ap.add_argument("--backend", choices=["canvas", "webgl", "both"], default="both")
+    ap.add_argument("--json", action="store_true", help="print results as JSON instead of a markdown table")
+    ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for any one step")
+    a = ap.parse_args(argv)
+    sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
+    backends = ["webgl", "canvas"] if a.backend == "both" else [a.backend]
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):  # Panel's server thread prints "Launching server at ..."
+        results = run(sizes, backends, a.timeout, log=log)
+    if a.json:
+        print(json.dumps(results, indent=2), file=out)
+    else:
+        print(markdown(results))
+        print("\nlasso→recoloured: pointer-up to end of the first Bokeh paint after the new colours arrived, + 1 frame; "
+              f"median of {REPS} lassos, each round one blob (~10% of the points).\n"
+              "up→selection painted: end of the first paint after pointer-up (Bokeh's own selection highlight); "
+              "the server's reply waits behind it on the page's main thread.\n"
+              "baseline: the same colour-column replacement done in the page (no server, no Python) to the same mark.\n"
+              "Chromium runs with --disable-gpu, so WebGL is software-rendered here.")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Driving the served app from a real browser: shared by the browser tests, benchmarks and the screenshot script."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (the project never downloads a browser of its own)."""
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(folder: Path, workspace: Path | None = None, timeout: float = 180.0):
+    """`labeler serve FOLDER` on 127.0.0.1 and a free port; returns (process, url) once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "labeler.cli", "serve", str(folder), "--port", str(port)]
+    if workspace:
+        command += ["--workspace", str(workspace)]
+    # the log goes to a file: an undrained pipe fills up and blocks the server mid-session
+    log = tempfile.NamedTemporaryFile(prefix="labeler-serve-", suffix=".log", delete=False)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = log.name
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {Path(log.name).read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"server did not start in {timeout:.0f} s")
+
+
+def stop_server(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def canvases(page) -> list[dict]:
+    """Bounding boxes of the page's plot canvases, top first (the map, then the review grid)."""
+    boxes = [c.bounding_box() for c in page.locator("canvas").all()]
+    return sorted((b for b in boxes if b and b["width"] > 300), key=lambda b: b["y"])
+
+
+def lasso(page, fx0=0.3, fx1=0.7, fy0=0.3, fy1=0.7) -> None:
+    """Drag a lasso around a rectangle given in fractions of the map (keep fy0 >= 0.1: the toolbar is on top)."""
+    box = canvases(page)[0]
+    x0, x1 = box["x"] + box["width"] * fx0, box["x"] + box["width"] * fx1
+    y0, y1 = box["y"] + box["height"] * fy0, box["y"] + box["height"] * fy1
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.2)
