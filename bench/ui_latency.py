@@ -31,7 +31,6 @@ import shutil
 import socket
 import statistics
 import sys
-import threading
 import time
 
 import numpy as np

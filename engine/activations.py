@@ -9,7 +9,6 @@ import hashlib
 import logging
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 
 import numpy as np
 import panel as pn
 import param
 from bokeh.events import RangesUpdate
 from bokeh.models import (BoxSelectTool, ColumnDataSource, Div, HoverTool, ImageURL, LassoSelectTool, Range1d,
-                          TapTool, WheelZoomTool, CustomJS)
+                          WheelZoomTool, CustomJS)
 from bokeh.plotting import figure
 
 from engine.errors import ENGINE_ERRORS

@@ -1,13 +1,11 @@
 """Shared fixtures: generated image folders, the development data, a fixed seed."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from _helpers import write_image
 
@@ -31,10 +29,3 @@ def image_folder(tmp_path) -> Path:
     for i in range(12):
         write_image(folder / ("a" if i < 6 else "b") / f"img_{i:02d}.{'jpg' if i % 2 else 'png'}", seed=i)
     return folder
-
-
-def pytest_collection_modifyitems(config, items):
-    # tests under tests/browser need Chromium; tests marked data need ../shared/data
-    for item in items:
-        if "browser" in item.keywords and not os.environ.get("LABELER_BROWSER", "1"):
-            item.add_marker(pytest.mark.skip(reason="browser tests disabled"))

@@ -61,7 +61,6 @@ def test_extract_restores_training_mode_and_pools_avg_beside_2x2_grid():
 
 
 def test_pooled_grid_tells_mirror_images_apart_where_average_does_not():
-    model = _tiny_net()
     x = torch.randn(1, 3, 16, 16)
     both = torch.cat([x, x.flip(-1)])
     fmap = extract_activations(nn.Identity(), both, [""], pool=None)[""]
