@@ -128,7 +128,7 @@ class LabelApp(pn.viewable.Viewer):
         plot.axis.visible = False
         plot.grid.visible = False
         plot.add_glyph(self._tile_source, ImageURL(url="url", x="x", y="y", w="w", h="h", anchor="top_left"))
-        points = plot.scatter("x", "y", source=self._map_source, size=5, color="color", alpha="alpha",
+        points = plot.scatter("x", "y", source=self._map_source, size=4, color="color", alpha="alpha",
                               nonselection_alpha=0.25, selection_color="color", name="points")
         lasso = LassoSelectTool(continuous=False, renderers=[points])
         plot.add_tools(lasso, BoxSelectTool(continuous=False, renderers=[points]), WheelZoomTool())
@@ -173,7 +173,7 @@ class LabelApp(pn.viewable.Viewer):
         names, labels = s.human_labels()
         colours = label_colours(s.store.label_defs())
         colour = np.full(n, UNLABELED_COLOUR, dtype=object)
-        alpha = np.full(n, 0.9, dtype=np.float32)
+        alpha = np.full(n, 0.45, dtype=np.float32)   # unlabeled points stay light over the thumbnails
         predictions = s.predictions()
         if predictions is not None:
             classes, ids, probs = predictions
@@ -184,6 +184,7 @@ class LabelApp(pn.viewable.Viewer):
                 chance = 1.0 / max(2, len(classes))
                 alpha[ids] = np.clip(1 - (confidence - chance) / (1 - chance), 0.06, 1.0)
         has = labels >= 0
+        alpha[has] = 0.95
         colour[has] = np.array([colours.get(name, UNLABELED_COLOUR) for name in names] or ["#000"], dtype=object)[labels[has]]
         if self.vary_opacity:
             alpha[has] = 0.08
