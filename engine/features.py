@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import pooling
+from ._atomic import grow_npy, save_npy, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,45 @@ class FeatureCacheError(RuntimeError):
     """The cache on disk does not match what was asked for."""
 
 
-class FeatureCache:
+class RowStates:
+    """Per-row bookkeeping shared by the caches whose row i belongs to item i.
+
+    Subclasses hold `rows` (a ROW_DTYPE array: size and mtime each row was made from, status)
+    and `meta` (a dict with a `version` and the `failures` reasons), as stored on disk.
+    """
+
+    rows: np.ndarray
+    meta: dict
+
+    @property
+    def version(self) -> int:
+        """Changes whenever a row is (re)computed: part of every key derived from the cache."""
+        return int(self.meta.get("version", 0))
+
+    @property
+    def failures(self) -> dict[int, str]:
+        """Item id -> why its file could not be read."""
+        return {int(k): v for k, v in self.meta.get("failures", {}).items()}
+
+    def done_mask(self, n: int | None = None) -> np.ndarray:
+        """Boolean mask of rows holding valid data (padded with False to n rows)."""
+        n = len(self.rows) if n is None else n
+        mask = np.zeros(n, dtype=bool)
+        m = min(n, len(self.rows))
+        mask[:m] = self.rows["status"][:m] == DONE
+        return mask
+
+    def mark(self, row: int, size: int, mtime_ns: int, status: int, reason: str | None = None) -> None:
+        """Record what row `row` was made from and whether it worked (with the reason when not)."""
+        self.rows[row] = (size, mtime_ns, status)
+        failures = self.meta.setdefault("failures", {})
+        if reason is None:
+            failures.pop(str(row), None)
+        else:
+            failures[str(row)] = reason
+
+
+class FeatureCache(RowStates):
     """Read and write the per-layer feature arrays of one backbone at one image size."""
 
     def __init__(self, directory, *, backbone: str, size: int):
@@ -40,23 +78,6 @@ class FeatureCache:
     @property
     def layers(self) -> list[str]:
         return list(self.meta.get("layers", []))
-
-    @property
-    def version(self) -> int:
-        """Changes whenever a row is (re)computed: part of every projection cache key."""
-        return int(self.meta.get("version", 0))
-
-    @property
-    def failures(self) -> dict[int, str]:
-        return {int(k): v for k, v in self.meta.get("failures", {}).items()}
-
-    def done_mask(self, n: int | None = None) -> np.ndarray:
-        """Boolean mask of rows holding valid features (padded with False to n rows)."""
-        n = len(self.rows) if n is None else n
-        mask = np.zeros(n, dtype=bool)
-        m = min(n, len(self.rows))
-        mask[:m] = self.rows["status"][:m] == DONE
-        return mask
 
     def load(self, layer: str, pooling_name: str | None = None, *, mmap: bool = True) -> np.ndarray:
         """(n_rows, dim) float16 features of `layer` (memory-mapped), columns picked by `pooling_name`."""
@@ -80,7 +101,7 @@ class FeatureCache:
         self.meta.update(backbone=self.backbone, size=self.size, layers=list(layers), dims=dims,
                          pooling_grid=pooling.GRID)
         for layer in layers:
-            self._grow(self.dir / f"{_safe(layer)}.npy", n_rows, dims[layer], np.float16)
+            grow_npy(self.dir / f"{_safe(layer)}.npy", n_rows, (dims[layer],), np.float16)
         if len(self.rows) < n_rows:
             rows = np.zeros(n_rows, dtype=ROW_DTYPE)
             rows[: len(self.rows)] = self.rows
@@ -90,21 +111,13 @@ class FeatureCache:
     def open_for_writing(self) -> dict[str, np.memmap]:
         return {layer: np.load(self.dir / f"{_safe(layer)}.npy", mmap_mode="r+") for layer in self.layers}
 
-    def mark(self, row: int, size: int, mtime_ns: int, status: int, reason: str | None = None) -> None:
-        self.rows[row] = (size, mtime_ns, status)
-        failures = self.meta.setdefault("failures", {})
-        if reason is None:
-            failures.pop(str(row), None)
-        else:
-            failures[str(row)] = reason
-
     def flush(self, arrays: dict[str, np.memmap] | None = None) -> None:
         """Write features first, then the row states that vouch for them, then the metadata."""
         for array in (arrays or {}).values():
             array.flush()
         self.meta["version"] = self.version + 1
-        _atomic_save(self.dir / "rows.npy", self.rows)
-        _atomic_write_text(self.dir / "meta.json", json.dumps(self.meta, indent=1))
+        save_npy(self.dir / "rows.npy", self.rows)
+        write_text(self.dir / "meta.json", json.dumps(self.meta, indent=1))
 
     # -- internals -----------------------------------------------------------------------
     def _read_meta(self) -> dict:
@@ -120,34 +133,6 @@ class FeatureCache:
         path = self.dir / "rows.npy"
         return np.load(path) if path.exists() else np.zeros(0, dtype=ROW_DTYPE)
 
-    @staticmethod
-    def _grow(path: Path, n_rows: int, dim: int, dtype) -> None:
-        if path.exists():
-            old = np.load(path, mmap_mode="r")
-            if old.shape[0] >= n_rows:
-                return
-        else:
-            old = None
-        tmp = path.with_name(path.name + ".tmp.npy")
-        new = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, dim))
-        if old is not None:
-            new[: old.shape[0]] = old
-        new.flush()
-        del new, old
-        os.replace(tmp, path)
-
 
 def _safe(layer: str) -> str:
     return layer.replace("/", "_")
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

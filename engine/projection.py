@@ -14,13 +14,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+
+from ._atomic import save_npy
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.utils.validation import check_is_fitted
@@ -440,18 +441,9 @@ def _load_cached(path: Path, n_rows: int) -> np.ndarray | None:
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    """Write ``arr`` to ``path`` via a temp file in the same folder and os.replace."""
+    """Write ``arr`` to ``path`` atomically (the folder is created when needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npy(path, arr)
 
 
 def cached_projection(X: Any, method: str, params: Mapping[str, Any] | None, *,

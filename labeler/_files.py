@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from engine._atomic import atomic_output
 
 from .errors import LabelFileError
 
@@ -36,21 +36,13 @@ def write_csv_atomically(out: Path, header: list[str], rows: Iterable[list[str]]
     Returns the number of data rows. Readers see the old file or the new one, never half of one.
     """
     out = checked_output_file(out)
-    handle, temp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow([neutralize(cell) for cell in header])
-            for row in rows:
-                writer.writerow([neutralize(cell) for cell in row])
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, out)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_output(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow([neutralize(cell) for cell in header])
+        for row in rows:
+            writer.writerow([neutralize(cell) for cell in row])
+            count += 1
     return count
 
 

@@ -30,14 +30,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from engine.data import ImageReadError, decode_image, read_image_bytes
 from engine.embedding import default_workers, rows_to_compute
-from engine.features import DONE, FAILED, PENDING, ROW_DTYPE
+from engine._atomic import grow_npy, save_npy, write_text
+from engine.features import DONE, FAILED, PENDING, ROW_DTYPE, RowStates
 from engine.workspace import Item, Workspace
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ DEFAULT_SIZE = 64
 
 _CHUNK = 32  # files per task sent to a worker process
 _FLUSH_SECONDS = 5.0
-_COPY_ROWS = 4096  # rows per step when an array is grown
 _MIN_LEVEL = 8  # the smallest tile size stored
 
 
@@ -65,7 +64,7 @@ class ThumbBuildResult:
     n_items: int = 0
 
 
-class ThumbCache:
+class ThumbCache(RowStates):
     """The thumbnails of one workspace at one tile size (see the module docstring for the files)."""
 
     def __init__(self, workspace: Workspace, size: int = DEFAULT_SIZE):
@@ -86,24 +85,6 @@ class ThumbCache:
         rows = np.load(self._rows_path) if self._rows_path.exists() else np.zeros(0, dtype=ROW_DTYPE)
         self._arrays = self._open("r")
         self.rows = rows[: self._n_array_rows()]  # rows beyond the arrays vouch for nothing
-
-    @property
-    def version(self) -> int:
-        """Changes whenever rows are (re)made: a key for anything drawn from the thumbnails."""
-        return int(self.meta.get("version", 0))
-
-    @property
-    def failures(self) -> dict[int, str]:
-        """Item id -> why its file could not be read."""
-        return {int(k): v for k, v in self.meta.get("failures", {}).items()}
-
-    def done_mask(self, n: int | None = None) -> np.ndarray:
-        """Boolean mask of rows holding a real thumbnail (padded with False to n rows)."""
-        n = len(self.rows) if n is None else n
-        mask = np.zeros(n, dtype=bool)
-        m = min(n, len(self.rows))
-        mask[:m] = self.rows["status"][:m] == DONE
-        return mask
 
     def get(self, ids, size: int | None = None) -> np.ndarray:
         """uint8 (k, s, s, 3) tiles of `ids`, s = `size` (default: the cache's size).
@@ -189,10 +170,10 @@ class ThumbCache:
                     tiles = resize_tiles(tiles, level)
                     arrays[level][ids] = tiles
                 for row in ids:
-                    self._mark(row, stats[row], DONE)
+                    self.mark(row, *stats[row], DONE)
                 for row, reason in failed:
                     logger.warning("no thumbnail for %s: %s", self.workspace.abspath(self._paths[row]), reason)
-                    self._mark(row, stats[row], FAILED, reason)
+                    self.mark(row, *stats[row], FAILED, reason)
                 done += len(ids)
                 if time.monotonic() - last_flush > _FLUSH_SECONDS:  # a killed build keeps what it made
                     self._flush(arrays)
@@ -204,29 +185,19 @@ class ThumbCache:
             del arrays
             self._arrays = self._open("r")
 
-    def _mark(self, row: int, stat: tuple[int, int], status: int, reason: str | None = None) -> None:
-        self.rows[row] = (*stat, status)
-        failures = self.meta.setdefault("failures", {})
-        if reason is None:
-            failures.pop(str(row), None)
-        else:
-            failures[str(row)] = reason
-
     def _flush(self, arrays: dict[int, np.memmap]) -> None:
         """Pixels first, then the row states that vouch for them, then the metadata."""
         for array in arrays.values():
             array.flush()
         self.meta.update(size=self.size, levels=list(self.levels), version=self.version + 1)
-        _atomic_save(self._rows_path, self.rows)
-        tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=1))
-        os.replace(tmp, self._meta_path)
+        save_npy(self._rows_path, self.rows)
+        write_text(self._meta_path, json.dumps(self.meta, indent=1))
 
     def _prepare(self, n_rows: int) -> None:
         """Grow every level and the row states to `n_rows` (a crash leaves old or new files)."""
         if self._n_array_rows() < n_rows:  # readers keep the old maps (of the old files) meanwhile
             for level, path in self._files.items():
-                _grow(path, n_rows, (level, level, 3))
+                grow_npy(path, n_rows, (level, level, 3), np.uint8)
         if len(self.rows) < n_rows:
             rows = np.zeros(n_rows, dtype=ROW_DTYPE)
             rows[: len(self.rows)] = self.rows
@@ -390,24 +361,3 @@ def _check_dense(items: list[Item]) -> None:
             raise ValueError(f"build() needs the workspace's whole item list in id order (row i = item i); "
                              f"position {index} holds item {item.id}. Pass workspace.items() or leave items out.")
 
-
-def _grow(path: Path, n_rows: int, tile_shape: tuple[int, ...]) -> None:
-    """Make `path` a uint8 array of `n_rows` rows, keeping the rows it had, via a renamed new file."""
-    old = np.load(path, mmap_mode="r") if path.exists() else None
-    if old is not None and old.shape[1:] != tile_shape:
-        old = None
-    tmp = path.with_name(path.name + ".tmp.npy")
-    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n_rows, *tile_shape))
-    kept = 0 if old is None else old.shape[0]
-    for start in range(0, kept, _COPY_ROWS):  # a step at a time: memory stays bounded at 100k rows
-        stop = min(start + _COPY_ROWS, kept)
-        new[start:stop] = old[start:stop]
-    new.flush()
-    del new, old
-    os.replace(tmp, path)
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)

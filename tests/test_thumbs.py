@@ -62,7 +62,7 @@ def test_second_build_reads_no_image(folder, monkeypatch):
 def test_changed_and_added_files_alone_are_rebuilt(folder, monkeypatch):
     ws = _workspace(folder)
     ThumbCache(ws).build(workers=0)
-    monkeypatch.setattr("labeler.thumbs._COPY_ROWS", 3)  # the arrays grow in several steps
+    monkeypatch.setattr("engine._atomic.COPY_ROWS", 3)  # the arrays grow in several steps
     changed = _solid(folder / "a_wide.png", (50, 100), (0, 0, 250))
     os.utime(changed, ns=(1, 1))
     _solid(folder / "e_new.png", (20, 20), (0, 250, 0))
