@@ -3,7 +3,7 @@
 Names are imported on first use (PEP 562), so `import engine` stays cheap: opening a project
 whose features are cached never pays for importing torch or umap.
 """
-from importlib import import_module
+from ._lazy import lazy_exports
 
 _EXPORTS = {
     "activations": ["extract_activations"],
@@ -19,17 +19,4 @@ _EXPORTS = {
     "projection": ["PROJECTIONS", "SUPERVISED", "cached_projection", "create_projector"],
     "workspace": ["Item", "Workspace"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -233,7 +233,6 @@ class LabelApp(pn.viewable.Viewer):
 
     def _update_review_text(self) -> None:
         review = self.session.review
-        self.session.review.dropped = set(self.grid.dropped)
         kept = len(review.kept)
         if not review.ids:
             self._review_text.object = "Lasso a group of images to review it here."
@@ -278,7 +277,6 @@ class LabelApp(pn.viewable.Viewer):
             self._map_source.selected.indices = []
 
     def _label(self, name: str) -> None:
-        self.session.review.dropped = set(self.grid.dropped)
         count = self._guard(self.session.label_review, name)
         if count:
             self._show(f"Labeled {count} images “{name}”.", "success")
@@ -308,7 +306,6 @@ class LabelApp(pn.viewable.Viewer):
             self._refresh_labels()
 
     def _on_similar(self, event=None) -> None:
-        self.session.review.dropped = set(self.grid.dropped)
         if not self.session.review.kept:
             self._show("Select a few images first; find similar looks for more like them.", "warning")
             return

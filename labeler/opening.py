@@ -47,7 +47,7 @@ class Opening:
     def needs_work(self) -> bool:
         cache = FeatureCache(self._project.workspace.features_dir(self.backbone, self.size),
                              backbone=self.backbone, size=self.size)
-        items = self._project.workspace.sync_items()
+        items = self._project.items          # the Project scanned the folder when it opened
         return bool(rows_to_compute(items, cache)) or not self.thumbs.done_mask().all() and any(
             not item.missing for item in items)
 

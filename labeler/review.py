@@ -22,8 +22,8 @@ class ReviewGrid:
     def __init__(self, thumbs, on_change, *, columns: int = COLUMNS, tile_px: int = TILE_PX):
         self.thumbs, self.on_change = thumbs, on_change
         self.columns, self.tile_px = columns, tile_px
+        self.review = None                  # the session's Review: dropping edits it directly
         self.ids: list[int] = []
-        self.dropped: set[int] = set()
         self._cells = ColumnDataSource(dict(x=[], y=[], id=[], veil=[], cross=[], score=[]))
         self._image = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
         self.figure = self._make_figure()
@@ -49,8 +49,8 @@ class ReviewGrid:
 
     def show(self, review) -> None:
         """Show a review (ids, dropped, similarity) from the start."""
+        self.review = review
         self.ids = list(review.ids)[:MAX_SHOWN]
-        self.dropped = set(review.dropped) & set(self.ids)
         rows = max(1, -(-len(self.ids) // self.columns))
         self.figure.height = rows * self.tile_px
         self.figure.y_range.start, self.figure.y_range.end = 0, rows
@@ -62,11 +62,12 @@ class ReviewGrid:
         self._image.data = self._composite(rows) if self.ids else dict(url=[], x=[], y=[], w=[], h=[])
         self.panel.visible = bool(self.ids)
 
+    @property
+    def dropped(self) -> set[int]:
+        return self.review.dropped if self.review is not None else set()
+
     def toggle(self, item_id: int) -> None:
-        if item_id in self.dropped:
-            self.dropped.discard(item_id)
-        else:
-            self.dropped.add(item_id)
+        self.review.toggle(item_id)
         self._cells.data.update(veil=self._veil(), cross=self._cross())
         self.on_change()
 

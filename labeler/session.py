@@ -54,6 +54,14 @@ class Review:
     def kept(self) -> list[int]:
         return [i for i in self.ids if i not in self.dropped]
 
+    def toggle(self, item_id: int) -> bool:
+        """Drop an item from the review, or take it back; returns True when it is now dropped."""
+        if item_id in self.dropped:
+            self.dropped.discard(item_id)
+            return False
+        self.dropped.add(item_id)
+        return True
+
 
 class Session:
     """Layer and view navigation, selection and review, labeling, find-similar, separate, train."""
@@ -149,14 +157,6 @@ class Session:
     def select(self, ids) -> Review:
         self.review = Review(ids=[int(i) for i in ids])
         return self.review
-
-    def toggle(self, item_id: int) -> bool:
-        """Drop an item from the review, or take it back; returns True when it is now dropped."""
-        if item_id in self.review.dropped:
-            self.review.dropped.discard(item_id)
-            return False
-        self.review.dropped.add(item_id)
-        return True
 
     def label_review(self, name: str) -> int:
         """Label every kept item of the review with `name` (one undoable action); returns how many."""
