@@ -3,6 +3,7 @@
 Only the CLI and the apps turn these into messages for a person; anything else is a bug
 and keeps its traceback.
 """
+from ._sqlite import DatabaseBusyError
 from .backbones import BackboneError, WeightsUnavailableError
 from .data import ImageReadError, InputError
 from .features import FeatureCacheError
@@ -10,7 +11,7 @@ from .neighbors import NeighborsError
 from .projection import ProjectionError
 
 ENGINE_ERRORS = (InputError, ImageReadError, BackboneError, WeightsUnavailableError, FeatureCacheError,
-                 ProjectionError, NeighborsError)
+                 ProjectionError, NeighborsError, DatabaseBusyError)
 
-__all__ = ["ENGINE_ERRORS", "BackboneError", "WeightsUnavailableError", "ImageReadError", "InputError",
+__all__ = ["ENGINE_ERRORS", "DatabaseBusyError", "BackboneError", "WeightsUnavailableError", "ImageReadError", "InputError",
            "FeatureCacheError", "NeighborsError", "ProjectionError"]

@@ -16,6 +16,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._sqlite import connect, write_transaction
 from .data import InputError, discover_images
 
 logger = logging.getLogger(__name__)
@@ -45,13 +46,7 @@ class Item:
     missing: bool
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    """A connection in WAL mode with a busy timeout, as every writer of the workspace uses."""
-    conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+WRITE_TIMEOUT = 60.0  # seconds another process may hold the database before a write gives up
 
 
 class Workspace:
@@ -77,6 +72,10 @@ class Workspace:
         """`with ws.connect() as conn:` a connection that is closed on exit."""
         return closing(connect(self.db_path))
 
+    def _write(self, conn: sqlite3.Connection):
+        """One write transaction on the item table, waiting out other writers (engine/_sqlite.py)."""
+        return write_transaction(conn, self.db_path, WRITE_TIMEOUT)
+
     def features_dir(self, backbone: str, size: int) -> Path:
         return self.root / "features" / f"{backbone}-{size}"
 
@@ -95,27 +94,29 @@ class Workspace:
         """
         found = discover_images(self.folder) if paths is None else [_posix(p) for p in paths]
         stats = {p: _stat(self.folder / p) for p in found}
-        with self.connect() as conn:
-            known = {row[1]: row for row in conn.execute("SELECT id, path, size, mtime_ns, missing FROM items")}
-            next_id = len(known)
-            now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            for path, stat in stats.items():
-                size, mtime = stat if stat else (None, None)
-                row = known.get(path)
-                if row is None:
-                    conn.execute("INSERT INTO items (id, path, size, mtime_ns, missing, added) VALUES (?,?,?,?,?,?)",
-                                 (next_id, path, size, mtime, int(stat is None), now))
-                    next_id += 1
-                elif (row[2], row[3], row[4]) != (size, mtime, int(stat is None)):
-                    conn.execute("UPDATE items SET size=?, mtime_ns=?, missing=? WHERE id=?",
-                                 (size, mtime, int(stat is None), row[0]))
-            if paths is None:
-                gone = [row[0] for path, row in known.items() if path not in stats and not row[4]]
-                conn.executemany("UPDATE items SET missing=1 WHERE id=?", [(i,) for i in gone])
-            conn.execute("COMMIT")
-            rows = conn.execute("SELECT id, path, size, mtime_ns, missing FROM items ORDER BY id").fetchall()
-        return [Item(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
+        with self.connect() as conn, self._write(conn):  # read and insert in one transaction: ids never clash
+            self._record(conn, stats, full_scan=paths is None)
+        return self.items()
+
+    @staticmethod
+    def _record(conn, stats: dict, *, full_scan: bool) -> None:
+        """Insert new paths with the next ids, refresh size/mtime/missing, mark vanished files missing."""
+        known = {row[1]: row for row in conn.execute("SELECT id, path, size, mtime_ns, missing FROM items")}
+        next_id = len(known)
+        now = time.time()
+        for path, stat in stats.items():
+            size, mtime = stat if stat else (None, None)
+            row = known.get(path)
+            if row is None:
+                conn.execute("INSERT INTO items (id, path, size, mtime_ns, missing, added) VALUES (?,?,?,?,?,?)",
+                             (next_id, path, size, mtime, int(stat is None), now))
+                next_id += 1
+            elif (row[2], row[3], row[4]) != (size, mtime, int(stat is None)):
+                conn.execute("UPDATE items SET size=?, mtime_ns=?, missing=? WHERE id=?",
+                             (size, mtime, int(stat is None), row[0]))
+        if full_scan:
+            gone = [row[0] for path, row in known.items() if path not in stats and not row[4]]
+            conn.executemany("UPDATE items SET missing=1 WHERE id=?", [(i,) for i in gone])
 
     def items(self) -> list[Item]:
         with self.connect() as conn:
@@ -124,9 +125,8 @@ class Workspace:
 
     def set_hashes(self, hashes: dict[int, str]) -> None:
         with self.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("UPDATE items SET sha1=? WHERE id=?", [(h, i) for i, h in hashes.items()])
-            conn.execute("COMMIT")
+            with self._write(conn):
+                conn.executemany("UPDATE items SET sha1=? WHERE id=?", [(h, i) for i, h in hashes.items()])
 
 
 def _posix(path) -> str:

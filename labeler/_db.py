@@ -1,28 +1,25 @@
 """The label tables inside the workspace's `labels.sqlite`, and transactions that never report a lock.
 
 The engine's `items` table lives in the same file; these tables refer to its ids. Every
-write is one `BEGIN IMMEDIATE ... COMMIT` on a connection in WAL mode with
-`synchronous=FULL` (labels are the one thing that must never be lost). SQLite's busy
-timeout waits for other writers; on top of it `BEGIN IMMEDIATE` and `COMMIT` are retried
-with backoff until `timeout` seconds have passed, so callers never see "database is locked"
-while another process is merely busy.
+write is one `BEGIN IMMEDIATE ... COMMIT` through engine/_sqlite.py (WAL, lock waits retried
+so callers never see "database is locked"), here with `synchronous=FULL`: labels are the one
+thing that must never be lost.
 """
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from engine import _sqlite
 
 from .errors import LabelStoreError
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 5000   # one wait inside SQLite; _retry_busy repeats it until the caller's timeout
 _CHUNK = 500             # ids per `IN (...)` query, well under SQLite's variable limit
 
 _SCHEMA = """
@@ -78,27 +75,32 @@ CREATE TABLE IF NOT EXISTS predictions (
 
 def open_connection(db_path: Path, timeout: float) -> sqlite3.Connection:
     """A connection to `db_path` with WAL, synchronous=FULL and the busy timeout; creates the tables."""
+    conn = None
     try:
-        conn = sqlite3.connect(str(db_path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
-    except sqlite3.Error as err:
-        raise LabelStoreError(f"Cannot open the label database {db_path} ({err}). Check that its folder "
-                              f"exists and is writable, or give another workspace.") from err
-    try:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        _retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"), db_path, timeout)
-        conn.execute("PRAGMA synchronous=FULL")
+        conn = _sqlite.connect(db_path, synchronous="FULL")
         with write_transaction(conn, db_path, timeout):
             _create_schema(conn)
+    except sqlite3.OperationalError as err:
+        _close(conn)
+        raise LabelStoreError(f"Cannot open the label database {db_path} ({err}). Check that its folder "
+                              f"exists and is writable, or give another workspace.") from err
     except sqlite3.DatabaseError as err:
-        conn.close()
+        _close(conn)
         raise LabelStoreError(f"{db_path} is not a usable label database ({err}). It may be damaged or not a "
                               f"labeler file: keep a copy, then move it away or give another workspace "
                               f"(--workspace) to start a fresh one.") from err
+    except _sqlite.DatabaseBusyError as err:
+        _close(conn)
+        raise LabelStoreError(str(err)) from err
     except BaseException:
-        conn.close()
+        _close(conn)
         raise
     return conn
+
+
+def _close(conn: sqlite3.Connection | None) -> None:
+    if conn is not None:
+        conn.close()
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -113,48 +115,20 @@ def _create_schema(conn: sqlite3.Connection) -> None:
                               f"reads up to {SCHEMA_VERSION}). Upgrade labeler to open it.")
 
 
-@contextmanager
-def write_transaction(conn: sqlite3.Connection, db_path: Path, timeout: float) -> Iterator[sqlite3.Connection]:
-    """`BEGIN IMMEDIATE` (retried while another writer holds the lock) ... `COMMIT`, or `ROLLBACK` on error."""
-    _retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"), db_path, timeout)
-    try:
-        yield conn
-        _retry_busy(lambda: conn.execute("COMMIT"), db_path, timeout)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def write_transaction(conn: sqlite3.Connection, db_path: Path, timeout: float):
+    """`BEGIN IMMEDIATE` ... `COMMIT` with lock waits retried; a lock that outlasts `timeout` is a LabelStoreError."""
+    return _sqlite.write_transaction(conn, db_path, timeout, LabelStoreError, "label database")
 
 
 @contextmanager
 def read_transaction(conn: sqlite3.Connection, db_path: Path, timeout: float) -> Iterator[sqlite3.Connection]:
     """A consistent snapshot for several SELECTs (WAL readers never wait for writers)."""
-    _retry_busy(lambda: conn.execute("BEGIN"), db_path, timeout)
+    _sqlite.retry_busy(lambda: conn.execute("BEGIN"), db_path, timeout, LabelStoreError, "label database")
     try:
         yield conn
     finally:
         if conn.in_transaction:
             conn.execute("COMMIT")
-
-
-def _retry_busy(statement, db_path: Path, timeout: float):
-    """Run `statement()` until it does not fail with a busy/locked error or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        try:
-            return statement()
-        except sqlite3.OperationalError as err:
-            text = str(err).lower()
-            if "locked" not in text and "busy" not in text:
-                raise
-            if time.monotonic() >= deadline:
-                raise LabelStoreError(
-                    f"The label database {db_path} stayed locked by another process for {timeout:.0f} s. "
-                    f"Close other labeler windows or scripts writing to it, then try again.") from err
-            logger.debug("label database busy (%s); retrying in %.3f s", err, delay)
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.2)
 
 
 def chunks(values: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:

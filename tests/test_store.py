@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from engine.workspace import Workspace
-from labeler import _db
 from labeler.store import LabelStore, LabelStoreError, LabelerError
 
 
@@ -281,7 +280,7 @@ def test_reopening_creates_nothing_twice_and_keeps_the_schema_version(tmp_path):
 
 
 def test_a_write_waits_past_the_busy_timeout_while_another_process_holds_the_lock(tmp_path, monkeypatch):
-    monkeypatch.setattr(_db, "BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr("engine._sqlite.BUSY_TIMEOUT_MS", 20)
     store = LabelStore(tmp_path / "labels.sqlite", timeout=10)
     blocker = sqlite3.connect(store.db_path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
@@ -294,7 +293,7 @@ def test_a_write_waits_past_the_busy_timeout_while_another_process_holds_the_loc
 
 
 def test_a_lock_held_past_the_timeout_gives_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(_db, "BUSY_TIMEOUT_MS", 20)
+    monkeypatch.setattr("engine._sqlite.BUSY_TIMEOUT_MS", 20)
     store = LabelStore(tmp_path / "labels.sqlite", timeout=0.2)
     with closing(sqlite3.connect(store.db_path, isolation_level=None)) as blocker:
         blocker.execute("BEGIN IMMEDIATE")
