@@ -87,6 +87,22 @@ class Workspace:
     def abspath(self, path: str) -> Path:
         return self.folder / path
 
+    def relative_name(self, path) -> str:
+        """The items-table form of `path`: POSIX, relative to the folder when it lies inside it."""
+        text = os.fspath(path).strip().replace("\\", "/")
+        candidate = Path(text)
+        if candidate.is_absolute():
+            try:
+                return candidate.relative_to(self.folder).as_posix()
+            except ValueError:
+                try:
+                    return candidate.resolve().relative_to(self.folder).as_posix()
+                except (ValueError, OSError):
+                    return text
+        while text.startswith("./"):
+            text = text[2:]
+        return text
+
     def sync_items(self, paths: list[str] | None = None) -> list[Item]:
         """Scan the folder (or take `paths`), register new files, refresh size/mtime, mark missing ones.
 

@@ -297,13 +297,9 @@ def _similar(args) -> int:
 
 def _item_id(seed: str, ws: Workspace, by_path: dict[str, int]) -> int:
     candidate = Path(seed)
-    if candidate.exists():
-        try:
-            seed_rel = candidate.resolve().relative_to(ws.folder).as_posix()
-        except ValueError:
-            raise InputError(f"{seed}: not inside {ws.folder}; seeds must be images of that folder.") from None
-    else:
-        seed_rel = candidate.as_posix()
+    seed_rel = ws.relative_name(candidate.resolve() if candidate.exists() else seed)  # as it exists here, or as listed there
+    if candidate.exists() and Path(seed_rel).is_absolute():
+        raise InputError(f"{seed}: not inside {ws.folder}; seeds must be images of that folder.")
     if seed_rel not in by_path:
         raise InputError(f"{seed}: not an image of {ws.folder} (give a path as listed there or as it exists here).")
     return by_path[seed_rel]

@@ -11,7 +11,6 @@ ids), vanished files are marked missing and keep their labels.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -91,20 +90,8 @@ class Project:
         return [by_path[key] for key in keys]
 
     def relative_name(self, path) -> str:
-        """The items-table form of `path`: POSIX, relative to the folder when it lies inside it."""
-        text = os.fspath(path).strip().replace("\\", "/")
-        candidate = Path(text)
-        if candidate.is_absolute():
-            try:
-                return candidate.relative_to(self.folder).as_posix()
-            except ValueError:
-                try:
-                    return candidate.resolve().relative_to(self.folder).as_posix()
-                except (ValueError, OSError):
-                    return text
-        while text.startswith("./"):
-            text = text[2:]
-        return text
+        """The items-table form of `path` (see Workspace.relative_name)."""
+        return self.workspace.relative_name(path)
 
     def paths_for(self, item_ids: Iterable[int]) -> list[str]:
         by_id = {item.id: item.path for item in self.items}
