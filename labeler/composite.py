@@ -19,14 +19,12 @@ device pixel ratio for a sharp image on high-DPI screens).
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
 
-from .thumbs import resize_tiles
+from .thumbs import encode_jpeg, resize_tiles
 
 ThumbsGetter = Callable[[np.ndarray, int], np.ndarray]  # (ids, tile_px) -> uint8 (k, s, s, 3)
 _NO_ITEM = np.iinfo(np.int64).max
@@ -119,10 +117,8 @@ def render_composite(xy, thumbs_getter: ThumbsGetter, x_range, y_range, canvas_p
     for index in _bottom_to_top(ids, priority):  # at most one tile per cell, ~1 us each; overlaps in order
         left, top = corners[index]
         canvas[top:top + tile_px, left:left + tile_px] = tiles[index]
-    view = Image.fromarray(canvas[tile_px:tile_px + height, tile_px:tile_px + width])
-    out = io.BytesIO()
-    view.save(out, "JPEG", quality=quality)
-    return Composite(out.getvalue(), len(ids), ids)
+    view = canvas[tile_px:tile_px + height, tile_px:tile_px + width]
+    return Composite(encode_jpeg(view, quality), len(ids), ids)
 
 
 def to_data_uri(jpeg: bytes) -> str:

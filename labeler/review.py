@@ -1,15 +1,14 @@
 """The review grid: the selection as thumbnails; a click drops an image, a second click takes it back."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import panel as pn
 from bokeh.models import ColumnDataSource, ImageURL, Range1d, TapTool
 from bokeh.plotting import figure
-from PIL import Image
 
 from labeler.composite import to_data_uri
+from labeler.thumbs import encode_jpeg
 
 COLUMNS = 12
 TILE_PX = 72
@@ -91,6 +90,4 @@ class ReviewGrid:
         for position, tile in enumerate(tiles):
             r, c = divmod(position, self.columns)
             canvas[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
-        buffer = io.BytesIO()
-        Image.fromarray(canvas).save(buffer, format="JPEG", quality=85)
-        return dict(url=[to_data_uri(buffer.getvalue())], x=[0], y=[rows], w=[self.columns], h=[rows])
+        return dict(url=[to_data_uri(encode_jpeg(canvas, 85))], x=[0], y=[rows], w=[self.columns], h=[rows])

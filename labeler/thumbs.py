@@ -114,7 +114,7 @@ class ThumbCache(RowStates):
         tile = Image.fromarray(self.get([item_id])[0])
         if size is not None and size != self.size:
             tile = _fit(tile, size)
-        return _encode_jpeg(tile, quality)
+        return encode_jpeg(tile, quality)
 
     def preview_jpeg(self, item_id: int, size: int = 256, quality: int = 85) -> bytes:
         """The original image fitted inside `size` x `size` (aspect kept, EXIF orientation applied,
@@ -126,7 +126,7 @@ class ThumbCache(RowStates):
         if path is not None:
             full = self.workspace.abspath(path)
             try:
-                return _encode_jpeg(_fit(decode_image(read_image_bytes(full), full, size=size), size), quality)
+                return encode_jpeg(_fit(decode_image(read_image_bytes(full), full, size=size), size), quality)
             except ImageReadError as err:
                 logger.debug("preview of item %s falls back to its tile: %s", item_id, err.reason)
         return self.jpeg(item_id, size=size, quality=quality)
@@ -306,7 +306,10 @@ def _fit(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new, Image.LANCZOS if scale < 1 else Image.BICUBIC)
 
 
-def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
+def encode_jpeg(image: Image.Image | np.ndarray, quality: int = 85) -> bytes:
+    """JPEG bytes of a PIL image or a uint8 (h, w, 3) array: tiles, previews, the map and the review grid."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality)
     return out.getvalue()
