@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import feature_matrix
+
 logger = logging.getLogger(__name__)
 
 AGGREGATES = ("mean", "max")
@@ -45,13 +47,7 @@ class NeighborsError(ValueError):
 
 def _check_features(features: Any) -> np.ndarray:
     """Return ``features`` as a 2-D numeric ndarray (memmaps stay memmaps)."""
-    arr = features if isinstance(features, np.ndarray) else np.asarray(features)
-    if arr.ndim != 2 or arr.dtype.kind not in "fiu":
-        raise NeighborsError(
-            f"features must be a 2-D numeric array (rows x features); got shape "
-            f"{arr.shape} and dtype {arr.dtype}. Pass the layer's feature matrix."
-        )
-    return arr
+    return feature_matrix(features, NeighborsError)
 
 
 def _check_aggregate(aggregate: str) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ._atomic import save_npy
+from ._checks import feature_matrix
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.utils.validation import check_is_fitted
@@ -43,11 +44,7 @@ class ProjectionError(ValueError):
 
 def _check_matrix(X: Any) -> np.ndarray:
     """Return ``X`` as a 2-D numeric ndarray with >= 2 rows and columns (memmaps stay)."""
-    arr = X if isinstance(X, np.ndarray) else np.asarray(X)
-    if arr.ndim != 2 or arr.dtype.kind not in "fiu":
-        raise ProjectionError(
-            f"Features must be a 2-D numeric array (rows x features); got shape {arr.shape}, "
-            f"dtype {arr.dtype}. Pass one row of float features per image.")
+    arr = feature_matrix(X, ProjectionError)
     if arr.shape[0] < 2 or arr.shape[1] < 2:
         raise ProjectionError(
             f"A 2-D projection needs at least 2 rows and 2 feature columns; got shape "
