@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from . import pooling
 from ._fuse import fuse_conv_bn
 from ._hooks import truncated_forward
 from .backbones import create_backbone
+from .embedding import worker_start_method
 from .data import ImageReadError, decode_image, read_image_bytes, to_model_array
 from .features import DONE, FAILED, FeatureCache
 from .workspace import Workspace
@@ -24,6 +26,7 @@ from .workspace import Workspace
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
+FLUSH_SECONDS = 3.0  # how often computed rows are made visible to other readers (the app opens on them)
 
 
 @torch.inference_mode()
@@ -102,13 +105,15 @@ def compute_rows(cfg, cache: FeatureCache, workspace: Workspace, todo: list[tupl
 
 def _run(model, normalize, cache, workspace, todo, stats, size, batch_size, workers, progress) -> int:
     loader = DataLoader(_ImageRows(workspace, todo, size), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, persistent_workers=False)
+                        collate_fn=_collate, persistent_workers=False,
+                        multiprocessing_context=worker_start_method() if workers else None)
     arrays = cache.open_for_writing()
     layers = cache.layers
     done = embedded = 0
     hashes: dict[int, str] = {}
     paths = dict(todo)
-    for batch_index, (rows, batch, digests, failed) in enumerate(loader):
+    last_flush = time.monotonic()
+    for rows, batch, digests, failed in loader:
         if batch is not None:
             out = extract_activations(model, normalize(batch), layers)
             for layer in layers:
@@ -121,8 +126,9 @@ def _run(model, normalize, cache, workspace, todo, stats, size, batch_size, work
             logger.warning("skipped %s: %s", workspace.folder / paths[row], reason)
             cache.mark(row, *(v if v is not None else -1 for v in stats[row]), FAILED, reason)
         done += len(rows) + len(failed)
-        if batch_index % 50 == 49:  # a killed run keeps what it computed
+        if time.monotonic() - last_flush > FLUSH_SECONDS:  # readers see progress; a killed run keeps it
             cache.flush(arrays)
+            last_flush = time.monotonic()
         if progress:
             progress(done, len(todo))
     cache.flush(arrays)

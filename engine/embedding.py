@@ -5,7 +5,9 @@ a project), answering takes a folder scan and two small file reads.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +40,14 @@ class EmbedResult:
 def default_workers() -> int:
     """Decoding processes beside the one running the network: one core is kept for the network."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def worker_start_method() -> str:
+    """How decoding processes start: fork from a single-threaded process (a script or the CLI: quick,
+    and no `__main__` guard needed); spawn from one with threads (the app's server), where a forked
+    child can deadlock on a lock some other thread held."""
+    single = threading.active_count() == 1
+    return "fork" if single and "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE,

@@ -19,7 +19,7 @@ from bokeh.plotting import figure
 from engine.errors import ENGINE_ERRORS
 from labeler.composite import render_composite, to_data_uri
 from labeler.errors import LabelerError
-from labeler.palette import label_colours, paler
+from labeler.palette import label_colours, label_frames, paler
 from labeler.review import ReviewGrid
 from labeler.session import UNLABELED_COLOUR, Session
 from labeler.shortcuts import SHORTCUTS, Shortcuts
@@ -27,6 +27,8 @@ from labeler.shortcuts import SHORTCUTS, Shortcuts
 logger = logging.getLogger(__name__)
 USER_ERRORS = (LabelerError, *ENGINE_ERRORS)
 TILE_PX = 32
+# WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
+BACKENDS = ("webgl", "canvas")
 
 
 class LabelApp(pn.viewable.Viewer):
@@ -35,8 +37,11 @@ class LabelApp(pn.viewable.Viewer):
     status = param.String(default="", doc="the last message shown to the user")
     vary_opacity = param.Boolean(default=False, doc="fade what the model already predicts confidently")
 
-    def __init__(self, folder=None, *, workspace=None, backbone="mobilenet_v2", size=160, **params):
+    def __init__(self, folder=None, *, workspace=None, backbone="mobilenet_v2", size=160, backend="webgl", **params):
         super().__init__(**params)
+        if backend not in BACKENDS:
+            raise LabelerError(f"Unknown plot backend {backend!r}. Choose one of: {', '.join(BACKENDS)}.")
+        self._backend = backend
         from labeler.opening import open_project
         self._opening = open_project(folder, workspace=workspace, backbone=backbone, size=size)
         self._layout = pn.Column(self._opening.panel, sizing_mode="stretch_both", min_height=700)
@@ -46,6 +51,7 @@ class LabelApp(pn.viewable.Viewer):
     def _build(self, project, thumbs) -> None:
         self.session = Session(project, backbone=self._opening.backbone, size=self._opening.size)
         self.thumbs = thumbs
+        self._frames_for, self._frames_cache = None, None
         self._map_source = ColumnDataSource(dict(x=[], y=[], id=[], color=[], alpha=[]))
         self._tile_source = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
         self._plot = self._make_plot()
@@ -53,6 +59,10 @@ class LabelApp(pn.viewable.Viewer):
         self._widgets()
         self._layout[:] = [self._page()]
         self._redraw(reset_view=True)
+        self._opening.on_more(self._on_more_rows)
+        if len(self.session.rows) < len(project.items):
+            self._show(f"Still computing features: the map shows {len(self.session.rows):,} of "
+                       f"{len(project.items):,} images so far and grows as the rest arrive.", "info")
 
     def _widgets(self) -> None:
         button = dict(sizing_mode="stretch_width")
@@ -121,7 +131,7 @@ class LabelApp(pn.viewable.Viewer):
         return pn.Row(side, main, sizing_mode="stretch_both")
 
     def _make_plot(self):
-        plot = figure(tools="pan,reset", output_backend="webgl", sizing_mode="stretch_both", min_height=400,
+        plot = figure(tools="pan,reset", output_backend=self._backend, sizing_mode="stretch_both", min_height=400,
                       toolbar_location="above", name="map", match_aspect=False)
         plot.x_range, plot.y_range = Range1d(0, 1), Range1d(0, 1)
         plot.lod_timeout, plot.lod_interval = 100, 100
@@ -204,9 +214,9 @@ class LabelApp(pn.viewable.Viewer):
         visible = np.zeros(len(self._xy), dtype=bool)
         visible[self.session.rows] = True
         try:
-            jpeg, drawn = render_composite(np.nan_to_num(self._xy, nan=-1e9), self.thumbs.get, x_range, y_range,
-                                           (width, height), TILE_PX, visible_mask=visible)[:2]
-        except USER_ERRORS as err:
+            jpeg = render_composite(np.nan_to_num(self._xy, nan=-1e9), self.thumbs.get, x_range, y_range,
+                                    (width, height), TILE_PX, visible_mask=visible, border=self._frames()).jpeg
+        except (ValueError, *USER_ERRORS) as err:
             logger.warning("no thumbnails: %s", err)
             return
         if jpeg is None:
@@ -214,6 +224,15 @@ class LabelApp(pn.viewable.Viewer):
         else:
             self._tile_source.data = dict(url=[to_data_uri(jpeg)], x=[x_range[0]], y=[y_range[1]],
                                           w=[x_range[1] - x_range[0]], h=[y_range[1] - y_range[0]])
+
+    def _frames(self) -> np.ndarray:
+        """Label-coloured frames for labeled thumbnails, recomputed only when the labels changed."""
+        version = self.session.store.version
+        if self._frames_for != version:
+            names, labels = self.session.human_labels()
+            self._frames_cache = label_frames(names, labels, label_colours(self.session.store.label_defs()))
+            self._frames_for = version
+        return self._frames_cache
 
     def _refresh_labels(self) -> None:
         s = self.session
@@ -362,6 +381,19 @@ class LabelApp(pn.viewable.Viewer):
             self._preview.object = (f'<img src="{to_data_uri(self.thumbs.preview_jpeg(int(new), 256))}" '
                                     f'style="max-width:256px;max-height:256px"><br><small>'
                                     f'{self.session.project.items[int(new)].path}</small>')
+
+    def _on_more_rows(self, rows: int, total: int, finished: bool, error: str | None) -> None:
+        """More images have features: redraw, unless a review is open (labeling redraws it later)."""
+        if error:
+            self._show(f"Computing features stopped: {error}", "warning")
+        elif finished:
+            self._show("")
+        else:
+            self._show(f"Still computing features: {rows:,} of {total:,} images so far; the map grows as "
+                       f"the rest arrive.", "info")
+        if not self.session.review.ids:
+            self.session.refresh_rows()
+            self._guard(self._redraw)
 
     def _on_ranges(self, event) -> None:
         self._draw_tiles()

@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--port", type=int, default=5006, help="port (default 5006)")
     cmd.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     cmd.add_argument("--show", action="store_true", help="open a browser tab")
+    cmd.add_argument("--backend", default="webgl", choices=("webgl", "canvas"),
+                     help="map drawing: webgl (default; fastest on a real GPU) or canvas (faster without one)")
     cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
     cmd.add_argument("--size", type=int, default=DEFAULT_SIZE)
     cmd.set_defaults(run=_serve)
@@ -342,7 +344,7 @@ def _demo(args) -> int:
 def _serve(args) -> int:
     from labeler.serve import serve
     serve(args.folder, port=args.port, address=args.address, workspace=args.workspace, show=args.show,
-          backbone=args.backbone, size=args.size)
+          backbone=args.backbone, size=args.size, backend=args.backend)
     return 0
 
 

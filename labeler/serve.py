@@ -7,13 +7,13 @@ logger = logging.getLogger(__name__)
 
 
 def serve(folder=None, *, port: int = 5006, address: str = "127.0.0.1", workspace=None, show: bool = False,
-          backbone: str = "mobilenet_v2", size: int = 160) -> None:
+          backbone: str = "mobilenet_v2", size: int = 160, backend: str = "webgl") -> None:
     """Serve the app; every browser tab gets its own LabelApp (its own selection and view)."""
     import panel as pn
     from labeler.app import LabelApp
 
     def app():
-        return LabelApp(folder, workspace=workspace, backbone=backbone, size=size)
+        return LabelApp(folder, workspace=workspace, backbone=backbone, size=size, backend=backend)
 
     origins = [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     logger.info("serving %s on http://%s:%d", folder or "the demo", address, port)

@@ -71,7 +71,7 @@ class Session:
         self.project, self.store = project, project.store
         self.cfg = get_backbone_cfg(backbone)
         self.pooling = pooling
-        self.cache = FeatureCache(project.workspace.features_dir(backbone, size), backbone=backbone, size=size)
+        self._cache_args = (project.workspace.features_dir(backbone, size), backbone, size)
         self.layers = list(self.cfg.layers)
         self.layer_index = max(0, len(self.layers) - 2)   # a middle layer: pose and parts, not only class
         self.views: list[View] = list(BASE_VIEWS)
@@ -84,7 +84,9 @@ class Session:
 
     # -- what is on the map -----------------------------------------------------------------
     def refresh_rows(self) -> None:
-        """Items drawn: with features, present on disk, not excluded."""
+        """Items drawn: with features, present on disk, not excluded (features may still be arriving)."""
+        folder, backbone, size = self._cache_args
+        self.cache = FeatureCache(folder, backbone=backbone, size=size)
         self.project.refresh_items()
         n = len(self.project.items)
         ok = self.cache.done_mask(n) & ~np.array([it.missing for it in self.project.items], dtype=bool)

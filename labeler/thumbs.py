@@ -24,7 +24,6 @@ import json
 import logging
 import multiprocessing
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from engine.data import ImageReadError, decode_image, read_image_bytes
-from engine.embedding import default_workers, rows_to_compute
+from engine.embedding import default_workers, rows_to_compute, worker_start_method
 from engine._atomic import grow_npy, save_npy, write_text
 from engine.features import DONE, FAILED, PENDING, ROW_DTYPE, RowStates
 from engine.workspace import Item, Workspace
@@ -335,16 +334,9 @@ def _run_chunks(folder: str, chunks: list, size: int, workers: int) -> Iterator[
         for chunk in chunks:
             yield _make_tiles(folder, chunk, size)
         return
-    context = multiprocessing.get_context(_start_method())
+    context = multiprocessing.get_context(worker_start_method())
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield from _bounded_map(pool, folder, chunks, size, in_flight=4 * workers)
-
-
-def _start_method() -> str:
-    """fork from a single-threaded process (a script or the CLI: quick, and no `__main__` guard
-    needed); spawn from one with threads (the app's server), where a forked child can deadlock."""
-    single = threading.active_count() == 1
-    return "fork" if single and "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _bounded_map(pool: Executor, folder: str, chunks: list, size: int, in_flight: int) -> Iterator[tuple]:

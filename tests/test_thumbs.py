@@ -115,7 +115,7 @@ def test_a_killed_build_keeps_what_it_flushed_and_the_next_build_does_the_rest(f
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_worker_process_and_in_process_builds_are_identical(folder, tmp_path, monkeypatch, start_method):
-    monkeypatch.setattr("labeler.thumbs._start_method", lambda: start_method)
+    monkeypatch.setattr("labeler.thumbs.worker_start_method", lambda: start_method)
     (folder / "broken.png").write_bytes(b"")
     arrays = []
     for workers in (0, 1):
