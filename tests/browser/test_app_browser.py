@@ -70,3 +70,49 @@ def test_label_workflow_in_the_browser(served, page):
     assert rows[0] == ["image_name", "tags"]
     tags = [r[1] for r in rows[1:]]
     assert tags.count("round") == selected - 1 and "corner" in tags
+
+
+def _label_lassoed(page, name: str, region) -> int:
+    lasso(page, *region)
+    count = _selected_count(page)
+    field = page.get_by_placeholder("new label, then Enter")
+    field.fill(name)
+    field.press("Enter")
+    page.get_by_text(f"Labeled {count} images “{name}”").wait_for(timeout=20_000)
+    return count
+
+
+def test_shortcut_undo_redo_separate_view_accept_and_predictions_download(served, page):
+    page.goto(served)
+    page.get_by_text(re.compile(r"^Layer: ")).wait_for(timeout=120_000)
+    _label_lassoed(page, "round", (0.3, 0.7, 0.3, 0.7))
+    corner = _label_lassoed(page, "corner", (0.02, 0.28, 0.12, 0.97))
+
+    # Ctrl+Z and Ctrl+Shift+Z from the keyboard (focus outside the text field)
+    page.locator("body").click(position={"x": 5, "y": 990})
+    page.keyboard.press("Control+z")
+    page.get_by_role("button", name=re.compile(rf"corner \({corner}\)")).wait_for(state="detached", timeout=20_000)
+    page.keyboard.press("Control+Shift+z")
+    page.get_by_role("button", name=re.compile(rf"corner \({corner}\)")).wait_for(timeout=20_000)
+
+    # separate the two labels: the view switches to one fitted to pull them apart
+    page.locator(".choices").first.click()
+    page.get_by_role("option", name="round").click()
+    page.locator(".choices").first.click()
+    page.get_by_role("option", name="corner").click()
+    page.keyboard.press("Escape")  # close the dropdown that covers the button
+    page.get_by_role("button", name="Separate", exact=True).click()
+    page.get_by_text("View: Separate round, corner").wait_for(timeout=60_000)
+
+    # train, accept confident predictions (one undoable action), download predictions
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text(re.compile(r"\d+% accurate \(95% interval")).wait_for(timeout=60_000)
+    page.get_by_role("button", name="Accept", exact=True).click()
+    accepted = page.get_by_text(re.compile(r"Accepted \d+ predictions above 0\.90"))
+    accepted.wait_for(timeout=30_000)
+    assert int(re.search(r"Accepted (\d+)", accepted.inner_text()).group(1)) > 0
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download predictions CSV").click()
+    rows = list(csv.reader(io.StringIO(open(download_info.value.path()).read())))
+    assert rows[0][0] == "image_name" and {"prob_round", "prob_corner", "confidence"} <= set(rows[0])
+    assert len(rows) > 100
