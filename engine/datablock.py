@@ -1,0 +1,514 @@
+"""The data side of training: split items, label them, and serve augmented batches. No UI imports.
+
+The steps of fastai's data block, as small callables:
+
+- a *splitter* maps the item list to ``(train_idx, valid_idx)`` (deterministic);
+- a *labeler* maps one item (a path relative to the image folder) to its target;
+- :func:`build_data` infers the task from the targets and returns a :class:`TaskData`
+  whose loaders yield ``(x, y)`` batches in the layout the training loop expects:
+
+  ========== ================================================================
+  classify   y int64 (B,), index into ``classes``
+  multilabel y float32 (B, C) multi-hot over ``classes``
+  segment    y int64 (B, H, W) code index; ``void_code`` where the loss ignores
+  regress    y float32 (B, 2k): points x0, y0, x1, y1 ... scaled to [-1, 1] of the
+             transformed ``size`` x ``size`` image (pixel = (v + 1) / 2 * size);
+             other numeric targets are passed through untransformed
+  ========== ================================================================
+
+x is always float32 (B, 3, size, size), normalized with the backbone's mean and std.
+An image that cannot be read is skipped with a logged reason: the sample is replaced by
+the next readable item, so a run never stops on one bad file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+
+from .augment import DEFAULT_AUGMENT, build_transforms, denormalize, draw_sample, tile
+from .data import ImageReadError, InputError, load_image
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TASKS",
+    "FolderSplit",
+    "FuncSplit",
+    "GroupSplit",
+    "LabelFromCSV",
+    "LabelFromRegex",
+    "ListSplit",
+    "MaskLabel",
+    "PointsLabel",
+    "RandomSplit",
+    "TaskData",
+    "build_data",
+    "infer_task",
+    "label_from_folder",
+]
+
+TASKS = ("classify", "multilabel", "segment", "regress")
+
+
+# ---------------------------------------------------------------- splitters
+
+def _split_from_mask(is_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
+
+
+def _check_pct(valid_pct) -> None:
+    if not 0 <= valid_pct < 1:
+        raise InputError(f"valid_pct={valid_pct!r} is outside [0, 1). Give the validation fraction, e.g. 0.2.")
+
+
+class RandomSplit:
+    """A random ``valid_pct`` of the items go to validation; the same ``seed`` gives the same split."""
+
+    def __init__(self, valid_pct: float = 0.2, seed: int = 0):
+        _check_pct(valid_pct)
+        self.valid_pct, self.seed = valid_pct, seed
+
+    def __call__(self, items):
+        order = np.random.default_rng(self.seed).permutation(len(items))
+        is_valid = np.zeros(len(items), bool)
+        is_valid[order[:round(self.valid_pct * len(items))]] = True
+        return _split_from_mask(is_valid)
+
+
+class FolderSplit:
+    """By the top folder of each item: ``train/...`` and ``valid/...``; items in other folders are left out."""
+
+    def __init__(self, train: str = "train", valid: str = "valid"):
+        self.train, self.valid = train, valid
+
+    def __call__(self, items):
+        tops = np.array([Path(item).parts[0] if len(Path(item).parts) > 1 else "" for item in items])
+        train_idx, valid_idx = np.flatnonzero(tops == self.train), np.flatnonzero(tops == self.valid)
+        if len(train_idx) + len(valid_idx) < len(items):
+            logger.info("FolderSplit leaves out %d items outside %r and %r",
+                        len(items) - len(train_idx) - len(valid_idx), self.train, self.valid)
+        return train_idx, valid_idx
+
+
+class ListSplit:
+    """Items named in a list (or a text file with one name a line, like CamVid's ``valid.txt``) are validation.
+
+    A name matches an item by file name or by relative path (any trailing part of the item's path).
+    """
+
+    def __init__(self, names_or_txt_path):
+        if isinstance(names_or_txt_path, (str, os.PathLike)):
+            path = Path(names_or_txt_path)
+            if not path.is_file():
+                raise InputError(f"Validation list {str(path)!r} is not a file. Give a text file with one "
+                                 f"image name a line, or a list of names.")
+            names_or_txt_path = path.read_text(encoding="utf-8").splitlines()
+        self.names = {str(name).strip().replace("\\", "/").strip("/") for name in names_or_txt_path} - {""}
+
+    def __call__(self, items):
+        matched: set[str] = set()
+        is_valid = np.zeros(len(items), bool)
+        for i, item in enumerate(items):
+            parts = Path(item).parts
+            tails = {"/".join(parts[k:]) for k in range(len(parts))} & self.names
+            is_valid[i], matched = bool(tails), matched | tails
+        if len(matched) < len(self.names):
+            logger.warning("ListSplit: %d of %d validation names match no item", len(self.names) - len(matched),
+                           len(self.names))
+        return _split_from_mask(is_valid)
+
+
+class FuncSplit:
+    """Validation where ``is_valid(item)`` is true."""
+
+    def __init__(self, is_valid: Callable[[str], bool]):
+        self.is_valid = is_valid
+
+    def __call__(self, items):
+        return _split_from_mask(np.array([bool(self.is_valid(item)) for item in items], bool))
+
+
+class GroupSplit:
+    """A random ``valid_pct`` of the *groups* go to validation, each group whole (e.g. all photos of one person)."""
+
+    def __init__(self, group: Callable[[str], str], valid_pct: float = 0.2, seed: int = 0):
+        _check_pct(valid_pct)
+        self.group, self.valid_pct, self.seed = group, valid_pct, seed
+
+    def __call__(self, items):
+        keys = [str(self.group(item)) for item in items]
+        groups = sorted(set(keys))
+        order = np.random.default_rng(self.seed).permutation(len(groups))
+        n_valid = round(self.valid_pct * len(groups))
+        if self.valid_pct > 0 and len(groups) > 1:
+            n_valid = min(max(n_valid, 1), len(groups) - 1)
+        valid_groups = {groups[i] for i in order[:n_valid]}
+        return _split_from_mask(np.array([key in valid_groups for key in keys], bool))
+
+
+# ---------------------------------------------------------------- labelers
+
+def label_from_folder(item) -> str:
+    """The name of the folder holding the item (``cats/001.jpg`` -> ``cats``)."""
+    parent = Path(item).parent.name
+    if not parent:
+        raise InputError(f"Item {str(item)!r} is not inside a folder, so label_from_folder has no label for it. "
+                         f"Put images in one folder per class, or use another labeler.")
+    return parent
+
+
+class LabelFromCSV:
+    """Labels from a CSV such as fastai's ``image_name,tags``; with ``delimiter=" "`` a label is a list of tags.
+
+    An item matches a row by relative path, file name, or file name without extension.
+    """
+
+    def __init__(self, csv_path, image_column: str = "image_name", label_column: str = "tags", delimiter=None):
+        import pandas as pd
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        for column in (image_column, label_column):
+            if column not in table.columns:
+                raise InputError(f"CSV {str(csv_path)!r} has no column {column!r} (columns: {list(table.columns)}). "
+                                 f"Pass image_column= and label_column= naming its columns.")
+        self.csv_path, self.delimiter = str(csv_path), delimiter
+        self.labels = {name.replace("\\", "/").strip(): label
+                       for name, label in zip(table[image_column], table[label_column])}
+
+    def __call__(self, item):
+        path = Path(item)
+        for key in (path.as_posix(), path.name, path.stem):
+            if key in self.labels:
+                label = self.labels[key]
+                return [tag for tag in label.split(self.delimiter) if tag] if self.delimiter else label
+        raise InputError(f"Item {str(item)!r} has no row in {self.csv_path!r}. Add it to the CSV, or leave it out "
+                         f"of the items.")
+
+
+class LabelFromRegex:
+    """The first group of ``pattern`` searched in the item's relative path (e.g. ``r"([^/]+)_\\d+\\.jpg$"``)."""
+
+    def __init__(self, pattern: str):
+        self.pattern = re.compile(pattern)
+        if self.pattern.groups < 1:
+            raise InputError(f"Pattern {pattern!r} has no group. Put the label part in parentheses.")
+
+    def __call__(self, item):
+        found = self.pattern.search(Path(item).as_posix())
+        if found is None:
+            raise InputError(f"Pattern {self.pattern.pattern!r} does not match item {str(item)!r}. "
+                             f"Fix the pattern, or leave the item out.")
+        return found.group(1)
+
+
+class MaskLabel:
+    """Segmentation: ``mask_path(Path(item))`` gives the mask file (relative paths are under the image folder).
+
+    Mask pixels are indices into ``codes`` (a list, or a text file with one code a line).
+    ``void_code`` marks pixels the loss ignores; pixels outside ``codes`` become void.
+    """
+
+    def __init__(self, mask_path: Callable[[Path], Path], codes, void_code: int | None = None):
+        if isinstance(codes, (str, os.PathLike)):
+            codes = Path(codes).read_text(encoding="utf-8").split()
+        self.mask_path, self.codes, self.void_code = mask_path, [str(code) for code in codes], void_code
+        if void_code is not None and not 0 <= void_code < 256:
+            raise InputError(f"void_code={void_code!r} is outside 0..255. Give the mask value of void pixels.")
+
+    def __call__(self, item) -> Path:
+        return Path(self.mask_path(Path(item)))
+
+
+class PointsLabel:
+    """Regression on points: ``points(item)`` gives a (k, 2) array of pixel x, y in the image as loaded."""
+
+    def __init__(self, points: Callable[[str], np.ndarray]):
+        self.points = points
+
+    def __call__(self, item) -> np.ndarray:
+        value = np.asarray(self.points(item), dtype=np.float32)
+        if value.ndim != 2 or value.shape[1] != 2:
+            raise InputError(f"Points of item {str(item)!r} have shape {value.shape}, not (k, 2). "
+                             f"Return one (x, y) pixel pair per row.")
+        return value
+
+
+def infer_task(labeler, targets: list) -> str:
+    """classify for str labels, multilabel for lists of str, segment for masks, regress for numbers."""
+    if isinstance(labeler, MaskLabel):
+        return "segment"
+    if isinstance(labeler, PointsLabel):
+        return "regress"
+    first = targets[0]
+    if isinstance(first, str):
+        return "classify"
+    if isinstance(first, (list, tuple)) and all(isinstance(tag, str) for tag in first):
+        return "multilabel"
+    if isinstance(first, (np.ndarray, float, int, np.number, list, tuple)):
+        return "regress"
+    raise InputError(f"Cannot infer the task from a label of type {type(first).__name__} ({first!r}). "
+                     f"Pass task= one of {TASKS}.")
+
+
+# ---------------------------------------------------------------- targets
+
+@dataclass
+class _Targets:
+    """Targets encoded for the dataset (picklable: no user callables) and what the loop needs to know."""
+
+    values: object  # int64 (N,) | float32 (N, C) | list of mask paths | float32 (N, k, 2) or (N, m)
+    classes: list[str] | None = None
+    codes: list[str] | None = None
+    void_code: int | None = None
+    n_out: int = 0
+    points: bool = False
+
+
+def _encode(task: str, labeler, targets: list, folder: Path) -> _Targets:
+    if task == "classify":
+        classes = sorted({str(label) for label in targets})
+        lookup = {name: i for i, name in enumerate(classes)}
+        return _Targets(np.array([lookup[str(label)] for label in targets], np.int64), classes, n_out=len(classes))
+    if task == "multilabel":
+        classes = sorted({str(tag) for tags in targets for tag in tags})
+        lookup = {name: i for i, name in enumerate(classes)}
+        hot = np.zeros((len(targets), len(classes)), np.float32)
+        for row, tags in enumerate(targets):
+            hot[row, [lookup[str(tag)] for tag in tags]] = 1.0
+        return _Targets(hot, classes, n_out=len(classes))
+    if task == "segment":
+        if not isinstance(labeler, MaskLabel):
+            raise InputError(f"task='segment' needs a MaskLabel labeler, not {type(labeler).__name__}. "
+                             f"Use MaskLabel(mask_path, codes, void_code).")
+        paths = [str(folder / path) for path in targets]
+        return _Targets(paths, codes=labeler.codes, void_code=labeler.void_code, n_out=len(labeler.codes))
+    values = np.stack([np.asarray(value, np.float32) for value in targets]) if targets else np.zeros((0, 1))
+    if isinstance(labeler, PointsLabel):
+        return _Targets(values, n_out=int(values[0].size), points=True)
+    values = values.reshape(len(targets), -1)
+    return _Targets(values, n_out=values.shape[1])
+
+
+def _label_all(labeler, items: list[str]) -> list:
+    targets = [labeler(item) for item in items]
+    shapes = {np.shape(target) for target in targets if isinstance(target, np.ndarray)}
+    if len(shapes) > 1:
+        raise InputError(f"Labels have different shapes {sorted(shapes)}. Give every item the same number "
+                         f"of points or values.")
+    return targets
+
+
+# ---------------------------------------------------------------- dataset
+
+def _load_mask(path: str, image_size: tuple[int, int], n_codes: int, void_code: int | None) -> np.ndarray:
+    try:
+        with Image.open(path) as mask:
+            if mask.mode not in ("L", "P", "I", "I;16"):
+                raise ImageReadError(path, f"mask mode {mask.mode} is not single-channel; save code indices "
+                                           f"as a grayscale or palette PNG")
+            if mask.size != image_size:
+                mask = mask.resize(image_size, Image.NEAREST)
+            values = np.asarray(mask, dtype=np.int64)
+    except OSError as err:
+        raise ImageReadError(path, f"cannot read mask ({err})") from None
+    outside = (values >= n_codes) & (values != (void_code if void_code is not None else -1))
+    if outside.any():
+        if void_code is None:
+            raise ImageReadError(path, f"mask value {int(values[outside].max())} is not a code index "
+                                       f"0..{n_codes - 1}; pass void_code= to ignore such pixels")
+        values[outside] = void_code
+    return values
+
+
+class _ItemDataset(Dataset):
+    """(x, y) samples for one split; ``size`` can change between epochs (progressive resizing)."""
+
+    def __init__(self, folder: Path, items: list[str], targets: _Targets, task: str, size: int, augment: dict | None,
+                 mean, std):
+        self.folder, self.items, self.targets, self.task = folder, items, targets, task
+        self.augment, self.mean, self.std = augment, tuple(mean), tuple(std)
+        self.size, self._transform, self._bad = size, None, {}
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getstate__(self):  # worker processes rebuild the transform
+        return {**self.__dict__, "_transform": None}
+
+    def transform(self, train: bool | None = None):
+        """The v2 pipeline at the current size (``train=None``: augmented when this split augments)."""
+        augmented = self.augment is not None if train is None else train
+        if self._transform is None or self._transform[0] != (self.size, augmented):
+            params = {**DEFAULT_AUGMENT, **(self.augment or {})}
+            fill = self.targets.void_code if self.targets.void_code is not None else 0
+            pipeline = build_transforms(self.size, train=augmented, mean=self.mean, std=self.std, mask_fill=fill,
+                                        **params)
+            self._transform = ((self.size, augmented), pipeline)
+        return self._transform[1]
+
+    def raw_sample(self, index: int) -> dict:
+        """The untransformed sample dict of item ``index``; raises ImageReadError."""
+        image = load_image(self.folder / self.items[index])
+        sample = {"image": tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1))}
+        canvas = (image.height, image.width)
+        if self.task == "segment":
+            mask = _load_mask(self.targets.values[index], image.size, len(self.targets.codes), self.targets.void_code)
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask))
+        elif self.targets.points:
+            sample["points"] = tv_tensors.KeyPoints(torch.from_numpy(self.targets.values[index]), canvas_size=canvas)
+        return sample
+
+    def to_xy(self, index: int, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformed sample as the (x, y) pair of the batch layout in the module docstring."""
+        x = sample["image"].as_subclass(torch.Tensor)
+        if self.task == "segment":
+            return x, sample["mask"].as_subclass(torch.Tensor).long()
+        if self.targets.points:
+            height, width = x.shape[-2:]
+            scale = torch.tensor([width, height], dtype=torch.float32)
+            points = sample["points"].as_subclass(torch.Tensor).float() / scale * 2 - 1
+            return x, points.reshape(-1)
+        return x, torch.as_tensor(self.targets.values[index])
+
+    def __getitem__(self, index: int):
+        for step in range(len(self.items)):
+            current = (index + step) % len(self.items)
+            if current in self._bad:
+                continue
+            try:
+                sample = self.raw_sample(current)
+            except ImageReadError as err:
+                self._bad[current] = err.reason
+                logger.warning("skipping unreadable image %s: %s", err.path, err.reason)
+                continue
+            return self.to_xy(current, self.transform()(sample))
+        raise InputError(f"None of the {len(self.items)} images of this split can be read (see the log). "
+                         f"Check the image folder {str(self.folder)!r}.")
+
+
+# ---------------------------------------------------------------- pictures of samples
+
+def _picture(x: torch.Tensor, y: torch.Tensor, dataset: _ItemDataset) -> np.ndarray:
+    """HWC uint8 of one (x, y) sample, with its mask blended in or its points drawn as dots."""
+    image = denormalize(x, dataset.mean, dataset.std)
+    if dataset.task == "segment":
+        return draw_sample(image, mask=y.numpy(), n_codes=len(dataset.targets.codes),
+                           void_code=dataset.targets.void_code)
+    if dataset.targets.points:
+        return draw_sample(image, points=(y.view(-1, 2).numpy() + 1) / 2 * [image.shape[1], image.shape[0]])
+    return image
+
+
+# ---------------------------------------------------------------- what the training loop consumes
+
+@dataclass
+class TaskData:
+    """Loaders and facts about one training task (see the module docstring for the batch layout)."""
+
+    task: str
+    classes: list[str] | None
+    codes: list[str] | None
+    void_code: int | None
+    n_out: int  # outputs the model head needs: classes, codes, or 2 x points / values
+    train: DataLoader
+    valid: DataLoader
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    items_train: list[str] = field(default_factory=list)
+    items_valid: list[str] = field(default_factory=list)
+
+    def set_size(self, size: int) -> None:
+        """Progressive resizing: batches drawn from now on (the next epoch's iterator) come at ``size``."""
+        if not isinstance(size, int) or size < 8:
+            raise InputError(f"size={size!r} is not an int >= 8. Give the side of the square images in pixels.")
+        self.size = size
+        for loader in (self.train, self.valid):
+            loader.dataset.size = size
+
+    def show_batch(self, n: int = 8, split: str = "train") -> np.ndarray:
+        """A uint8 grid of the first ``n`` samples of ``split`` as the model sees them (augmented for train)."""
+        dataset = {"train": self.train, "valid": self.valid}[split].dataset
+        pictures = [_picture(*dataset[index], dataset) for index in range(min(n, len(dataset)))]
+        if not pictures:
+            raise InputError(f"The {split} split is empty, so there is no batch to show. Check the splitter.")
+        return tile(pictures)
+
+    def preview_augmentations(self, item_index: int = 0, n: int = 8) -> np.ndarray:
+        """A uint8 grid of one training item under ``n`` random draws of the training augmentation."""
+        dataset = self.train.dataset
+        if not 0 <= item_index < len(dataset):
+            raise InputError(f"item_index={item_index} is outside 0..{len(dataset) - 1} (training items).")
+        sample, transform = dataset.raw_sample(item_index), dataset.transform(train=True)
+        return tile([_picture(*dataset.to_xy(item_index, transform(sample)), dataset) for _ in range(n)])
+
+
+def _augment_params(augment) -> dict | None:
+    if augment is True:
+        return dict(DEFAULT_AUGMENT)
+    if augment is False or augment is None:
+        return None
+    if isinstance(augment, dict) and set(augment) <= set(DEFAULT_AUGMENT):
+        return {**DEFAULT_AUGMENT, **augment}
+    raise InputError(f"augment={augment!r} is not True, False or a dict with keys from {sorted(DEFAULT_AUGMENT)}. "
+                     f"Pass one of those.")
+
+
+def _check_split(train_idx, valid_idx, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    train_idx, valid_idx = np.asarray(train_idx, np.int64), np.asarray(valid_idx, np.int64)
+    if np.intersect1d(train_idx, valid_idx).size:
+        raise InputError("The splitter put some items in both train and valid. Make the two index sets disjoint.")
+    if len(train_idx) == 0:
+        raise InputError(f"The splitter left no training items out of {n_items}. Check its folder names, list "
+                         f"or valid_pct.")
+    return train_idx, valid_idx
+
+
+def build_data(folder, items: list[str], splitter, labeler, *, task=None, size=224, batch_size=32,
+               backbone="mobilenet_v2", augment=True, workers=0, seed=0) -> TaskData:
+    """Split, label and wrap ``items`` (paths relative to ``folder``) into train and valid loaders.
+
+    ``task=None`` infers it from the labels (:func:`infer_task`). ``augment`` is True (the
+    defaults of :func:`engine.augment.build_transforms`), False, or a dict overriding some of
+    them. Normalization comes from ``backbone``'s pretrained weights.
+    """
+    from .backbones import get_backbone_cfg
+    items, folder = [str(item) for item in items], Path(folder)
+    if not items:
+        raise InputError(f"No items to train on in {str(folder)!r}. Label some images first.")
+    if task is not None and task not in TASKS:
+        raise InputError(f"task={task!r} is not one of {TASKS}. Pass one of them, or None to infer it.")
+    train_idx, valid_idx = _check_split(*splitter(items), len(items))
+    used = np.concatenate([train_idx, valid_idx])
+    targets = _label_all(labeler, [items[i] for i in used])
+    task = task or infer_task(labeler, targets)
+    encoded = _encode(task, labeler, targets, folder)
+    cfg = get_backbone_cfg(backbone)
+    mean, std = cfg.mean, cfg.std
+    n_train = len(train_idx)
+
+    def subset(rows: slice) -> _Targets:
+        values = encoded.values[rows]
+        return _Targets(values, encoded.classes, encoded.codes, encoded.void_code, encoded.n_out, encoded.points)
+
+    items_train, items_valid = [items[i] for i in train_idx], [items[i] for i in valid_idx]
+    train_set = _ItemDataset(folder, items_train, subset(slice(0, n_train)), task, size, _augment_params(augment),
+                             mean, std)
+    valid_set = _ItemDataset(folder, items_valid, subset(slice(n_train, None)), task, size, None, mean, std)
+    loader_args = {"batch_size": batch_size, "num_workers": workers, "persistent_workers": False}
+    train = DataLoader(train_set, shuffle=True, drop_last=n_train > batch_size,
+                       generator=torch.Generator().manual_seed(seed), **loader_args)
+    valid = DataLoader(valid_set, shuffle=False, **loader_args)
+    logger.info("%s data: %d train, %d valid items, %d outputs", task, len(items_train), len(items_valid),
+                encoded.n_out)
+    return TaskData(task, encoded.classes, encoded.codes, encoded.void_code, encoded.n_out, train, valid, size,
+                    tuple(mean), tuple(std), items_train, items_valid)

@@ -1,0 +1,128 @@
+"""Metrics for the four tasks, computed over a whole validation set (not averaged per batch).
+
+Every function takes torch tensors or numpy arrays. Scores that a maintained library already
+computes come from scikit-learn (`fbeta_score`, `average_precision_score`); the rest are a
+few lines of numpy because they depend on our conventions (void pixels, [-1, 1] coordinates).
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, fbeta_score
+
+
+class MetricError(ValueError):
+    """Predictions and targets that cannot be compared (shapes, empty sets)."""
+
+
+def _numpy(values) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu() if values.is_floating_point() else values.detach().cpu()
+        return values.numpy()
+    return np.asarray(values)
+
+
+def _same_length(preds: np.ndarray, targets: np.ndarray) -> None:
+    if len(preds) != len(targets):
+        raise MetricError(f"{len(preds)} predictions but {len(targets)} targets; pass one prediction per target.")
+    if len(targets) == 0:
+        raise MetricError("No targets to score: the validation set is empty. Label or split more images.")
+
+
+# --- single-label classification -------------------------------------------------------
+
+def accuracy(scores, targets) -> float:
+    """Fraction of rows whose highest score (logit or probability, shape (N, C)) is the target class."""
+    scores, targets = _numpy(scores), _numpy(targets)
+    _same_length(scores, targets)
+    return float((scores.argmax(axis=1) == targets).mean())
+
+
+def error_rate(scores, targets) -> float:
+    return 1.0 - accuracy(scores, targets)
+
+
+# --- multi-label classification --------------------------------------------------------
+
+def accuracy_multi(probs, targets, threshold: float = 0.5) -> float:
+    """Fraction of (image, class) decisions that are right when `probs > threshold` means 'has the tag'."""
+    probs, targets = _numpy(probs), _numpy(targets)
+    _same_length(probs, targets)
+    return float(((probs > threshold) == (targets > 0.5)).mean())
+
+
+def fbeta_multi(probs, targets, threshold: float = 0.5, beta: float = 2.0) -> float:
+    """F-beta averaged over samples (beta=2 weighs recall over precision, as in Planet Amazon)."""
+    probs, targets = _numpy(probs), _numpy(targets)
+    _same_length(probs, targets)
+    return float(fbeta_score(targets > 0.5, probs > threshold, beta=beta, average="samples", zero_division=0))
+
+
+def best_threshold(probs, targets, beta: float = 2.0,
+                   thresholds=np.linspace(0.05, 0.95, 19)) -> tuple[float, float]:
+    """The threshold among `thresholds` that maximizes `fbeta_multi` on these (validation) rows, and its score."""
+    scores = [fbeta_multi(probs, targets, float(t), beta) for t in thresholds]
+    best = int(np.argmax(scores))
+    return float(thresholds[best]), float(scores[best])
+
+
+def mean_average_precision(probs, targets) -> float:
+    """Average precision per class, averaged over the classes that have at least one positive target."""
+    probs, targets = _numpy(probs), _numpy(targets) > 0.5
+    _same_length(probs, targets)
+    present = [c for c in range(targets.shape[1]) if targets[:, c].any()]
+    if not present:
+        raise MetricError("No class has a positive target; mean average precision is undefined.")
+    return float(np.mean([average_precision_score(targets[:, c], probs[:, c]) for c in present]))
+
+
+# --- segmentation ----------------------------------------------------------------------
+
+def _valid_pixels(pred_mask, target_mask, void_code):
+    pred, target = _numpy(pred_mask).ravel(), _numpy(target_mask).ravel()
+    if pred.shape != target.shape:
+        raise MetricError(f"Predicted masks have {pred.size} pixels but targets {target.size}; resize one to the other.")
+    if void_code is not None:
+        keep = target != void_code
+        pred, target = pred[keep], target[keep]
+    if target.size == 0:
+        raise MetricError("Every target pixel is void; there is nothing to score.")
+    return pred, target
+
+
+def pixel_accuracy(pred_mask, target_mask, void_code: int | None = None) -> float:
+    """Fraction of non-void pixels whose predicted code equals the target code."""
+    pred, target = _valid_pixels(pred_mask, target_mask, void_code)
+    return float((pred == target).mean())
+
+
+def mean_iou(pred_mask, target_mask, n_classes: int, void_code: int | None = None) -> float:
+    """Intersection over union per class, averaged over the non-void classes present in prediction or target."""
+    pred, target = _valid_pixels(pred_mask, target_mask, void_code)
+    confusion = np.bincount(target * n_classes + pred, minlength=n_classes * n_classes)
+    confusion = confusion[: n_classes * n_classes].reshape(n_classes, n_classes)
+    intersection = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - intersection
+    classes = [c for c in range(n_classes) if union[c] > 0 and c != void_code]
+    return float(np.mean(intersection[classes] / union[classes]))
+
+
+# --- point regression ------------------------------------------------------------------
+
+def point_errors(pred_coords, target_coords, size: int) -> np.ndarray:
+    """Euclidean distance in pixels per point; coordinates are (x, y) pairs in [-1, 1] on a `size`-pixel image."""
+    pred, target = _numpy(pred_coords), _numpy(target_coords)
+    _same_length(pred, target)
+    if pred.shape != target.shape or pred.shape[-1] % 2:
+        raise MetricError(f"Coordinates must be (N, 2k) pairs of the same shape; got {pred.shape} and {target.shape}.")
+    offsets = (pred - target).reshape(len(pred), -1, 2) * (size / 2.0)
+    return np.sqrt((offsets ** 2).sum(axis=-1))
+
+
+def mean_point_error(pred_coords, target_coords, size: int) -> float:
+    """Mean distance in pixels between predicted and target points."""
+    return float(point_errors(pred_coords, target_coords, size).mean())
+
+
+def relative_point_error(pred_coords, target_coords, size: int) -> float:
+    """Mean point distance as a fraction of the image size (0.05 = 5% of the side)."""
+    return mean_point_error(pred_coords, target_coords, size) / size

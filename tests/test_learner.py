@@ -1,0 +1,244 @@
+"""Models and the shared training loop on tiny synthetic problems (CPU, random init)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from engine.learner import (Callback, EarlyStopping, Learner, LearnerError, SaveBest, load_exported,
+                            steepest_lr)
+from engine.models import ModelError, create_model
+
+SIZE = 32
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def task_data(task, x, y, n_out, classes=None, codes=None, void_code=None, batch_size=16):
+    """A stand-in for datablock.TaskData built from tensors (first 3/4 train, rest valid)."""
+    cut = len(x) * 3 // 4
+    train = DataLoader(TensorDataset(x[:cut], y[:cut]), batch_size=batch_size, shuffle=True, drop_last=True)
+    valid = DataLoader(TensorDataset(x[cut:], y[cut:]), batch_size=batch_size)
+    return SimpleNamespace(task=task, classes=classes, codes=codes, void_code=void_code, n_out=n_out,
+                           train=train, valid=valid, size=SIZE, mean=MEAN, std=STD)
+
+
+def red_blue(n=96):
+    """Images whose class is their colour: 0 reddish, 1 bluish, with noise; normalized."""
+    y = torch.arange(n) % 2
+    x = torch.rand(n, 3, SIZE, SIZE) * 0.5
+    x[y == 0, 0] += 0.5
+    x[y == 1, 2] += 0.5
+    return (x - 0.5) / 0.25, y
+
+
+def square_masks(n=32):
+    """Images with a bright square; the mask is 1 inside the square, 0 outside, void (255) on its border."""
+    x, masks = torch.rand(n, 3, SIZE, SIZE) * 0.3, torch.zeros(n, SIZE, SIZE, dtype=torch.int64)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        top, left = rng.integers(0, SIZE // 2, size=2)
+        x[i, :, top:top + 12, left:left + 12] += 0.7
+        masks[i, top:top + 12, left:left + 12] = 1
+        masks[i, top, left:left + 12] = 255
+    return (x - 0.5) / 0.25, masks
+
+
+def bright_spot(n=48):
+    """Images with one bright 6-px spot; the target is its centre in [-1, 1]."""
+    x, coords = torch.rand(n, 3, SIZE, SIZE) * 0.2, torch.zeros(n, 2)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cx, cy = rng.integers(3, SIZE - 3, size=2)
+        x[i, :, cy - 3:cy + 3, cx - 3:cx + 3] = 1.0
+        coords[i] = torch.tensor([cx, cy]) / SIZE * 2 - 1
+    return (x - 0.5) / 0.25, coords
+
+
+@pytest.fixture
+def classify_data():
+    x, y = red_blue()
+    return task_data("classify", x, y, 2, classes=["red", "blue"])
+
+
+@pytest.fixture
+def classifier_learner(classify_data):
+    return Learner(classify_data, create_model("classify", "resnet18", 2, pretrained=False))
+
+
+# --- models ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+@pytest.mark.parametrize("task, n_out, shape", [
+    ("classify", 3, (2, 3)), ("multilabel", 5, (2, 5)), ("segment", 4, (2, 4, 48, 40)), ("regress", 6, (2, 6)),
+])
+def test_each_task_model_outputs_the_expected_shape(backbone, task, n_out, shape):
+    model = create_model(task, backbone, n_out, pretrained=False).eval()
+    assert model(torch.randn(2, 3, 48, 40)).shape == shape
+    groups = model.layer_groups
+    assert len(groups) == 3 and sum(map(len, groups)) == len(list(model.parameters()))
+
+
+def test_regression_head_stays_inside_its_y_range():
+    model = create_model("regress", "mobilenet_v2", 4, pretrained=False, y_range=(-1, 1)).eval()
+    out = model(torch.randn(3, 3, 32, 32) * 100)
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_unknown_task_raises_a_model_error_listing_the_tasks():
+    with pytest.raises(ModelError, match="Unknown task 'detect'. Choose one of: classify"):
+        create_model("detect", "resnet18", 2, pretrained=False)
+
+
+# --- training --------------------------------------------------------------------------
+
+def test_classifier_learns_red_versus_blue_above_90_percent(classifier_learner):
+    history = classifier_learner.fit_one_cycle(3, 1e-2)
+    assert history[-1]["accuracy"] > 0.9
+    assert classifier_learner.validate()["accuracy"] > 0.9
+
+
+def test_unet_loss_decreases_on_squares_with_void_borders():
+    x, masks = square_masks()
+    data = task_data("segment", x, masks, 2, codes=["background", "square"], void_code=255, batch_size=8)
+    learner = Learner(data, create_model("segment", "mobilenet_v2", 2, pretrained=False))
+    before = learner.validate()["valid_loss"]
+    history = learner.fit_one_cycle(3, 1e-2)
+    assert history[-1]["valid_loss"] < before
+    assert {"pixel_accuracy", "mean_iou"} <= set(history[-1])
+
+
+def test_regression_loss_decreases_on_spot_centres():
+    x, coords = bright_spot()
+    data = task_data("regress", x, coords, 2, batch_size=8)
+    learner = Learner(data, create_model("regress", "resnet18", 2, pretrained=False))
+    history = learner.fit_one_cycle(4, 1e-2)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["point_error_px"] == pytest.approx(history[-1]["point_error_rel"] * SIZE)
+
+
+def test_multilabel_training_reports_threshold_f2_and_map():
+    x, y = red_blue(64)
+    tags = torch.stack([(y == 0).float(), (y == 1).float()], dim=1)
+    learner = Learner(task_data("multilabel", x, tags, 2, classes=["red", "blue"]),
+                      create_model("multilabel", "mobilenet_v2", 2, pretrained=False))
+    result = learner.fit_one_cycle(1, 1e-2)[-1]
+    assert {"accuracy", "f2", "mAP", "threshold"} <= set(result)
+
+
+# --- lr_find ---------------------------------------------------------------------------
+
+def test_lr_find_restores_weights_and_optimizer_exactly(classifier_learner):
+    before = {k: v.clone() for k, v in classifier_learner.model.state_dict().items()}
+    opt_before = classifier_learner.opt.state_dict()
+    lrs, losses, suggestion = classifier_learner.lr_find(steps=20)
+    assert len(lrs) == len(losses) >= 3 and lrs[0] <= suggestion <= lrs[-1]
+    for key, value in classifier_learner.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert classifier_learner.opt.state_dict()["state"] == opt_before["state"]
+
+
+def test_steepest_lr_is_where_the_loss_falls_fastest():
+    lrs = np.geomspace(1e-6, 1, 61)
+    losses = 2 - np.tanh(np.log10(lrs) + 3)  # falls fastest at lr = 1e-3
+    assert steepest_lr(lrs, losses) == pytest.approx(1e-3, rel=0.3)
+
+
+def test_training_at_the_suggested_lr_converges(classifier_learner, tmp_path):
+    lrs, losses, suggestion = classifier_learner.lr_find(start=1e-5, end=1, steps=30)
+    slopes = np.gradient(losses, np.log(lrs))
+    assert slopes[lrs.index(suggestion)] == pytest.approx(slopes.min())
+    assert classifier_learner.plot_lr_find(tmp_path / "lr.png").stat().st_size > 0
+    assert classifier_learner.fit_one_cycle(3, suggestion)[-1]["accuracy"] > 0.9
+
+
+# --- freezing and discriminative learning rates ----------------------------------------
+
+def test_freeze_trains_only_the_head_and_keeps_body_batchnorm_statistics(classifier_learner):
+    model = classifier_learner.model
+    body_before = {k: v.clone() for k, v in model.body.state_dict().items()}
+    head_before = [p.clone() for p in model.head.parameters()]
+    classifier_learner.freeze()
+    classifier_learner.fit_one_cycle(1, 1e-2)
+    for key, value in model.body.state_dict().items():  # running means included
+        assert torch.equal(value, body_before[key]), key
+    assert any(not torch.equal(p, q) for p, q in zip(model.head.parameters(), head_before))
+    classifier_learner.unfreeze()
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_slice_spreads_learning_rates_geometrically_across_groups(classifier_learner):
+    assert classifier_learner.group_lrs(slice(1e-5, 1e-3)) == pytest.approx([1e-5, 1e-4, 1e-3])
+    classifier_learner.fit_one_cycle(1, slice(1e-5, 1e-3))
+    peaks = [group["max_lr"] for group in classifier_learner.opt.param_groups]
+    assert peaks == pytest.approx([1e-5, 1e-4, 1e-3])
+
+
+def test_bad_lr_slice_raises_a_learner_error(classifier_learner):
+    with pytest.raises(LearnerError, match="0 < start <= stop"):
+        classifier_learner.group_lrs(slice(1e-3, 1e-5))
+
+
+# --- callbacks -------------------------------------------------------------------------
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def __getattribute__(self, name):
+        if name.startswith("on_"):
+            return lambda learner: self.events.append(name)
+        return super().__getattribute__(name)
+
+
+def test_callbacks_are_called_in_loop_order(classify_data):
+    recorder = Recorder()
+    model = create_model("classify", "mobilenet_v2", 2, pretrained=False)
+    Learner(classify_data, model, callbacks=[recorder]).fit_one_cycle(1, 1e-3)
+    batches = len(classify_data.train)
+    assert recorder.events == (["on_fit_begin", "on_epoch_begin"]
+                               + ["on_train_batch_begin", "on_train_batch_end"] * batches
+                               + ["on_validate_begin", "on_validate_end", "on_epoch_end", "on_fit_end"])
+
+
+def test_early_stopping_stops_when_the_monitor_stops_improving(classify_data):
+    model = create_model("classify", "mobilenet_v2", 2, pretrained=False)
+    learner = Learner(classify_data, model, callbacks=[EarlyStopping("valid_loss", patience=1)])
+    learner.fit_one_cycle(6, 0.0)  # lr 0: nothing improves after the first epoch
+    assert len(learner.history) == 2
+
+
+def test_save_best_writes_the_best_weights(classify_data, tmp_path):
+    path = tmp_path / "best.pt"
+    model = create_model("classify", "mobilenet_v2", 2, pretrained=False)
+    Learner(classify_data, model, callbacks=[SaveBest(path, monitor="accuracy")]).fit_one_cycle(1, 1e-3)
+    assert path.stat().st_size > 0
+
+
+# --- export ----------------------------------------------------------------------------
+
+def test_export_load_predict_round_trip_on_a_pil_image(classifier_learner, tmp_path):
+    classifier_learner.fit_one_cycle(2, 1e-2)
+    predictor = load_exported(classifier_learner.export(tmp_path / "model.pt"))
+    red = Image.new("RGB", (50, 40), (230, 20, 20))
+    result = predictor.predict(red)
+    assert result == classifier_learner.predict(red)
+    assert result["label"] == "red"
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_exported_segmenter_predicts_a_mask_at_the_image_size(tmp_path):
+    x, masks = square_masks(8)
+    data = task_data("segment", x, masks, 2, codes=["background", "square"], void_code=255, batch_size=4)
+    learner = Learner(data, create_model("segment", "mobilenet_v2", 2, pretrained=False))
+    result = load_exported(learner.export(tmp_path / "unet.pt")).predict(Image.new("RGB", (50, 40)))
+    assert result["mask"].shape == (40, 50) and result["codes"] == ["background", "square"]
+
+
+def test_loading_a_file_that_is_not_an_export_raises_a_learner_error(tmp_path):
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(LearnerError, match="not a model exported by Learner.export"):
+        load_exported(tmp_path / "other.pt")

@@ -1,0 +1,80 @@
+"""Metrics against values computed by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import metrics
+from engine.metrics import MetricError
+
+
+def test_accuracy_and_error_rate_use_the_highest_score():
+    scores = torch.tensor([[2.0, 1.0], [0.1, 0.9], [3.0, -1.0], [0.0, 5.0]])
+    targets = torch.tensor([0, 1, 1, 1])
+    assert metrics.accuracy(scores, targets) == pytest.approx(0.75)
+    assert metrics.error_rate(scores, targets) == pytest.approx(0.25)
+
+
+def test_accuracy_multi_counts_every_tag_decision():
+    probs = np.array([[0.9, 0.2], [0.4, 0.6]])
+    targets = np.array([[1, 1], [0, 1]])
+    assert metrics.accuracy_multi(probs, targets, threshold=0.5) == pytest.approx(3 / 4)
+    assert metrics.accuracy_multi(probs, targets, threshold=0.1) == pytest.approx(3 / 4)
+
+
+def test_f2_matches_hand_computed_sample_average():
+    probs = np.array([[0.9, 0.8, 0.1], [0.7, 0.2, 0.3]])
+    targets = np.array([[1, 0, 1], [1, 0, 0]])
+    # row 1: tp=1, fp=1, fn=1 -> p=.5, r=.5 -> F2 = 5*.25/(4*.5+.5) = 0.5; row 2: exact -> 1
+    assert metrics.fbeta_multi(probs, targets, threshold=0.5, beta=2) == pytest.approx(0.75)
+
+
+def test_best_threshold_finds_the_threshold_that_separates_the_tags():
+    probs = np.array([[0.35, 0.2], [0.3, 0.38], [0.1, 0.32]])
+    targets = np.array([[1, 0], [0, 1], [0, 1]])
+    threshold, score = metrics.best_threshold(probs, targets)
+    assert score == pytest.approx(1.0)
+    assert 0.3 <= threshold < 0.32
+
+
+def test_mean_average_precision_skips_classes_without_positives():
+    probs = np.array([[0.9, 0.5, 0.3], [0.8, 0.1, 0.2], [0.1, 0.7, 0.9]])
+    targets = np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0]])
+    # class 0: ranks 0.9 (pos), 0.8, 0.1 -> AP 1; class 1: 0.7 (pos) first -> AP 1; class 2: no positives
+    assert metrics.mean_average_precision(probs, targets) == pytest.approx(1.0)
+    targets = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    # class 0: positive ranked second -> precision 1/2 -> AP 0.5; class 1: AP 1
+    assert metrics.mean_average_precision(probs, targets) == pytest.approx(0.75)
+
+
+def test_pixel_accuracy_excludes_void_pixels():
+    target = torch.tensor([[0, 1], [255, 1]])
+    pred = torch.tensor([[0, 0], [1, 1]])
+    assert metrics.pixel_accuracy(pred, target, void_code=255) == pytest.approx(2 / 3)
+    assert metrics.pixel_accuracy(pred, target) == pytest.approx(2 / 4)
+
+
+def test_mean_iou_averages_present_classes_and_excludes_void():
+    target = np.array([[0, 0, 1, 1], [2, 2, 2, 2]])
+    pred = np.array([[0, 1, 1, 1], [0, 2, 2, 2]])
+    # void row dropped (even where predicted 0); class 0: I=1, U=2; class 1: I=2, U=3; class 3 absent
+    assert metrics.mean_iou(pred, target, n_classes=4, void_code=2) == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_point_error_is_measured_in_pixels_of_the_image():
+    target = np.array([[0.0, 0.0, -1.0, -1.0]])
+    pred = np.array([[0.1, 0.0, -1.0, -0.8]])
+    # on a 100-px image: first point 5 px off, second 10 px off
+    assert metrics.mean_point_error(pred, target, size=100) == pytest.approx(7.5)
+    assert metrics.relative_point_error(pred, target, size=100) == pytest.approx(0.075)
+
+
+def test_mismatched_lengths_raise_a_metric_error_naming_both_counts():
+    with pytest.raises(MetricError, match="3 predictions but 2 targets"):
+        metrics.accuracy(np.zeros((3, 2)), np.zeros(2))
+
+
+def test_all_void_masks_raise_a_metric_error():
+    with pytest.raises(MetricError, match="Every target pixel is void"):
+        metrics.pixel_accuracy(np.zeros((2, 2)), np.full((2, 2), 255), void_code=255)
