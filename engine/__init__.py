@@ -13,6 +13,8 @@ _EXPORTS = {
     "datablock": ["TASKS", "FolderSplit", "FuncSplit", "GroupSplit", "LabelFromCSV", "LabelFromRegex", "ListSplit",
                   "MaskLabel", "PointsLabel", "RandomSplit", "TaskData", "build_data", "label_from_folder"],
     "demo": ["demo_folder", "demo_truth"],
+    "learner": ["Callback", "EarlyStopping", "Learner", "ProgressCallback", "SaveBest", "load_exported"],
+    "models": ["create_model"],
     "interpret": ["ClassTarget", "CoordinateTarget", "GradCAM", "RegionTarget", "confusion_matrix",
                   "most_confused", "top_losses"],
     "embedding": ["DEFAULT_SIZE", "EmbedResult", "embed"],

@@ -9,11 +9,15 @@ from .backbones import BackboneError, WeightsUnavailableError
 from .data import ImageReadError, InputError
 from .features import FeatureCacheError
 from .interpret import InterpretError
+from .learner import LearnerError
+from .metrics import MetricError
+from .models import ModelError
 from .neighbors import NeighborsError
 from .projection import ProjectionError
 
 ENGINE_ERRORS = (InputError, ImageReadError, BackboneError, WeightsUnavailableError, FeatureCacheError,
-                 ProjectionError, NeighborsError, DatabaseBusyError, AugmentError, InterpretError)
+                 ProjectionError, NeighborsError, DatabaseBusyError, AugmentError, InterpretError,
+                 LearnerError, MetricError, ModelError)
 
-__all__ = ["ENGINE_ERRORS", "AugmentError", "InterpretError", "DatabaseBusyError", "BackboneError", "WeightsUnavailableError", "ImageReadError", "InputError",
+__all__ = ["ENGINE_ERRORS", "LearnerError", "MetricError", "ModelError", "AugmentError", "InterpretError", "DatabaseBusyError", "BackboneError", "WeightsUnavailableError", "ImageReadError", "InputError",
            "FeatureCacheError", "NeighborsError", "ProjectionError"]

@@ -11,6 +11,7 @@ import logging
 import math
 from itertools import cycle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -140,7 +141,7 @@ class RegressTask(Task):
     """Points as (x, y) pairs in [-1, 1]; metrics and predictions in pixels."""
 
     name = "regress"
-    LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+    LOSSES: ClassVar[dict] = {"mse": F.mse_loss, "l1": F.l1_loss}
 
     def __init__(self, size: int = 224, loss: str = "mse"):
         if loss not in self.LOSSES:
@@ -290,8 +291,6 @@ class Learner:
         self.epoch = self.step = self.total_steps = 0
         self.loss = math.nan
 
-    # freezing and learning rates
-
     def freeze(self) -> None:
         """Train only the last layer group (head or decoder); the body's batch norms stop updating too."""
         self._set_trainable(len(self.model.layer_groups) - 1)
@@ -321,8 +320,6 @@ class Learner:
             raise LearnerError(f"A learning-rate slice needs 0 < start <= stop, got {lr}; e.g. slice(1e-5, 1e-3).")
         return list(np.geomspace(lr.start, lr.stop, n_groups))
 
-    # the loop
-
     def _callback(self, event: str) -> None:
         for callback in self.callbacks:
             getattr(callback, event)(self)
@@ -343,8 +340,11 @@ class Learner:
     def fit_one_cycle(self, epochs: int, lr_max=1e-3, pct_start: float = 0.25) -> list[dict]:
         """Train `epochs` epochs under the one-cycle policy (lr and AdamW beta1 cycled); returns the history."""
         self.total_steps, self.step, self.stop = epochs * len(self.data.train), 0, False
-        if self.total_steps < 1:
-            raise LearnerError(f"Nothing to train: {epochs} epochs of {len(self.data.train)} batches. Label more images.")
+        if self.total_steps < 2:
+            raise LearnerError(f"One cycle needs at least 2 steps; got {epochs} epochs of {len(self.data.train)} "
+                               "batches. Train more epochs or label more images.")
+        # OneCycleLR divides by zero when a phase is shorter than one step (short runs on tiny data)
+        pct_start = min(max(pct_start, 1.5 / self.total_steps), 1 - 0.5 / self.total_steps)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.opt, max_lr=self.group_lrs(lr_max), total_steps=self.total_steps, pct_start=pct_start)
         self._callback("on_fit_begin")
@@ -395,8 +395,6 @@ class Learner:
         self._callback("on_validate_end")
         return result
 
-    # learning-rate finder
-
     def lr_find(self, start: float = 1e-7, end: float = 10, steps: int = 100):
         """Train with exponentially growing lr; returns (lrs, smoothed losses, suggestion). Weights are restored."""
         saved = copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict())
@@ -438,8 +436,6 @@ class Learner:
         plt.close(figure)
         return Path(path)
 
-    # persistence
-
     def save(self, path) -> None:
         torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict()}, path)
 
@@ -472,7 +468,7 @@ class Predictor:
         self.size, self.mean, self.std = size, list(mean), list(std)
 
     @classmethod
-    def from_learner(cls, learner: Learner) -> "Predictor":
+    def from_learner(cls, learner: Learner) -> Predictor:
         data = learner.data
         return cls(learner.model, learner.task, data.classes or data.codes, data.size, data.mean, data.std)
 
@@ -486,8 +482,7 @@ class Predictor:
     def predict(self, image) -> dict:
         """Label and probabilities, tags, a mask at the image's size, or points in the image's pixels."""
         from PIL import Image
-        if not isinstance(image, Image.Image):
-            image = Image.open(image)
+        image = image if isinstance(image, Image.Image) else Image.open(image)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()

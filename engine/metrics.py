@@ -57,8 +57,10 @@ def fbeta_multi(probs, targets, threshold: float = 0.5, beta: float = 2.0) -> fl
     return float(fbeta_score(targets > 0.5, probs > threshold, beta=beta, average="samples", zero_division=0))
 
 
-def best_threshold(probs, targets, beta: float = 2.0,
-                   thresholds=np.linspace(0.05, 0.95, 19)) -> tuple[float, float]:
+THRESHOLDS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2))
+
+
+def best_threshold(probs, targets, beta: float = 2.0, thresholds=THRESHOLDS) -> tuple[float, float]:
     """The threshold among `thresholds` that maximizes `fbeta_multi` on these (validation) rows, and its score."""
     scores = [fbeta_multi(probs, targets, float(t), beta) for t in thresholds]
     best = int(np.argmax(scores))
