@@ -2,7 +2,6 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from engine import (Learner, MaskLabel, PointsLabel, RandomSplit, build_data, create_model,
