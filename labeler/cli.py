@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--size", type=int, default=DEFAULT_SIZE)
     cmd.set_defaults(run=_serve)
 
+    from labeler.training import add_commands as add_training_commands
+    add_training_commands(sub, lambda name, text, run: _command(sub, name, text, run))
+
     cmd = sub.add_parser("backbones", help="list backbones and the layers each offers")
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     cmd.set_defaults(run=_backbones)

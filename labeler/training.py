@@ -1,0 +1,209 @@
+"""`labeler train` and `labeler predict`: the training engine from the command line.
+
+Labels come from the label store (default), folder names (--folders), a CSV (--csv, with
+--delimiter for multi-label), mask files (--masks DIR with --codes and --void) or points
+(--points CSV of x0,y0,x1,y1,... columns). Training follows the fine-tune recipe: the head
+first with the body frozen, then everything with discriminative learning rates.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.data import InputError
+
+
+def add_commands(sub, make_command) -> None:
+    """Add train and predict; `make_command(name, help, run)` gives a parser with the shared folder options."""
+    cmd = make_command("train", "train a classifier, multi-label classifier, U-Net or point regressor", run_train)
+    source = cmd.add_argument_group("labels (default: the label store)")
+    source.add_argument("--folders", action="store_true", help="labels are the images' folder names")
+    source.add_argument("--csv", metavar="CSV", help="image_name,tags CSV")
+    source.add_argument("--delimiter", help="separator of several labels in one cell (multi-label), e.g. ' '")
+    source.add_argument("--masks", metavar="DIR", help="segmentation: folder of masks (uint8 class index)")
+    source.add_argument("--mask-suffix", default=".png", help="mask name = image stem + this (CamVid: _P.png)")
+    source.add_argument("--codes", metavar="TXT", help="segmentation: class names, one per line")
+    source.add_argument("--void", type=int, default=None, help="segmentation: class index left out of loss and metrics")
+    source.add_argument("--points", metavar="CSV", help="regression: image_name,...,x0,y0,x1,y1,... pixel coordinates")
+    source.add_argument("--points-mean", action="store_true", help="regress the mean of the points (e.g. head centre)")
+    split = cmd.add_argument_group("validation split (default: 20%% at random)")
+    split.add_argument("--valid-pct", type=float, default=0.2)
+    split.add_argument("--valid-list", metavar="TXT", help="file names of the validation images (e.g. valid.txt)")
+    split.add_argument("--group-regex", metavar="REGEX", help="keep groups whole, e.g. '^(.*)_\\d+' for one person")
+    split.add_argument("--seed", type=int, default=0)
+    fit = cmd.add_argument_group("training")
+    fit.add_argument("--task", choices=("classify", "multilabel", "segment", "regress"), help="default: from the labels")
+    fit.add_argument("--epochs", type=int, default=3, help="epochs with everything trainable (default 3)")
+    fit.add_argument("--freeze-epochs", type=int, default=1, help="epochs training the head only first (default 1)")
+    fit.add_argument("--lr", default="auto", help="peak learning rate, or 'auto' for lr_find's suggestion")
+    fit.add_argument("--no-augment", action="store_true")
+    fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
+
+    cmd = sub.add_parser("predict", help="predict new images with an exported model")
+    cmd.add_argument("model", help="a model written by `labeler train --out`")
+    cmd.add_argument("folder", help="folder of images")
+    cmd.add_argument("--labels", metavar="CSV", help="image_name,tags of true labels: also print the metrics")
+    cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    cmd.set_defaults(run=run_predict)
+
+
+def run_train(args) -> int:
+    from engine import Learner, ProgressCallback, build_data, create_model
+    from engine.data import discover_images
+    from engine.demo import demo_folder
+    folder = Path(args.folder) if args.folder else demo_folder()
+    items, labeler = _labels(args, folder, discover_images(folder))
+    data = build_data(folder, items, _splitter(args), labeler, task=args.task, size=args.size,
+                      batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
+                      workers=args.workers or 0, seed=args.seed)
+    bar = tqdm(desc="training", unit="epoch", file=sys.stderr, disable=None, leave=False)
+    learner = Learner(data, create_model(data.task, args.backbone, data.n_out),
+                      callbacks=[ProgressCallback(lambda row: _report(bar, row))])
+    lr = _learning_rate(learner, args.lr)
+    if args.freeze_epochs:
+        learner.freeze()
+        learner.fit_one_cycle(args.freeze_epochs, lr)
+        learner.unfreeze()
+        lr /= 2
+    if args.epochs:
+        learner.fit_one_cycle(args.epochs, slice(lr / 100, lr))
+    bar.close()
+    metrics = learner.validate()
+    learner.export(args.out)
+    summary = {"task": data.task, "train": len(data.items_train), "valid": len(data.items_valid), "lr": lr,
+               "metrics": {k: round(float(v), 4) for k, v in metrics.items()}, "out": str(args.out)}
+    print(json.dumps(summary) if args.json else
+          f"{data.task}: {len(data.items_train)} train / {len(data.items_valid)} valid images, lr {lr:.2g}\n"
+          + "\n".join(f"  {k}: {v:.4f}" for k, v in summary["metrics"].items()) + f"\nmodel written to {args.out}")
+    return 0
+
+
+def _report(bar, row: dict) -> None:
+    if "progress" in row:
+        bar.set_postfix(epoch=row["epoch"], loss=f"{row['loss']:.3f}")
+    else:
+        bar.update(1)
+        bar.write(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                  file=sys.stderr)
+
+
+def _learning_rate(learner, value: str) -> float:
+    if value != "auto":
+        return float(value)
+    _, _, suggestion = learner.lr_find(steps=min(100, max(10, 4 * len(learner.data.train))))
+    return float(min(max(suggestion, 1e-4), 1e-2))  # a guard against a noisy curve on little data
+
+
+def _splitter(args):
+    from engine import GroupSplit, ListSplit, RandomSplit
+    if args.valid_list:
+        return ListSplit(args.valid_list)
+    if args.group_regex:
+        pattern = re.compile(args.group_regex)
+        return GroupSplit(lambda item: _group(pattern, item), valid_pct=args.valid_pct, seed=args.seed)
+    return RandomSplit(args.valid_pct, seed=args.seed)
+
+
+def _group(pattern: re.Pattern, item: str) -> str:
+    match = pattern.search(Path(item).stem)
+    return match.group(1) if match and match.groups() else Path(item).stem
+
+
+def _labels(args, folder: Path, images: list[str]):
+    """(items, labeler) from the chosen label source."""
+    from engine import LabelFromCSV, MaskLabel, PointsLabel, label_from_folder
+    if args.masks:
+        masks = Path(args.masks)
+        codes = Path(args.codes).read_text().split() if args.codes else None
+        if not codes:
+            raise InputError("Segmentation needs --codes TXT (the class names, one per line).")
+        items = [p for p in images if (masks / (Path(p).stem + args.mask_suffix)).exists()]
+        return items, MaskLabel(lambda p: masks.resolve() / (Path(p).stem + args.mask_suffix), codes, args.void)
+    if args.points:
+        table = _points_table(Path(args.points), args.points_mean)
+        return [p for p in images if p in table], PointsLabel(lambda p: table[p])
+    if args.folders:
+        return images, label_from_folder
+    if args.csv:
+        labeler = LabelFromCSV(args.csv, delimiter=args.delimiter)
+        return images, labeler
+    return _store_labels(folder, images)
+
+
+def _points_table(path: Path, mean: bool) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise InputError(f"{path}: no rows. Expected image_name,...,x0,y0,x1,y1,...")
+    xs = sorted((c for c in rows[0] if re.fullmatch(r"x\d+", c)), key=lambda c: int(c[1:]))
+    if not xs:
+        raise InputError(f"{path}: no x0,y0,... columns. Expected image_name,...,x0,y0,x1,y1,...")
+    table = {}
+    for row in rows:
+        points = np.array([[float(row[x]), float(row["y" + x[1:]])] for x in xs], dtype=np.float32)
+        table[row["image_name"]] = points.mean(0, keepdims=True) if mean else points
+    return table
+
+
+def _store_labels(folder: Path, images: list[str]):
+    from labeler.project import Project
+    with Project(folder) as project:
+        labels = project.labels
+        multi = project.multi_label
+    if labels.empty:
+        raise InputError(f"{folder} has no labels in its label store yet. Label images in the app, import a CSV "
+                         f"(labeler import), or train from --folders / --csv / --masks / --points.")
+    column = "labels" if multi else "label"
+    table = dict(zip(labels["image_name"], labels[column]))
+    items = [p for p in images if p in table]
+    return items, lambda item: list(table[item]) if multi else table[item]
+
+
+def run_predict(args) -> int:
+    from engine import load_exported
+    from engine.data import discover_images
+    predictor = load_exported(args.model)
+    folder = Path(args.folder)
+    truth = _truth(args.labels) if args.labels else {}
+    rows, hits = [], 0
+    for path in tqdm(discover_images(folder), desc="predicting", unit="img", file=sys.stderr, disable=None):
+        result = predictor.predict(folder / path)
+        row = {"path": path, **_summary(result)}
+        if path in truth and "label" in row:
+            hits += row["label"] == truth[path]
+        rows.append(row)
+    scored = sum(1 for r in rows if r["path"] in truth)
+    out = {"predictions": rows}
+    if scored:
+        out["accuracy"] = round(hits / scored, 4)
+        out["scored"] = scored
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for row in rows:
+            print(f"{row['path']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "path"))
+        if scored:
+            print(f"accuracy {out['accuracy']:.4f} on {scored} images with a true label")
+    return 0
+
+
+def _summary(result: dict) -> dict:
+    if "label" in result:
+        return {"label": result["label"], "confidence": round(float(max(result["probabilities"].values())), 4)}
+    if "labels" in result:
+        return {"labels": list(result["labels"])}
+    if "mask" in result:
+        counts = np.bincount(np.asarray(result["mask"]).ravel(), minlength=len(result["codes"]))
+        return {"classes": {c: round(n / counts.sum(), 4) for c, n in zip(result["codes"], counts) if n}}
+    return {"points": np.round(np.asarray(result["points"]), 2).tolist()}
+
+
+def _truth(path: str) -> dict[str, str]:
+    with open(path, newline="") as f:
+        return {row[0]: row[1] for row in list(csv.reader(f))[1:] if len(row) >= 2}
