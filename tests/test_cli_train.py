@@ -21,7 +21,7 @@ def _colours(root, n=32):
 def test_train_from_folders_then_predict_with_true_labels(tmp_path, capsys):
     folder = _colours(tmp_path / "images")
     model = tmp_path / "model.pt"
-    code = main(["train", str(folder), "--folders", "--backbone", "mobilenet_v2", "--size", "32", "--batch-size", "8",
+    code = main(["train", str(folder), "--folders", "--backbone", "mobilenet_v2", "--size", "64", "--batch-size", "8",
                  "--freeze-epochs", "3", "--epochs", "1", "--lr", "1e-2", "--out", str(model), "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["task"] == "classify" and model.exists()
