@@ -26,3 +26,16 @@ def write_image(path: Path, seed: int, size=(48, 40), kind="noise") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def colour_folder(root: Path, n: int = 40, size: int = 40) -> Path:
+    """n noisy images in folders red/ and blue/ (alternating): a classification anyone can learn."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        colour = "red" if i % 2 else "blue"
+        pixels = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+        pixels[..., 0 if colour == "red" else 2] += 180
+        (root / colour).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / colour / f"{i:03d}.png")
+    return root
+

@@ -7,21 +7,11 @@ from PIL import Image
 from engine import (Learner, MaskLabel, PointsLabel, RandomSplit, build_data, create_model,
                     label_from_folder, load_exported)
 from engine.data import discover_images
-
-
-def _colour_folder(root, n=40):
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        colour = "red" if i % 2 else "blue"
-        pixels = rng.integers(0, 60, size=(40, 40, 3), dtype=np.uint8)
-        pixels[..., 0 if colour == "red" else 2] += 180
-        (root / colour).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(root / colour / f"{i:03d}.png")
-    return root
+from _helpers import colour_folder
 
 
 def test_a_classifier_trained_from_folders_exports_and_predicts(tmp_path):
-    folder = _colour_folder(tmp_path / "images")
+    folder = colour_folder(tmp_path / "images")
     data = build_data(folder, discover_images(folder), RandomSplit(0.25, seed=0), label_from_folder,
                       size=32, batch_size=8, backbone="resnet18")
     assert data.task == "classify" and data.classes == ["blue", "red"]

@@ -1,0 +1,240 @@
+"""Training benchmark: this engine versus fastai on identical settings, per task.
+
+Both sides get the same items and split, image size (squished to size x size), batch size,
+augmentation parameters (flip, rotate 10, zoom 1.1, warp 0.2, lighting 0.2), backbone
+(torchvision mobilenet_v2 with the same IMAGENET1K_V1 weights, loaded offline), three layer
+groups (features[:7], features[7:], head), and the fine-tune schedule of `labeler train`:
+one-cycle 1 epoch with the body frozen at lr, then unfreeze and one-cycle N epochs at
+slice(lr/200, lr/2), pct_start 0.25 in both stages. The final metric of both is computed with
+this engine's own metric functions on each side's validation predictions.
+
+Tasks:
+  classify  ../shared/data/cifar10 (folder per class), seeded 80/20 random split, accuracy
+  segment   ../shared/data/camvid (images/<stem>.jpg, labels/<stem>_P.png, codes.txt,
+            valid.txt), U-Net, void code 11 left out of the loss and of pixel accuracy
+
+fastai (a bench-only dependency, `pip install "fastai==2.8.*"`) keeps its own defaults where
+the engine has no equivalent: its heads (classifier head, DynamicUnet decoder), train_bn=True
+while frozen, Adam with decoupled weight decay 0.01, the lr floor div_final=1e5.
+
+Time = build the data + create the model + the whole fine-tune + the final validation.
+
+    .venv/bin/python bench/train.py --size 96 --epochs 1 --subset 1000 --tasks classify
+    .venv/bin/python bench/train.py [--data ../shared/data] [--size 224] [--epochs 3] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from engine import Learner, build_data, create_model  # noqa: E402
+from engine.backbones import get_backbone_cfg, load_pretrained_state_dict  # noqa: E402
+from engine.data import discover_images  # noqa: E402
+from engine.datablock import FuncSplit, ListSplit, MaskLabel, RandomSplit, label_from_folder  # noqa: E402
+from engine.learner import task_for  # noqa: E402
+
+BACKBONE = "mobilenet_v2"
+METRIC = {"classify": "accuracy", "segment": "pixel_accuracy"}
+
+
+# ----------------------------------------------------------------------------- task setup
+
+def split_items(task: str, folder: Path, args) -> tuple[list[str], list[str]]:
+    """(train items, valid items) as paths relative to `folder`; train cut to --subset (seeded)."""
+    if task == "classify":
+        items = discover_images(folder)
+        train_idx, valid_idx = RandomSplit(0.2, seed=args.seed)(items)
+    else:
+        items = [f"images/{name}" for name in sorted(p.name for p in (folder / "images").iterdir())
+                 if name.lower().endswith((".jpg", ".jpeg", ".png"))]
+        train_idx, valid_idx = ListSplit(folder / "valid.txt")(items)
+    train = [items[i] for i in train_idx]
+    if args.subset and args.subset < len(train):
+        order = np.random.default_rng(args.seed).permutation(len(train))[:args.subset]
+        train = [train[i] for i in sorted(order)]
+    return train, [items[i] for i in valid_idx]
+
+
+def mask_of(folder: Path):
+    return lambda item: folder / "labels" / f"{Path(item).stem}_P.png"
+
+
+def mobilenet_with_weights(state_dict: dict):
+    """An arch callable for fastai: a fresh torchvision mobilenet_v2 carrying `state_dict`."""
+    import torchvision
+
+    def arch(pretrained=False, **kwargs):
+        model = torchvision.models.mobilenet_v2()
+        model.load_state_dict(state_dict)
+        return model
+    return arch
+
+
+def three_groups(model):
+    """fastai splitter matching the engine's groups: features[:7], features[7:], head."""
+    from fastai.torch_core import params
+    body = model[0]
+    return [params(body[:7]), params(body[7:]), params(model[1:])]
+
+
+# ----------------------------------------------------------------------------- the two sides
+
+def run_ours(task: str, folder: Path, train: list[str], valid: list[str], args) -> dict:
+    start = time.perf_counter()
+    valid_set = set(valid)
+    if task == "classify":
+        labeler = label_from_folder
+    else:
+        labeler = MaskLabel(mask_of(folder), folder / "codes.txt", void_code=args.void)
+    data = build_data(folder, train + valid, FuncSplit(lambda item: item in valid_set), labeler, task=task,
+                      size=args.size, batch_size=args.batch_size, backbone=BACKBONE, augment=True,
+                      workers=args.workers, seed=args.seed)
+    torch.manual_seed(args.seed)
+    learner = Learner(data, create_model(data.task, BACKBONE, data.n_out))
+    lr = args.lr
+    learner.freeze()
+    learner.fit_one_cycle(1, lr)
+    learner.unfreeze()
+    lr /= 2
+    if args.epochs:
+        learner.fit_one_cycle(args.epochs, slice(lr / 100, lr))
+    metrics = learner.validate()
+    return {"metrics": {k: float(v) for k, v in metrics.items()}, "time_s": time.perf_counter() - start,
+            "train": len(data.items_train), "valid": len(data.items_valid)}
+
+
+def run_fastai(task: str, folder: Path, train: list[str], valid: list[str], args, state_dict: dict) -> dict:
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.vision.all import (CategoryBlock, DataBlock, FuncSplitter, ImageBlock, MaskBlock, Normalize,
+                                   Resize, aug_transforms, imagenet_stats, model_meta, parent_label,
+                                   unet_learner, vision_learner)
+    start = time.perf_counter()
+    paths = [folder / item for item in train + valid]
+    valid_paths = {folder / item for item in valid}
+    batch_tfms = [*aug_transforms(do_flip=True, flip_vert=False, max_rotate=10.0, max_zoom=1.1, max_warp=0.2,
+                                  max_lighting=0.2),
+                  Normalize.from_stats(*imagenet_stats)]
+    common = dict(get_items=lambda _: paths, splitter=FuncSplitter(lambda p: p in valid_paths),
+                  item_tfms=Resize(args.size, method="squish"), batch_tfms=batch_tfms)
+    arch = mobilenet_with_weights(state_dict)
+    # fastai's way to describe a custom arch (vision_learner does not pass its own `cut` on)
+    model_meta[arch] = {"cut": lambda m: m.features, "split": three_groups, "stats": imagenet_stats}
+    if task == "classify":
+        block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=parent_label, **common)
+        dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
+        torch.manual_seed(args.seed)
+        learn = vision_learner(dls, arch, pretrained=True, normalize=False)
+    else:
+        codes = (folder / "codes.txt").read_text(encoding="utf-8").split()
+        to_mask = mask_of(folder)
+        block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=lambda p: to_mask(p), **common)
+        dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
+        torch.manual_seed(args.seed)
+        learn = unet_learner(dls, arch, pretrained=True, normalize=False,
+                             loss_func=CrossEntropyLossFlat(axis=1, ignore_index=args.void))
+    lr = args.lr
+    with learn.no_bar(), learn.no_logging():
+        learn.freeze()
+        learn.fit_one_cycle(1, lr, pct_start=0.25)
+        learn.unfreeze()
+        lr /= 2
+        if args.epochs:
+            learn.fit_one_cycle(args.epochs, slice(lr / 100, lr), pct_start=0.25)
+        probs, targets = learn.get_preds(dl=dls.valid)
+    n_codes = len((folder / "codes.txt").read_text(encoding="utf-8").split()) if task == "segment" else None
+    engine_task = task_for(_FakeData(task, args.void, n_codes))
+    outputs = probs if task == "classify" else probs.argmax(dim=1)
+    metrics = engine_task.metrics(outputs, torch.as_tensor(targets).long())
+    return {"metrics": {k: float(v) for k, v in metrics.items()}, "time_s": time.perf_counter() - start,
+            "train": len(dls.train_ds), "valid": len(dls.valid_ds)}
+
+
+class _FakeData:
+    """Just what `task_for` reads, to score fastai's predictions with the engine's metric code."""
+
+    def __init__(self, task: str, void_code: int, n_out):
+        self.task, self.void_code, self.n_out, self.size = task, void_code, n_out, 0
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--tasks", default="classify,segment")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=3, help="unfrozen epochs after the 1 frozen epoch")
+    parser.add_argument("--subset", type=int, default=0, help="use only N training images (0: all)")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--void", type=int, default=11, help="CamVid void code")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not set(tasks) <= set(METRIC):
+        parser.error(f"--tasks takes a comma list of {sorted(METRIC)}")
+    folders = {"classify": Path(args.data) / "cifar10", "segment": Path(args.data) / "camvid"}
+
+    fastai_reason = None
+    try:
+        import fastai
+        fastai_version = fastai.__version__
+    except Exception as err:  # noqa: BLE001
+        fastai_reason, fastai_version = f"import failed: {err}", None
+    state_dict = load_pretrained_state_dict(get_backbone_cfg(BACKBONE))
+
+    rows = []
+    for task in tasks:
+        train, valid = split_items(task, folders[task], args)
+        print(f"[{task}] {len(train)} train / {len(valid)} valid, size {args.size}, 1+{args.epochs} epochs, "
+              f"lr {args.lr:g}, threads {torch.get_num_threads()}", file=sys.stderr, flush=True)
+        row = {"task": task, "metric": METRIC[task], "ours": run_ours(task, folders[task], train, valid, args)}
+        print(f"[{task}] ours {row['ours']['metrics']} in {row['ours']['time_s']:.1f}s", file=sys.stderr, flush=True)
+        if fastai_reason:
+            row["fastai"] = {"error": fastai_reason}
+        else:
+            try:
+                row["fastai"] = run_fastai(task, folders[task], train, valid, args, state_dict)
+                print(f"[{task}] fastai {row['fastai']['metrics']} in {row['fastai']['time_s']:.1f}s",
+                      file=sys.stderr, flush=True)
+            except Exception as err:  # noqa: BLE001
+                traceback.print_exc()
+                row["fastai"] = {"error": f"{type(err).__name__}: {err}"}
+        rows.append(row)
+
+    settings = {k: getattr(args, k) for k in ("size", "epochs", "subset", "lr", "batch_size", "workers", "seed")}
+    if args.json:
+        print(json.dumps({"settings": settings, "fastai_version": fastai_version,
+                          "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+        return 0
+    print(f"settings: {settings}, backbone {BACKBONE}, torch {torch.__version__}, fastai {fastai_version}, "
+          f"{torch.get_num_threads()} threads, CPU\n")
+    print("| task | metric | ours | fastai | ours time s | fastai time s | time ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        ours, theirs = row["ours"], row["fastai"]
+        ours_m = f"{ours['metrics'][row['metric']]:.4f}"
+        if "error" in theirs:
+            fa_m, fa_t, ratio = f"fastai: not available ({theirs['error']})", "-", "-"
+        else:
+            fa_m, fa_t = f"{theirs['metrics'][row['metric']]:.4f}", f"{theirs['time_s']:.1f}"
+            ratio = f"{ours['time_s'] / theirs['time_s']:.2f}"
+        print(f"| {row['task']} ({ours['train']}/{ours['valid']}) | {row['metric']} | {ours_m} | {fa_m} | "
+              f"{ours['time_s']:.1f} | {fa_t} | {ratio} |")
+    print("\ntime ratio = ours / fastai (below 1: ours faster).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
