@@ -272,6 +272,25 @@ class _ItemDataset(Dataset):
             sample["points"] = tv_tensors.KeyPoints(torch.from_numpy(self.targets.values[index]), canvas_size=canvas)
         return sample
 
+    def label_targets(self) -> torch.Tensor | None:
+        """Every item's target in the batch layout, without decoding images; None for masks.
+
+        Points are scaled by each image's size, read from its header; unreadable images are left out.
+        """
+        if self.task == "segment":
+            return None
+        if not self.targets.points:
+            return torch.as_tensor(self.targets.values)
+        rows = []
+        for item, points in zip(self.items, self.targets.values):
+            try:
+                with Image.open(self.folder / item) as image:
+                    scale = np.array(image.size, dtype=np.float32)
+            except OSError:
+                continue
+            rows.append(torch.from_numpy((points / scale * 2 - 1).reshape(-1).astype(np.float32)))
+        return torch.stack(rows) if rows else torch.zeros((0, self.targets.n_out))
+
     def to_xy(self, index: int, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformed sample as the (x, y) pair of the batch layout in the module docstring."""
         x = sample["image"].as_subclass(torch.Tensor)

@@ -56,6 +56,14 @@ class Task:
         """Keyword arguments that rebuild this task (saved in exported files)."""
         return {}
 
+    def baseline(self, train_targets: torch.Tensor, valid_targets: torch.Tensor) -> dict[str, float] | None:
+        """The metrics of a predictor that ignores the image, fitted on the training targets; None: no baseline."""
+        return None
+
+    def unflip(self, pred: torch.Tensor) -> torch.Tensor | None:
+        """The model's output on a mirrored image, mapped back to the original; None: no flip TTA."""
+        return pred
+
 
 class ClassifyTask(Task):
     name = "classify"
@@ -65,6 +73,12 @@ class ClassifyTask(Task):
 
     def activation(self, pred):
         return pred.softmax(dim=1)
+
+    def baseline(self, train_targets, valid_targets):
+        """Always the most common training class."""
+        counts = torch.bincount(train_targets.long())
+        outputs = F.one_hot(counts.argmax().expand(len(valid_targets)), len(counts)).float()
+        return self.metrics(outputs, valid_targets)
 
     def metrics(self, outputs, targets):
         return {"accuracy": metrics.accuracy(outputs, targets), "error_rate": metrics.error_rate(outputs, targets)}
@@ -89,6 +103,10 @@ class MultiLabelTask(Task):
 
     def activation(self, pred):
         return pred.sigmoid()
+
+    def baseline(self, train_targets, valid_targets):
+        """Every tag on every image (the all-positive predictor); its own threshold, this task's stays."""
+        return MultiLabelTask(beta=self.beta).metrics(torch.ones_like(valid_targets.float()), valid_targets)
 
     def metrics(self, outputs, targets):
         self.threshold, fbeta = metrics.best_threshold(outputs, targets, self.beta)
@@ -123,6 +141,9 @@ class SegmentTask(Task):
         # argmax rather than probabilities: whole validation sets of masks stay small
         return pred.argmax(dim=1)
 
+    def unflip(self, pred):
+        return pred.flip(-1)
+
     def metrics(self, outputs, targets):
         n_classes = self.n_classes or int(max(outputs.max(), targets.max())) + 1
         return {"pixel_accuracy": metrics.pixel_accuracy(outputs, targets, self.void_code),
@@ -150,6 +171,13 @@ class RegressTask(Task):
 
     def loss(self, pred, target):
         return self.LOSSES[self.loss_name](pred, target)
+
+    def unflip(self, pred):
+        return None  # mirroring swaps left and right points: not undone here
+
+    def baseline(self, train_targets, valid_targets):
+        """Always the training mean of every coordinate."""
+        return self.metrics(train_targets.float().mean(0).expand(len(valid_targets), -1), valid_targets)
 
     def metrics(self, outputs, targets):
         return {"point_error_px": metrics.mean_point_error(outputs, targets, self.size),
@@ -369,31 +397,50 @@ class Learner:
         return self.history
 
     @torch.no_grad()
-    def _outputs(self, loader) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Activated outputs and targets for every row of `loader`, and the mean loss."""
+    def _outputs(self, loader, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Activated outputs and targets for every row of `loader`, and the mean loss.
+
+        With `tta`, the raw outputs are averaged with those of the mirrored image (where the
+        task can map a mirrored output back), before the activation.
+        """
         outputs, targets, losses, sizes = [], [], [], []
         for x, y in loader:
             x, y = x.to(self.device), y.to(self.device)
             with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
                 pred = self.model(x)
+                if tta and (mirrored := self.task.unflip(self.model(x.flip(-1)))) is not None:
+                    pred = (pred + mirrored) / 2
             losses.append(self.task.loss(pred.float(), y).item())
             sizes.append(len(x))
             outputs.append(self.task.activation(pred.float()).cpu())
             targets.append(y.cpu())
         return torch.cat(outputs), torch.cat(targets), float(np.average(losses, weights=sizes))
 
-    def validate(self, loader=None) -> dict[str, float]:
-        """Loss and the task's metrics on the validation set (or `loader`); the model's mode is restored."""
+    def validate(self, loader=None, tta: bool = False) -> dict[str, float]:
+        """Loss and the task's metrics on the validation set (or `loader`); the model's mode is restored.
+
+        `tta=True` averages each prediction with the one for the mirrored image (test-time augmentation).
+        """
         self._callback("on_validate_begin")
         was_training = self.model.training
         self.model.eval()
         try:
-            outputs, targets, loss = self._outputs(loader or self.data.valid)
+            outputs, targets, loss = self._outputs(loader or self.data.valid, tta)
         finally:
             self.model.train(was_training)
         result = {"valid_loss": loss, **self.task.metrics(outputs, targets)}
         self._callback("on_validate_end")
         return result
+
+    def baseline(self) -> dict[str, float] | None:
+        """Validation metrics of the task's image-blind predictor (most common class, every tag, mean point).
+
+        A trained model's metrics mean something only beside these. None for segmentation.
+        """
+        targets = [_split_targets(loader.dataset) for loader in (self.data.train, self.data.valid)]
+        if any(t is None or not len(t) for t in targets):
+            return None
+        return self.task.baseline(*targets)
 
     def lr_find(self, start: float = 1e-7, end: float = 10, steps: int = 100):
         """Train with exponentially growing lr; returns (lrs, smoothed losses, suggestion). Weights are restored."""
@@ -458,6 +505,13 @@ class Learner:
 
     def predict(self, image) -> dict:
         return Predictor.from_learner(self).predict(image)
+
+
+def _split_targets(dataset) -> torch.Tensor | None:
+    if hasattr(dataset, "label_targets"):
+        return dataset.label_targets()
+    tensors = getattr(dataset, "tensors", None)  # a TensorDataset of (x, y)
+    return tensors[1] if tensors is not None and len(tensors) > 1 else None
 
 
 class Predictor:

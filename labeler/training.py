@@ -32,7 +32,7 @@ def add_commands(sub, make_command) -> None:
     source.add_argument("--void", type=int, default=None, help="segmentation: class index left out of loss and metrics")
     source.add_argument("--points", metavar="CSV", help="regression: image_name,...,x0,y0,x1,y1,... pixel coordinates")
     source.add_argument("--points-mean", action="store_true", help="regress the mean of the points (e.g. head centre)")
-    split = cmd.add_argument_group("validation split (default: 20%% at random)")
+    split = cmd.add_argument_group("validation split (default: 20% at random)")
     split.add_argument("--valid-pct", type=float, default=0.2)
     split.add_argument("--valid-list", metavar="TXT", help="file names of the validation images (e.g. valid.txt)")
     split.add_argument("--group-regex", metavar="REGEX", help="keep groups whole, e.g. '^(.*)_\\d+' for one person")
@@ -54,6 +54,8 @@ def add_commands(sub, make_command) -> None:
 
 
 def run_train(args) -> int:
+    import torch
+
     from engine import Learner, ProgressCallback, build_data, create_model
     from engine.data import discover_images
     from engine.demo import demo_folder
@@ -74,14 +76,31 @@ def run_train(args) -> int:
     if args.epochs:
         learner.fit_one_cycle(args.epochs, slice(lr / 100, lr))
     bar.close()
-    metrics = learner.validate()
-    learner.export(args.out)
     summary = {"task": data.task, "train": len(data.items_train), "valid": len(data.items_valid), "lr": lr,
-               "metrics": {k: round(float(v), 4) for k, v in metrics.items()}, "out": str(args.out)}
-    print(json.dumps(summary) if args.json else
-          f"{data.task}: {len(data.items_train)} train / {len(data.items_valid)} valid images, lr {lr:.2g}\n"
-          + "\n".join(f"  {k}: {v:.4f}" for k, v in summary["metrics"].items()) + f"\nmodel written to {args.out}")
+               "metrics": _rounded(learner.validate()), "out": str(args.out)}
+    if learner.task.unflip(torch.zeros(1, 1)) is not None:
+        summary["metrics_tta"] = _rounded(learner.validate(tta=True))
+    if (baseline := learner.baseline()) is not None:
+        summary["baseline"] = _rounded(baseline)
+    learner.export(args.out)
+    print(json.dumps(summary) if args.json else _text_summary(summary))
     return 0
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(float(v), 4) for k, v in metrics.items()}
+
+
+def _text_summary(summary: dict) -> str:
+    lines = [f"{summary['task']}: {summary['train']} train / {summary['valid']} valid images, lr {summary['lr']:.2g}"]
+    lines += [f"  {k}: {v:.4f}" for k, v in summary["metrics"].items()]
+    if "metrics_tta" in summary:
+        lines.append("with test-time augmentation (mirrored images averaged in):")
+        lines += [f"  {k}: {v:.4f}" for k, v in summary["metrics_tta"].items()]
+    if "baseline" in summary:
+        lines.append("an image-blind predictor (most common class, every tag, or the mean point) for comparison:")
+        lines += [f"  {k}: {v:.4f}" for k, v in summary["baseline"].items()]
+    return "\n".join(lines + [f"model written to {summary['out']}"])
 
 
 def _report(bar, row: dict) -> None:

@@ -270,3 +270,59 @@ def test_loading_a_file_that_is_not_an_export_raises_a_learner_error(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(LearnerError, match="not a model exported by Learner.export"):
         load_exported(tmp_path / "other.pt")
+
+
+class _PixelClassifier(nn.Module):
+    """A per-pixel model (1x1 convolution): mirroring the input mirrors its output exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.layer_groups = [list(self.conv.parameters())]
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_flip_tta_maps_mirrored_masks_back_onto_the_image():
+    x, masks = square_masks()
+    data = task_data("segment", x, masks, 2, codes=["background", "square"], void_code=255, batch_size=8)
+    learner = Learner(data, _PixelClassifier())
+    learner.fit_one_cycle(2, 1e-2)
+    plain, outputs_plain = learner.validate(), learner._outputs(data.valid)[0]
+    # a per-pixel model gives the same mask with and without TTA only if the mirrored mask is flipped back
+    assert torch.equal(learner._outputs(data.valid, tta=True)[0], outputs_plain)
+    assert learner.validate(tta=True)["pixel_accuracy"] == pytest.approx(plain["pixel_accuracy"])
+    learner.task.unflip = lambda pred: pred  # forgetting to flip back misplaces the squares
+    assert not torch.equal(learner._outputs(data.valid, tta=True)[0], outputs_plain)
+
+
+def test_regression_has_no_flip_tta_and_validates_without_it():
+    x, coords = bright_spot(16)
+    learner = Learner(task_data("regress", x, coords, 2), create_model("regress", "mobilenet_v2", 2, pretrained=False))
+    assert learner.task.unflip(torch.zeros(2, 2)) is None
+    assert learner.validate(tta=True)["point_error_px"] == pytest.approx(learner.validate()["point_error_px"])
+
+
+def test_baselines_are_the_image_blind_predictors():
+    x, y = red_blue(40)
+    y[:30] = 1                                   # training split (first 30) mostly class 1
+    learner = Learner(task_data("classify", x, y, 2), create_model("classify", "mobilenet_v2", 2, pretrained=False))
+    valid = y[30:]
+    assert learner.baseline()["accuracy"] == pytest.approx(float((valid == 1).float().mean()))
+
+    tags = torch.tensor([[1.0, 0.0], [1.0, 1.0]]).repeat(8, 1)
+    multi = Learner(task_data("multilabel", x[:16], tags, 2), create_model("multilabel", "mobilenet_v2", 2,
+                                                                           pretrained=False))
+    multi.task.threshold = 0.3
+    f2 = multi.baseline()["f2"]                  # all positive: F2 5/6 on one-tag rows, 1 on two-tag rows
+    assert f2 == pytest.approx((5 / 6 + 1) / 2, abs=1e-4)
+    assert multi.task.threshold == 0.3           # the model's own threshold is untouched
+
+    x, coords = bright_spot(16)
+    reg = Learner(task_data("regress", x, coords, 2), create_model("regress", "mobilenet_v2", 2, pretrained=False))
+    mean = coords[:12].mean(0)
+    expected = ((coords[12:] - mean) / 2 * SIZE).norm(dim=1).mean()
+    assert reg.baseline()["point_error_px"] == pytest.approx(float(expected), rel=1e-4)
+    assert Learner(task_data("segment", *square_masks(8), 2, void_code=255),
+                   create_model("segment", "mobilenet_v2", 2, pretrained=False)).baseline() is None
