@@ -49,7 +49,7 @@ def test_segmentation_and_point_regression_train_on_real_task_data(tmp_path):
                      backbone="resnet18", augment=False)
     assert reg.task == "regress" and reg.n_out == 2
     learner = Learner(reg, create_model("regress", "resnet18", reg.n_out, pretrained=False))
-    history = learner.fit_one_cycle(6, 3e-3)
+    history = learner.fit_one_cycle(8, 1e-3)  # from scratch on 18 images: a higher lr does not fall reliably
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert {"point_error_px", "point_error_rel"} <= set(history[-1])
 
