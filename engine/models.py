@@ -6,6 +6,8 @@ Each model is a `body` (the backbone up to its last offered layer) and a `head`,
 """
 from __future__ import annotations
 
+import math
+
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -118,12 +120,23 @@ class ClassifierHead(nn.Sequential):
                          nn.Linear(2 * in_ch, n_out))
 
 
-class RegressionHead(ClassifierHead):
-    """The classifier head's layers, then a sigmoid scaled to `y_range` when one is given."""
+class RegressionHead(nn.Sequential):
+    """Where things are needs to survive pooling: the feature map is pooled to a small grid, reduced,
+    flattened and mapped to `n_out` values, then a sigmoid scales them to `y_range` when one is given.
 
-    def __init__(self, in_ch: int, n_out: int, y_range: tuple[float, float] | None = None, dropout: float = 0.1):
-        super().__init__(in_ch, n_out, dropout)
+    A global pool (the classifier head) keeps what is in the image but little of where; a head
+    centre regressed from it stays near the mean.
+    """
+
+    def __init__(self, in_ch: int, n_out: int, y_range: tuple[float, float] | None = None, dropout: float = 0.1,
+                 grid: int = 4, width: int = 64):
+        super().__init__(nn.AdaptiveAvgPool2d(grid), nn.Conv2d(in_ch, width, 1, bias=False), nn.BatchNorm2d(width),
+                         nn.ReLU(inplace=True), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width * grid * grid, n_out))
         self.y_range = tuple(y_range) if y_range is not None else None
+        # start at the middle of the range (the image centre for points) rather than at random offsets:
+        # targets such as a head centre vary little, and a random start costs epochs to unlearn
+        nn.init.zeros_(self[-1].weight)
+        nn.init.constant_(self[-1].bias, 0.0 if self.y_range is None else _inverse_range(0.0, self.y_range))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
@@ -131,6 +144,13 @@ class RegressionHead(ClassifierHead):
             return out
         low, high = self.y_range
         return torch.sigmoid(out) * (high - low) + low
+
+
+def _inverse_range(value: float, y_range: tuple[float, float]) -> float:
+    """The pre-sigmoid output that `RegressionHead` maps to `value` (clipped inside the range)."""
+    low, high = y_range
+    p = min(max((value - low) / (high - low), 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
 
 
 class BodyHeadModel(nn.Module):
