@@ -42,6 +42,7 @@ def add_commands(sub, make_command) -> None:
     fit.add_argument("--epochs", type=int, default=3, help="epochs with everything trainable (default 3)")
     fit.add_argument("--freeze-epochs", type=int, default=1, help="epochs training the head only first (default 1)")
     fit.add_argument("--lr", default="auto", help="peak learning rate, or 'auto' for lr_find's suggestion")
+    fit.add_argument("--loss", choices=("mse", "l1"), default="mse", help="regression loss (default mse)")
     fit.add_argument("--no-augment", action="store_true")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
 
@@ -57,6 +58,7 @@ def run_train(args) -> int:
     import torch
 
     from engine import Learner, ProgressCallback, build_data, create_model
+    from engine.learner import RegressTask
     from engine.data import discover_images
     from engine.demo import demo_folder
     folder = Path(args.folder) if args.folder else demo_folder()
@@ -65,7 +67,8 @@ def run_train(args) -> int:
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
                       workers=args.workers or 0, seed=args.seed)
     bar = tqdm(desc="training", unit="epoch", file=sys.stderr, disable=None, leave=False)
-    learner = Learner(data, create_model(data.task, args.backbone, data.n_out),
+    task = RegressTask(data.size, loss=args.loss) if data.task == "regress" else None
+    learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
     lr = _learning_rate(learner, args.lr)
     if args.freeze_epochs:

@@ -27,3 +27,21 @@ def test_train_without_any_labels_says_where_labels_come_from(tmp_path, capsys):
     code = main(["train", str(folder), "--size", "32", "--out", str(tmp_path / "m.pt")])
     err = capsys.readouterr().err
     assert code == 2 and "has no labels in its label store yet" in err and "--folders" in err
+
+
+def test_train_points_with_l1_loss_reports_the_mean_point_baseline(tmp_path, capsys):
+    folder = colour_folder(tmp_path / "images", n=16, size=32)
+    rows = [f"{p.relative_to(folder).as_posix()},{3 + i},{5 + i},{7 + i},{9 + i}"
+            for i, p in enumerate(sorted(folder.glob("*/*.png")))]
+    points = tmp_path / "points.csv"
+    points.write_text("image_name,x0,y0,x1,y1\n" + "\n".join(rows) + "\n")
+    model = tmp_path / "points.pt"
+    code = main(["train", str(folder), "--points", str(points), "--points-mean", "--loss", "l1", "--size", "32",
+                 "--batch-size", "4", "--freeze-epochs", "1", "--epochs", "1", "--lr", "1e-3", "--no-augment",
+                 "--out", str(model), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["task"] == "regress"
+    assert summary["baseline"]["point_error_px"] > 0 and "metrics_tta" not in summary
+
+    import torch
+    assert torch.load(model, weights_only=True)["task_config"]["loss"] == "l1"
