@@ -350,6 +350,7 @@ class TaskData:
     std: tuple[float, ...]
     items_train: list[str] = field(default_factory=list)
     items_valid: list[str] = field(default_factory=list)
+    points: int = 0  # regression targets that are (x, y) points: how many (0: plain values)
 
     def set_size(self, size: int) -> None:
         """Progressive resizing: batches drawn from now on (the next epoch's iterator) come at ``size``."""
@@ -435,4 +436,5 @@ def build_data(folder, items: list[str], splitter, labeler, *, task=None, size=2
     logger.info("%s data: %d train, %d valid items, %d outputs", task, len(items_train), len(items_valid),
                 encoded.n_out)
     return TaskData(task, encoded.classes, encoded.codes, encoded.void_code, encoded.n_out, train, valid, size,
-                    tuple(mean), tuple(std), items_train, items_valid)
+                    tuple(mean), tuple(std), items_train, items_valid,
+                    encoded.n_out // 2 if encoded.points else 0)

@@ -164,16 +164,19 @@ class RegressTask(Task):
     name = "regress"
     LOSSES: ClassVar[dict] = {"mse": F.mse_loss, "l1": F.l1_loss}
 
-    def __init__(self, size: int = 224, loss: str = "mse"):
+    def __init__(self, size: int = 224, loss: str = "mse", points: int = 0):
         if loss not in self.LOSSES:
             raise LearnerError(f"Unknown regression loss {loss!r}. Choose one of: {', '.join(self.LOSSES)}.")
-        self.size, self.loss_name = size, loss
+        self.size, self.loss_name, self.points = size, loss, points
 
     def loss(self, pred, target):
         return self.LOSSES[self.loss_name](pred, target)
 
     def unflip(self, pred):
-        return None  # mirroring swaps left and right points: not undone here
+        """One point mirrors back by negating x; several points would also swap left and right (not known)."""
+        if self.points != 1:
+            return None
+        return pred * torch.tensor([-1.0, 1.0], dtype=pred.dtype, device=pred.device)
 
     def baseline(self, train_targets, valid_targets):
         """Always the training mean of every coordinate."""
@@ -188,7 +191,7 @@ class RegressTask(Task):
         return {"points": ((output.reshape(-1, 2) + 1) / 2 * scale).numpy()}
 
     def config(self):
-        return {"size": self.size, "loss": self.loss_name}
+        return {"size": self.size, "loss": self.loss_name, "points": self.points}
 
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, MultiLabelTask, SegmentTask, RegressTask)}
@@ -200,7 +203,7 @@ def task_for(data) -> Task:
         "classify": lambda: ClassifyTask(),
         "multilabel": lambda: MultiLabelTask(),
         "segment": lambda: SegmentTask(data.void_code, data.n_out),
-        "regress": lambda: RegressTask(data.size),
+        "regress": lambda: RegressTask(data.size, points=getattr(data, "points", 0)),
     }
     if data.task not in factories:
         raise LearnerError(f"Unknown task {data.task!r}. Choose one of: {', '.join(factories)}.")

@@ -67,7 +67,7 @@ def run_train(args) -> int:
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
                       workers=args.workers or 0, seed=args.seed)
     bar = tqdm(desc="training", unit="epoch", file=sys.stderr, disable=None, leave=False)
-    task = RegressTask(data.size, loss=args.loss) if data.task == "regress" else None
+    task = RegressTask(data.size, loss=args.loss, points=data.points) if data.task == "regress" else None
     learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
     lr = _learning_rate(learner, args.lr)
@@ -81,7 +81,7 @@ def run_train(args) -> int:
     bar.close()
     summary = {"task": data.task, "train": len(data.items_train), "valid": len(data.items_valid), "lr": lr,
                "metrics": _rounded(learner.validate()), "out": str(args.out)}
-    if learner.task.unflip(torch.zeros(1, 1)) is not None:
+    if learner.task.unflip(torch.zeros(1, data.n_out)) is not None:
         summary["metrics_tta"] = _rounded(learner.validate(tta=True))
     if (baseline := learner.baseline()) is not None:
         summary["baseline"] = _rounded(baseline)

@@ -15,6 +15,7 @@ from engine.learner import (
     EarlyStopping,
     Learner,
     LearnerError,
+    RegressTask,
     SaveBest,
     load_exported,
     steepest_lr,
@@ -299,6 +300,13 @@ def test_flip_tta_maps_mirrored_masks_back_onto_the_image():
     assert learner.validate(tta=True)["pixel_accuracy"] == pytest.approx(plain["pixel_accuracy"])
     learner.task.unflip = lambda pred: pred  # forgetting to flip back misplaces the squares
     assert not torch.equal(learner._outputs(data.valid, tta=True)[0], outputs_plain)
+
+
+def test_one_point_mirrors_back_by_negating_x():
+    task = RegressTask(32, points=1)
+    assert torch.equal(task.unflip(torch.tensor([[0.25, -0.5]])), torch.tensor([[-0.25, -0.5]]))
+    assert RegressTask(32, points=2).unflip(torch.zeros(1, 4)) is None   # left/right would swap
+    assert RegressTask(32).unflip(torch.zeros(1, 2)) is None             # plain values: nothing to mirror
 
 
 def test_regression_has_no_flip_tta_and_validates_without_it():
