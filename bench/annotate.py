@@ -1,0 +1,770 @@
+"""A simulated annotator: how many of the app's actions it takes to label a folder, beside two baselines.
+
+The annotator knows the true labels of a folder (folder names, an `image_name,tags` CSV, or head
+direction derived from face keypoints) but acts only through the app's own session logic
+(labeler/session.py) on a real project: switch layer or view, lasso a polygon of the 2D map, drop
+items from the review grid, click or type a label, find similar, separate labels, train, accept.
+Each of these costs one action. It sees a true label only for an item in the review grid
+(`Oracle.look` refuses any other), as a person sees the images they selected; everything else it
+decides from what the app shows: the map, the colours of labels and predictions, the model's
+cross-validated estimate.
+
+Three policies run on the same folder, each in a fresh label store beside the shared feature cache:
+  annotator       tries every layer (PCA 1-2 and UMAP), keeps the views whose lassos came out purest,
+                  lassos regions the map's colours and the model's predictions suggest are pure, drops
+                  the odd ones out, uses find similar and "Separate" when they pay, trains and accepts
+                  predictions at >= 0.95 when the cross-validated estimate says the model is good.
+  one view        UMAP of the last layer only: lasso, drop, label (no layer switching, no find
+                  similar, no training).
+  one at a time   one action per image.
+
+    .venv/bin/python bench/annotate.py FOLDER [--labels CSV | --faces-direction KEYPOINTS] [--json]
+    .venv/bin/python bench/annotate.py ../shared/data/cifar10
+    .venv/bin/python bench/annotate.py ../shared/data/faces/images --faces-direction ../shared/data/faces/keypoints.csv
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engine import Workspace, embed  # noqa: E402
+from engine.embedding import DEFAULT_SIZE  # noqa: E402
+from engine.firstmodel import wilson_interval  # noqa: E402
+from labeler.project import Project  # noqa: E402
+from labeler.session import Session  # noqa: E402
+
+LEVELS = (0.5, 0.8, 0.9)
+FACES_LOW, FACES_HIGH = 0.40, 0.60        # nose tip position between the jaw ends: left / frontal / right
+ACCEPT_THRESHOLDS = (0.8, 0.9, 0.95, 0.98)   # confidences the annotator considers accepting at
+ACCEPT_MIN_PRECISION = 0.90              # ...whose reviewed precision (95% lower bound) is at least this
+ERROR_BUDGET = 0.03                       # accept only while expected wrong acceptances stay below 3% of items
+MIN_CHECKS = 25                           # reviewed predictions needed before judging a threshold
+MODEL_BELIEF_MIN = 0.50                   # below this agreement the map's prediction colours are ignored
+
+
+class PeekError(RuntimeError):
+    """The annotator asked for the true label of an item that is not in the review grid."""
+
+
+# ---- true labels -------------------------------------------------------------------------------
+
+def truth_from_folders(paths: list[str]) -> dict[str, str]:
+    """Label = the first folder of each image path (folder-per-class)."""
+    flat = [p for p in paths if "/" not in p]
+    if flat:
+        raise SystemExit(f"{len(flat)} image(s) are not inside a class folder (e.g. {flat[0]!r}); "
+                         f"give the labels with --labels CSV.")
+    return {p: p.split("/")[0] for p in paths}
+
+
+def truth_from_csv(csv_path: Path) -> dict[str, str]:
+    """`image_name,tags` (the first tag counts when there are several)."""
+    with open(csv_path, newline="") as handle:
+        return {row["image_name"]: row["tags"].split()[0] for row in csv.DictReader(handle) if row["tags"].strip()}
+
+
+def faces_direction(keypoints_csv: Path, low: float = FACES_LOW, high: float = FACES_HIGH) -> dict[str, str]:
+    """Where the head faces in the image, from 68 keypoints: the nose tip (30) between the jaw ends (0, 16).
+
+    r = (x30 - x0) / (x16 - x0): below `low` the face turns to the image's left, above `high` to its
+    right, frontal between. Names listed twice in the CSV get the mean r of their rows.
+    """
+    ratios = defaultdict(list)
+    with open(keypoints_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            x0, x16, x30 = float(row["x0"]), float(row["x16"]), float(row["x30"])
+            ratios[row["image_name"]].append((x30 - x0) / (x16 - x0) if x16 != x0 else 0.5)
+    return {name: "left" if np.mean(r) < low else "right" if np.mean(r) > high else "frontal"
+            for name, r in ratios.items()}
+
+
+# ---- what a person sees and does ---------------------------------------------------------------
+
+class Oracle:
+    """The person's eyes: the true label of an image, only while it is in the session's review grid."""
+
+    def __init__(self, truth: dict[int, str], session: Session):
+        self._truth, self._session = truth, session
+        self.looked: set[int] = set()
+        self.looks = 0
+
+    def look(self, ids) -> dict[int, str]:
+        shown = set(self._session.review.ids)
+        hidden = [int(i) for i in ids if int(i) not in shown]
+        if hidden:
+            raise PeekError(f"items {hidden[:5]} are not in the review grid; a person cannot see what they are")
+        self.looks += len(ids)
+        self.looked.update(int(i) for i in ids)
+        return {int(i): self._truth[int(i)] for i in ids}
+
+
+class Desk:
+    """The app's controls, each costing one action; `on_change` runs after anything that labels."""
+
+    def __init__(self, session: Session, on_change):
+        self.session, self._on_change = session, on_change
+        self.actions = 0
+        self.by_kind: Counter = Counter()
+        self.shown: set[int] = set()                 # every item that ever appeared in the review grid
+
+    def _spend(self, kind: str) -> None:
+        self.actions += 1
+        self.by_kind[kind] += 1
+
+    def lasso(self, polygon: np.ndarray) -> list[int]:
+        """Select the drawn items inside a polygon in the current view's coordinates."""
+        from matplotlib.path import Path as Polygon
+        self._spend("lasso")
+        inside = Polygon(np.asarray(polygon, dtype=float)).contains_points(self.session.coords())
+        review = self.session.select(self.session.rows[inside])
+        self.shown.update(review.ids)
+        return list(review.ids)
+
+    def label_one(self, item: int, oracle: Oracle) -> None:
+        """One image at a time: the image is shown, its label clicked (the one-at-a-time baseline's unit)."""
+        self._spend("one image")
+        self.session.select([item])
+        self.shown.add(int(item))
+        self.session.label_review(oracle.look([item])[int(item)])
+        self._on_change()
+
+    def drop(self, item: int) -> None:
+        self._spend("drop")
+        if not self.session.review.toggle(int(item)):
+            raise RuntimeError(f"item {item} was already dropped")
+
+    def label(self, name: str) -> int:
+        self._spend("label")
+        count = self.session.label_review(name)
+        self._on_change()
+        return count
+
+    def step_layer(self, step: int) -> None:
+        self._spend("layer")
+        self.session.step_layer(step)
+
+    def step_view(self, step: int) -> None:
+        self._spend("view")
+        self.session.step_view(step)
+
+    def find_similar(self) -> list[int]:
+        """Add the 50 most similar unlabeled items to the review; returns the new ones."""
+        self._spend("find similar")
+        before = set(self.session.review.ids)
+        new = [i for i in self.session.find_similar(50).ids if i not in before]
+        self.shown.update(new)
+        return new
+
+    def separate(self, labels: list[str]) -> None:
+        self._spend("separate")
+        self.session.separate(labels)
+
+    def train(self):
+        self._spend("train")
+        return self.session.train()
+
+    def accept(self, threshold: float) -> int:
+        self._spend("accept")
+        count = self.session.accept(threshold)
+        self._on_change()
+        return count
+
+
+# ---- scoring (the runner's side: the policy never sees it) ------------------------------------
+
+@dataclass
+class Judge:
+    """Counts labeled items and their accuracy after every change; keeps the first point past each level."""
+
+    truth: dict[int, str]
+    session: Session
+    desk: Desk | None = None
+    milestones: dict[float, dict] = field(default_factory=dict)
+    labeled_fraction: float = 0.0
+
+    def __call__(self) -> None:
+        names, labels = self.session.human_labels()
+        rows = self.session.rows
+        given = labels[rows]
+        done = given >= 0
+        right = sum(names[g] == self.truth[int(i)] for i, g in zip(rows[done], given[done]))
+        self.labeled_fraction = done.sum() / len(rows)
+        for level in LEVELS:
+            if level not in self.milestones and self.labeled_fraction >= level:
+                self.milestones[level] = {"level": level, "actions": self.desk.actions,
+                                          "labeled": int(done.sum()), "accuracy": right / max(1, done.sum())}
+
+
+# ---- the map as the annotator sees it -----------------------------------------------------------
+
+@dataclass
+class Screen:
+    """One view: positions, visible labels (-1 none), label names, predictions and a belief per item."""
+
+    xy: np.ndarray
+    label: np.ndarray
+    names: list[str]
+    belief: np.ndarray            # (rows, len(names) + 1): last column = "a label not given yet"
+    predicted: np.ndarray         # per row: predicted label index (-1: no prediction)
+    confidence: np.ndarray        # per row: probability of the predicted label (0: none)
+
+
+def read_screen(session: Session, model_weight: float = 0.0, use_colours: bool = True) -> Screen:
+    """What the map shows: label colours and, paler, the latest model's predictions with their confidence."""
+    names, labels = session.human_labels()
+    label = labels[session.rows]
+    xy = session.coords()
+    belief = colour_belief(xy, label, len(names)) if use_colours else np.full((len(xy), len(names) + 1), np.nan)
+    predicted, confidence = np.full(len(xy), -1), np.zeros(len(xy))
+    found = session.predictions()
+    if found is not None:
+        classes, ids, probs = found
+        model = np.zeros((len(xy), len(names) + 1))
+        where = {int(i): k for k, i in enumerate(ids)}
+        at = np.array([where.get(int(i), -1) for i in session.rows])
+        has = at >= 0
+        for c, name in enumerate(classes):
+            model[has, names.index(name)] = probs[at[has], c]
+        predicted[has] = model[has].argmax(1)
+        confidence[has] = model[has].max(1)
+        if use_colours and model_weight > 0:
+            model[~has] = belief[~has]
+            belief = (1 - model_weight) * belief + model_weight * model
+    return Screen(xy, label, names, belief, predicted, confidence)
+
+
+def colour_belief(xy: np.ndarray, label: np.ndarray, n_names: int, k: int = 10) -> np.ndarray:
+    """Per item, how the labeled neighbours on the map are coloured (distance-weighted), with a flat prior."""
+    from sklearn.neighbors import NearestNeighbors
+    flat = np.full((len(xy), n_names + 1), 1.0 / (n_names + 1))
+    known = np.flatnonzero(label >= 0)
+    if not len(known):
+        return flat
+    spacing = _spacing(xy)
+    dist, index = NearestNeighbors(n_neighbors=min(k, len(known))).fit(xy[known]).kneighbors(xy)
+    weight = np.exp(-dist / (3 * spacing))
+    votes = np.zeros_like(flat)
+    np.add.at(votes, (np.repeat(np.arange(len(xy)), index.shape[1]), label[known][index].ravel()), weight.ravel())
+    return (votes + flat) / (weight.sum(1, keepdims=True) + 1.0)
+
+
+def _spacing(xy: np.ndarray) -> float:
+    """Typical distance between neighbouring points of a map (median nearest-neighbour distance)."""
+    from sklearn.neighbors import NearestNeighbors
+    sample = xy[np.random.default_rng(0).permutation(len(xy))[:2000]]
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(sample).kneighbors(sample)
+    return float(np.median(dist[:, 1])) or 1e-6
+
+
+@dataclass
+class Region:
+    polygon: np.ndarray
+    members: np.ndarray           # row indices inside the polygon (fixed for a fixed map)
+    density: float
+
+
+def atlas(xy: np.ndarray, label: np.ndarray, sizes=(8, 25), seeds: int = 150, seed: int = 0) -> list[Region]:
+    """Lassos a person might draw: outlines around groups of nearby unlabeled points (a point and its
+    nearest unlabeled neighbours on the map), at several sizes, around points spread over the map."""
+    from matplotlib.path import Path as Polygon
+    from scipy.spatial import cKDTree
+    free = np.flatnonzero(label < 0)
+    if not len(free):
+        return []
+    spacing = _spacing(xy)
+    tree = cKDTree(xy[free])
+    centres = np.random.default_rng(seed).permutation(len(free))[:seeds]
+    regions = []
+    for size in sizes:
+        _, near = tree.query(xy[free[centres]], k=min(size, len(free)))
+        for group in near.reshape(len(centres), -1):
+            polygon = outline(xy, free[group], label >= 0, spacing)
+            members = np.flatnonzero(Polygon(polygon).contains_points(xy))
+            if len(members):
+                regions.append(Region(polygon, members, len(members) / max(_area(polygon), spacing ** 2)))
+    return regions
+
+
+def outline(xy: np.ndarray, group: np.ndarray, labeled: np.ndarray, spacing: float, bins: int = 24) -> np.ndarray:
+    """A lasso around a group of points that tucks in to leave labeled points out: a star-shaped polygon
+    whose radius in each direction reaches the group's farthest point there (its outermost 10% left out)
+    but stops short of the nearest labeled point."""
+    centre = xy[group].mean(0)
+    offset = xy - centre
+    dist = np.hypot(offset[:, 0], offset[:, 1])
+    sector = ((np.arctan2(offset[:, 1], offset[:, 0]) + np.pi) / (2 * np.pi) * bins).astype(int) % bins
+    core = group[dist[group] <= np.quantile(dist[group], 0.9)] if len(group) >= 8 else group
+    reach = np.zeros(bins)
+    np.maximum.at(reach, sector[core], dist[core])
+    reach = np.maximum.reduce([np.roll(reach, -1), reach, np.roll(reach, 1)]) + spacing / 2
+    stop = np.full(bins, np.inf)
+    np.minimum.at(stop, sector[labeled], dist[labeled])
+    radius = np.maximum(np.minimum(reach, stop - spacing / 4), spacing / 4)
+    angles = (np.arange(bins) + 0.5) / bins * 2 * np.pi - np.pi
+    return centre + radius[:, None] * np.column_stack([np.cos(angles), np.sin(angles)])
+
+
+def _area(polygon: np.ndarray) -> float:
+    x, y = polygon[:, 0], polygon[:, 1]
+    return 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+
+
+def expected_rate(region: Region, screen: Screen, new_purity: float) -> float:
+    """Items this lasso should label per action (lasso + label + drops), judged from the map's colours."""
+    label = screen.label[region.members]
+    free = region.members[label < 0]
+    if not len(free):
+        return 0.0
+    if np.isnan(screen.belief).any():                     # no colours to go by: the densest group first
+        return new_purity * len(free) / (2 + (1 - new_purity) * len(free)) * region.density ** 0.25
+    right = screen.belief[free].sum(0)
+    right[-1] *= new_purity                               # "not labeled yet" may be several labels
+    shown = np.bincount(label[label >= 0], minlength=len(screen.names) + 1)
+    drops = len(free) - right + (shown.sum() - shown)
+    return float((right / (2 + drops)).max())
+
+
+# ---- the policies --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    explore: bool = True          # try PCA 1-2 and UMAP of every layer, keep the purest
+    similar: bool = True          # grow a clean review with find similar when that pays
+    train: bool = True            # train at a few points; accept >= 0.95 when the estimate is good
+    start: tuple[int, str] | None = None    # (layer index, view name) to go to first
+    max_cost: float = 2.0         # label a review only if (label + drops) / items labeled <= this
+    explore_lassos: int = 2
+    train_at: tuple[float, ...] = (0.3, 0.6)
+
+
+ANNOTATOR = Policy("annotator")
+ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, start=(-1, "UMAP"))
+
+
+@dataclass
+class Outcome:
+    """Lassos in one view: how pure the reviews were, what they labeled and what they cost."""
+
+    lassos: int = 0
+    free: int = 0
+    majority: int = 0
+    labeled: int = 0
+    actions: int = 0
+    recent: list = field(default_factory=list)
+
+    def add(self, free: int, majority: int, labeled: int, actions: int) -> None:
+        self.lassos += 1
+        self.free, self.majority, self.labeled, self.actions = (self.free + free, self.majority + majority,
+                                                                self.labeled + labeled, self.actions + actions)
+        self.recent = (self.recent + [(labeled, actions)])[-8:]
+
+    @property
+    def purity(self) -> float:
+        return self.majority / max(1, self.free)
+
+    @property
+    def rate(self) -> float:
+        """Items labeled per action over the last few lassos."""
+        return sum(r[0] for r in self.recent) / max(1, sum(r[1] for r in self.recent))
+
+    def to_json(self) -> dict:
+        return {"lassos": self.lassos, "purity": round(self.purity, 3), "labeled": self.labeled,
+                "actions": self.actions}
+
+
+class Annotator:
+    """Looks at the map, lassos what looks pure, reviews, labels; sees truth only through the oracle."""
+
+    def __init__(self, policy: Policy, session: Session, desk: Desk, oracle: Oracle, goal: float = LEVELS[-1],
+                 progress=None):
+        self.policy, self.session, self.desk, self.oracle, self.goal = policy, session, desk, oracle, goal
+        self.progress = progress or (lambda text: None)
+        self.outcomes: dict[tuple[str, str], Outcome] = defaultdict(Outcome)
+        self.similar: dict[str, Outcome] = defaultdict(Outcome)
+        self.trains: list[dict] = []
+        self.checks: list[tuple[float, bool]] = []     # (confidence, right) of predictions seen in reviews
+        self._accepted = False
+        self._expected_errors = 0.0
+        self._trained = 0
+        self._mixed: set[int] = set()
+        self._atlas: tuple | None = None
+        self._tried: set[int] = set()                  # regions of the current atlas lassoed already
+        self._abandoned = 0                             # lassos in a row left unlabeled (too mixed)
+        self._cap = 4 * len(session.rows) + 100
+
+    # -- what is visible -----------------------------------------------------------------------
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.session.layer, self.session.view.name
+
+    def labeled_fraction(self) -> float:
+        _, labels = self.session.human_labels()
+        return float((labels[self.session.rows] >= 0).mean())
+
+    def _done(self) -> bool:
+        return self.labeled_fraction() >= self.goal or self.desk.actions >= self._cap
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.policy.start:
+            layer, view = self.policy.start
+            self.goto(layer % len(self.session.layers), [v.name for v in self.session.views].index(view))
+        if self.policy.explore:
+            self.explore()
+        since_check = 0
+        while not self._done():
+            if self.policy.train:
+                self.maybe_train()
+            if not self.lasso_step():
+                break
+            since_check += 1
+            if since_check % 20 == 0:
+                self.progress(f"{self.policy.name}: {self.desk.actions} actions, "
+                              f"{self.labeled_fraction():.0%} labeled, view {self.key}")
+
+    def goto(self, layer_index: int, view_index: int) -> None:
+        """Step (one action each) to a layer and view, the short way round."""
+        for count, current, step in ((len(self.session.layers), self.session.layer_index, self.desk.step_layer),
+                                     (len(self.session.views), self.session.view_index, self.desk.step_view)):
+            target = layer_index if step == self.desk.step_layer else view_index
+            forward = (target - current) % count
+            for _ in range(min(forward, count - forward)):
+                step(1 if forward <= count - forward else -1)
+
+    def explore(self) -> None:
+        """A few lassos in PCA 1-2 and UMAP of every layer (a snake through them); go to the purest."""
+        n = len(self.session.layers)
+        order = [(self.session.layer_index + k) % n for k in range(n)]
+        for k, layer in enumerate(order):
+            views = (0, 1) if k % 2 == 0 else (1, 0)
+            for view in views:
+                self.goto(layer, view)
+                for _ in range(self.policy.explore_lassos):
+                    if self._done() or not self.lasso_step(colours=False):
+                        break
+        tried = {key: out for key, out in self.outcomes.items() if out.lassos}
+        best = max(tried, key=lambda key: tried[key].purity)
+        self.progress(f"explored: " + ", ".join(f"{k[0]}/{k[1]} {o.purity:.2f}" for k, o in tried.items())
+                      + f"; best {best}")
+        self._go_key(best)
+
+    def _go_key(self, key: tuple[str, str]) -> None:
+        layer, view = key
+        self.goto(self.session.layers.index(layer), [v.name for v in self.session.views].index(view))
+
+    def maybe_train(self) -> None:
+        """Train at set points; the estimate only decides whether training goes on (it is optimistic:
+        cross-validated on the items labeled so far, the easy ones)."""
+        fraction = self.labeled_fraction()
+        due = [at for at in self.policy.train_at if at <= fraction]
+        if len(due) <= self._trained:
+            self.maybe_accept()
+            return
+        self._trained = len(due)
+        counts = self.session.store.counts()
+        if sum(n >= 2 for n in counts.values()) < 2 or min(counts.values()) < 2:
+            return
+        if len(self.trains) >= 2 and all(t["agreement"] < MODEL_BELIEF_MIN for t in self.trains[-2:]):
+            return                                        # twice no good: this model cannot see the task
+        report = self.desk.train()
+        self.checks, self._accepted = [], False
+        self.trains.append({"labeled": report.n_labeled, "estimate": round(report.accuracy, 3), "agreement": 1.0,
+                            "accepted": 0, "threshold": None})
+        self.progress(f"{self.policy.name}: trained on {report.n_labeled}: {report.summary()}")
+
+    @property
+    def model_weight(self) -> float:
+        """How much the prediction colours count: by how often they matched what the reviews showed."""
+        if not self.trains or len(self.checks) < MIN_CHECKS:
+            return 0.5 if self.trains and self.trains[-1]["estimate"] >= 0.7 else 0.0
+        return 0.5 if np.mean([ok for _, ok in self.checks]) >= MODEL_BELIEF_MIN else 0.0
+
+    def note_predictions(self, items: list[int], truth: dict[int, str], screen: Screen) -> None:
+        """Compare the model's prediction with what the review shows, for unlabeled reviewed items."""
+        row = {int(i): k for k, i in enumerate(self.session.rows)}
+        for item in items:
+            k = row[item]
+            if screen.label[k] < 0 and screen.predicted[k] >= 0:
+                self.checks.append((screen.confidence[k], screen.names[screen.predicted[k]] == truth[item]))
+        if self.trains and self.checks:
+            self.trains[-1]["agreement"] = round(float(np.mean([ok for _, ok in self.checks])), 3)
+
+    def maybe_accept(self) -> None:
+        """Accept at the lowest confidence whose reviewed precision keeps the expected errors in budget."""
+        if not self.trains or self._accepted or len(self.checks) < 3 * MIN_CHECKS:
+            return
+        screen = read_screen(self.session, use_colours=False)
+        free = screen.label < 0
+        for threshold in ACCEPT_THRESHOLDS:
+            seen = [ok for conf, ok in self.checks if conf >= threshold]
+            if len(seen) < MIN_CHECKS:
+                continue
+            low, _ = wilson_interval(float(np.mean(seen)), len(seen))
+            count = int((free & (screen.confidence >= threshold)).sum())
+            if low >= ACCEPT_MIN_PRECISION and \
+                    self._expected_errors + count * (1 - low) <= ERROR_BUDGET * len(screen.label):
+                self._accepted = True
+                self._expected_errors += count * (1 - low)
+                accepted = self.desk.accept(threshold)
+                self.trains[-1].update(accepted=accepted, threshold=threshold)
+                self.progress(f"{self.policy.name}: accepted {accepted} at >= {threshold} "
+                              f"(reviewed precision {np.mean(seen):.2f} over {len(seen)})")
+                return
+
+    # -- one lasso ---------------------------------------------------------------------------------
+    def regions(self, screen: Screen, redraw: bool = False) -> list[Region]:
+        """The lassos on offer, redrawn when the map moved, 40% of their items got labeled, or asked."""
+        free = int((screen.label < 0).sum())
+        key = (self.key, screen.xy.shape, float(screen.xy[:5].sum()))
+        if redraw or self._atlas is None or self._atlas[0] != key or free < 0.6 * self._atlas[1]:
+            sizes = (1, 3) if self._abandoned >= 3 else (8, 25)     # stuck: single items and pairs
+            self._atlas = (key, free, atlas(screen.xy, screen.label, sizes=sizes))
+            self._tried = set()
+        return self._atlas[2]
+
+    def lasso_step(self, colours: bool = True) -> bool:
+        """Lasso the region expected to label most per action; review it. False when nothing is left."""
+        screen = read_screen(self.session, self.model_weight, use_colours=colours)
+        out = self.outcomes[self.key]
+        new_purity = out.purity if out.free >= 30 else 0.5
+        mixed = np.isin(self.session.rows, list(self._mixed))
+        for redraw in (False, True):
+            regions = self.regions(screen, redraw)
+            scores = np.array([0.0 if k in self._tried else expected_rate(r, screen, new_purity)
+                               * (1 - 0.7 * mixed[r.members].mean()) for k, r in enumerate(regions)])
+            if len(scores) and scores.max() >= 1 / self.policy.max_cost:
+                break
+        if not len(scores) or scores.max() <= 0:
+            return False
+        best = int(scores.argmax())
+        self._tried.add(best)
+        ids = self.desk.lasso(regions[best].polygon)
+        self.review(ids, screen)
+        return True
+
+    def review(self, ids: list[int], screen: Screen) -> None:
+        """Look at the grid; keep the most common label among the unlabeled, drop the rest, label."""
+        truth = self.oracle.look(ids)
+        self.note_predictions(ids, truth, screen)
+        shown = dict(zip(self.session.rows.tolist(), screen.label.tolist()))
+        free = [i for i in ids if shown[i] < 0]
+        out = self.outcomes[self.key]
+        if not free:
+            out.add(0, 0, 0, 1)
+            return
+        name, gain = Counter(truth[i] for i in free).most_common(1)[0]
+        drop = [i for i in ids if truth[i] != name]
+        if (1 + len(drop)) / gain > self.policy.max_cost:
+            self._mixed.update(free)                      # too mixed: leave it for a smaller lasso later
+            out.add(len(free), gain, 0, 1)
+            self._abandoned += 1
+            if self._abandoned == 3:
+                self._atlas = None
+            return
+        if self._abandoned >= 3 and len(ids) > 3:          # small lassos labeled again: back to groups
+            self._atlas = None
+        self._abandoned = 0 if len(ids) > 3 else self._abandoned
+        for item in drop:
+            self.desk.drop(item)
+        rate = out.labeled / out.actions if out.actions else 0.0
+        grown = self.grow(name, gain / len(free), rate, screen) if self.policy.similar else 0
+        self.desk.label(name)
+        out.add(len(free), gain, gain, 2 + len(drop))
+        self.outcomes[self.key].labeled += grown
+
+    def grow(self, name: str, purity: float, lasso_rate: float, screen: Screen) -> int:
+        """Find similar while its batches label more per action than lassos do; returns items added."""
+        history = self.similar[self.session.layer]
+        free = int((self.session.human_labels()[1][self.session.rows] < 0).sum())
+        hopeful = history.lassos == 0 and purity >= 0.9 and free >= 500
+        if not hopeful and history.labeled <= lasso_rate * history.actions:
+            return 0
+        added = 0
+        while True:
+            new = self.desk.find_similar()
+            if not new:
+                return added
+            truth = self.oracle.look(new)
+            self.note_predictions(new, truth, screen)
+            wrong = [i for i in new if truth[i] != name]
+            for item in wrong:
+                self.desk.drop(item)
+            right = len(new) - len(wrong)
+            history.add(len(new), right, right, 1 + len(wrong))
+            added += right
+            if right / (1 + len(wrong)) <= max(lasso_rate, 1.0):
+                return added
+
+
+# ---- running the three policies ------------------------------------------------------------------
+
+def prepare(folder: Path, workspace: Path, backbone: str, size: int, **embed_args) -> Workspace:
+    """The shared workspace: items and features of every layer (embedded once, then reused)."""
+    base = Workspace(folder, workspace)
+    result = embed(base, backbone=backbone, size=size, **embed_args)
+    if result.skipped:
+        print(f"{len(result.skipped)} unreadable image(s) left out", file=sys.stderr)
+    base.cache_dir("projections")
+    return base
+
+
+def fresh_project(base: Workspace, name: str) -> Project:
+    """An empty label store for one policy, beside the shared features and projection cache."""
+    root = base.root / "runs" / name.replace(" ", "-")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    (root / "features").symlink_to(base.root / "features", target_is_directory=True)
+    (root / "projections").symlink_to(base.root / "projections", target_is_directory=True)
+    source, target = sqlite3.connect(base.db_path), sqlite3.connect(root / base.db_path.name)
+    with target:
+        source.backup(target)
+        for table in ("assignments", "predictions", "events", "exclusions", "label_defs"):
+            if target.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone():
+                target.execute(f"DELETE FROM {table}")
+    source.close()
+    target.close()
+    return Project(base.folder, root, actor=name)
+
+
+def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, backbone: str, size: int,
+               goal: float = LEVELS[-1], progress=None) -> dict:
+    """One policy from an empty store to `goal` labeled; the judge notes each level's actions and accuracy."""
+    progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    started = time.perf_counter()
+    with fresh_project(base, name) as project:
+        session = Session(project, backbone=backbone, size=size)
+        paths = {item.id: item.path for item in project.items}
+        unknown = [paths[int(i)] for i in session.rows if paths[int(i)] not in truth_by_path]
+        if unknown:
+            raise SystemExit(f"{len(unknown)} image(s) have no true label, e.g. {unknown[:3]}")
+        truth = {int(i): truth_by_path[paths[int(i)]] for i in session.rows}
+        judge = Judge(truth, session)
+        desk = judge.desk = Desk(session, judge)
+        oracle = Oracle(truth, session)
+        extra = {}
+        if name == "one at a time":
+            order = np.random.default_rng(0).permutation(session.rows)
+            for item in order[:int(np.ceil(goal * len(order)))]:
+                desk.label_one(int(item), oracle)
+        else:
+            annotator = Annotator(ANNOTATOR if name == "annotator" else ONE_VIEW, session, desk, oracle, goal, progress)
+            annotator.run()
+            extra = {"views": {f"{k[0]} / {k[1]}": o.to_json() for k, o in annotator.outcomes.items() if o.lassos},
+                     "find_similar": {k: o.to_json() for k, o in annotator.similar.items() if o.lassos},
+                     "trains": annotator.trains}
+        if not oracle.looked <= desk.shown:
+            raise PeekError("the oracle showed items that were never in the review grid")
+        progress(f"{name}: {desk.actions} actions, {judge.labeled_fraction:.1%} labeled, "
+                 f"{time.perf_counter() - started:.0f} s")
+        return {"policy": name, "items": len(session.rows), "actions": desk.actions,
+                "actions_by_kind": dict(desk.by_kind), "looked_at": len(oracle.looked),
+                "milestones": [judge.milestones.get(level, {"level": level, "actions": None, "labeled": None,
+                                                            "accuracy": None}) for level in LEVELS],
+                "seconds": round(time.perf_counter() - started, 1), **extra}
+
+
+def useful_layers(result: dict) -> list[dict]:
+    """Per layer: items labeled there by lassos and find similar, and the purity of its lassos."""
+    per_layer = defaultdict(lambda: {"labeled": 0, "free": 0, "majority": 0})
+    for key, out in result.get("views", {}).items():
+        layer = key.split(" / ")[0]
+        per_layer[layer]["labeled"] += out["labeled"]
+    for layer, out in result.get("find_similar", {}).items():
+        per_layer[layer]["labeled"] += out["labeled"]
+    return sorted(({"layer": k, **v} for k, v in per_layer.items()), key=lambda row: -row["labeled"])
+
+
+def benchmark(folder: Path, truth_by_path: dict[str, str], workspace: Path, *, backbone: str = "mobilenet_v2",
+              size: int = DEFAULT_SIZE, policies=("annotator", "one view", "one at a time"), progress=None,
+              **embed_args) -> dict:
+    base = prepare(folder, workspace, backbone, size, **embed_args)
+    results = {name: run_policy(name, base, truth_by_path, backbone=backbone, size=size, progress=progress)
+               for name in policies}
+    ratios = {}
+    for name, result in results.items():
+        for other in ("one view", "one at a time"):
+            if other in results and other != name:
+                ratios.setdefault(name, {})[f"vs {other}"] = [
+                    _ratio(b["actions"], a["actions"]) for a, b in zip(result["milestones"], results[other]["milestones"])]
+    classes = Counter(truth_by_path[p] for p in truth_by_path)
+    return {"folder": str(folder), "backbone": backbone, "size": size, "levels": list(LEVELS),
+            "classes": dict(sorted(classes.items())), "results": results, "ratios": ratios,
+            "useful_layers": useful_layers(results.get("annotator", {}))}
+
+
+def _ratio(baseline, ours):
+    return None if not baseline or not ours else round(baseline / ours, 2)
+
+
+def table(report: dict) -> str:
+    levels = report["levels"]
+    head = ["policy"] + [f"actions to {lv:.0%}" for lv in levels] + [f"accuracy at {lv:.0%}" for lv in levels]
+    head += [f"{lv:.0%}: x fewer than {other}" for other in ("one view", "one at a time") for lv in levels[-1:]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, result in report["results"].items():
+        stones = result["milestones"]
+        cells = [name] + [f"{m['actions']:,}" if m["actions"] is not None else "-" for m in stones]
+        cells += [f"{m['accuracy']:.3f}" if m["accuracy"] is not None else "-" for m in stones]
+        for other in ("one view", "one at a time"):
+            ratio = report["ratios"].get(name, {}).get(f"vs {other}", [None])[-1]
+            cells.append(f"{ratio:.2f}x" if ratio else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    layers = ", ".join(f"{row['layer']} ({row['labeled']})" for row in report["useful_layers"])
+    views = report["results"].get("annotator", {}).get("views", {})
+    purity = ", ".join(f"{k} {v['purity']:.2f}" for k, v in sorted(views.items(), key=lambda kv: -kv[1]["purity"]))
+    classes = ", ".join(f"{k} {v}" for k, v in report["classes"].items())
+    return "\n".join([f"{report['folder']}: {sum(report['classes'].values())} images ({classes})", "", *lines, "",
+                      f"Items labeled per layer by the annotator's lassos and find similar: {layers}",
+                      f"Purity of the annotator's lassos per view: {purity}"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", type=Path)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--labels", type=Path, metavar="CSV", help="true labels as image_name,tags (default: folder names)")
+    source.add_argument("--faces-direction", type=Path, metavar="KEYPOINTS",
+                        help=f"true labels: head direction from a 68-point keypoints CSV (nose tip 30 vs jaw ends 0 "
+                             f"and 16: left below {FACES_LOW}, right above {FACES_HIGH})")
+    parser.add_argument("--workspace", type=Path, help="where features and the policies' label stores go "
+                                                       "(default: a folder under the system's temp dir)")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE)
+    parser.add_argument("--policies", default="annotator,one view,one at a time",
+                        help="which policies to run, comma-separated (default: all three)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    folder = args.folder.resolve()
+    paths = [item.path for item in Workspace(folder, args.workspace or _default_workspace(folder)).sync_items()]
+    if args.labels:
+        truth = truth_from_csv(args.labels)
+    elif args.faces_direction:
+        truth = faces_direction(args.faces_direction)
+    else:
+        truth = truth_from_folders(paths)
+    truth = {p: truth[p] for p in paths if p in truth}
+    report = benchmark(folder, truth, args.workspace or _default_workspace(folder), backbone=args.backbone,
+                       size=args.size, policies=[name.strip() for name in args.policies.split(",")])
+    print(json.dumps(report, indent=1) if args.json else table(report))
+    return 0
+
+
+def _default_workspace(folder: Path) -> Path:
+    return Path(tempfile.gettempdir()) / "labeler-annotate" / folder.as_posix().strip("/").replace("/", "_")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
