@@ -457,7 +457,7 @@ class Annotator:
                         break
         tried = {key: out for key, out in self.outcomes.items() if out.lassos}
         best = max(tried, key=lambda key: tried[key].purity)
-        self.progress(f"explored: " + ", ".join(f"{k[0]}/{k[1]} {o.purity:.2f}" for k, o in tried.items())
+        self.progress("explored: " + ", ".join(f"{k[0]}/{k[1]} {o.purity:.2f}" for k, o in tried.items())
                       + f"; best {best}")
         self._go_key(best)
 

@@ -18,6 +18,8 @@ _EXPORTS = {
     "models": ["create_model"],
     "interpret": ["ClassTarget", "CoordinateTarget", "GradCAM", "RegionTarget", "confusion_matrix",
                   "most_confused", "top_losses"],
+    "clean": ["DEFAULT_DUPLICATE_THRESHOLD", "DUPLICATE_WEIGHTS", "DuplicateFinder", "LabelIssueFinder", "OddFileRules",
+              "duplicate_rows", "find_odd_files", "image_stats", "model_losses", "survey_images"],
     "embedding": ["DEFAULT_SIZE", "EmbedResult", "embed"],
     "errors": ["ENGINE_ERRORS", "BackboneError", "FeatureCacheError", "ImageReadError", "InputError",
                "NeighborsError", "ProjectionError", "WeightsUnavailableError"],

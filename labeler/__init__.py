@@ -12,8 +12,10 @@ _EXPORTS = {
     "project": ["Project"],
     "app": ["LabelApp"],
     "session": ["Session"],
-    "io": ["ExportReport", "ImportReport", "export_folders", "export_hf_metadata", "export_labels_csv",
-           "export_predictions_csv", "import_folders", "import_labels_csv"],
+    "io": ["ExportReport", "ImportReport", "export_cleaned", "export_folders", "export_hf_metadata",
+           "export_labels_csv", "export_predictions_csv", "import_folders", "import_labels_csv"],
+    "clean_view": ["CleanView"],
+    "cleaning": ["QUEUES", "QUEUE_TITLES", "build_queues"],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)
 __all__ = __all__ + ["__version__"]

@@ -4,7 +4,9 @@ An event records, per unit it touched, the unit's state before and after:
 
 - ``assign``: per item, its assignment rows ``[label_id, source, created, actor]`` (sorted);
 - ``excl``: per item, its exclusion row ``[reason, created, actor]`` or ``None``;
-- ``defs``: per label id, its definition ``[name, colour, position]`` or ``None``.
+- ``defs``: per label id, its definition ``[name, colour, position]`` or ``None``;
+- ``decided``: per item, its cleaning decision rows ``[queue, decision, label, created, actor]``
+  (sorted by queue; see `labeler/_decisions.py`).
 
 The diff is stored as one zlib-compressed JSON blob per event, so a bulk action on 10,000
 items costs one row in `events`, not 10,000.
@@ -34,6 +36,7 @@ class Changes:
     assign: list = field(default_factory=list)   # [item_id, rows_before, rows_after]
     excl: list = field(default_factory=list)     # [item_id, row_before | None, row_after | None]
     defs: list = field(default_factory=list)     # [label_id, def_before | None, def_after | None]
+    decided: list = field(default_factory=list)  # [item_id, rows_before, rows_after]
 
     def add_assign(self, before: dict[int, list], after: dict[int, list]) -> None:
         self.assign.extend([item, before[item], rows] for item, rows in after.items() if rows != before[item])
@@ -41,21 +44,27 @@ class Changes:
     def add_excl(self, before: dict[int, list | None], after: dict[int, list | None]) -> None:
         self.excl.extend([item, before[item], row] for item, row in after.items() if row != before[item])
 
+    def add_decided(self, before: dict[int, list], after: dict[int, list]) -> None:
+        self.decided.extend([item, before[item], rows] for item, rows in after.items() if rows != before[item])
+
     def add_def(self, label_id: int, before: list | None, after: list | None) -> None:
         if before != after:
             self.defs.append([label_id, before, after])
 
     def __bool__(self) -> bool:
-        return bool(self.assign or self.excl or self.defs)
+        return bool(self.assign or self.excl or self.defs or self.decided)
 
     def encode(self) -> bytes:
-        text = json.dumps({"assign": self.assign, "excl": self.excl, "defs": self.defs}, separators=(",", ":"))
+        data = {"assign": self.assign, "excl": self.excl, "defs": self.defs}
+        if self.decided:   # absent from events written before decisions existed, and from most events
+            data["decided"] = self.decided
+        text = json.dumps(data, separators=(",", ":"))
         return zlib.compress(text.encode("utf-8"), 1)
 
     @classmethod
     def decode(cls, payload: bytes) -> Changes:
         data = json.loads(zlib.decompress(payload).decode("utf-8"))
-        return cls(assign=data["assign"], excl=data["excl"], defs=data["defs"])
+        return cls(assign=data["assign"], excl=data["excl"], defs=data["defs"], decided=data.get("decided", []))
 
 
 # ---- reading and writing units -------------------------------------------------------------
@@ -88,6 +97,22 @@ def write_excl(conn: sqlite3.Connection, row_by_item: dict[int, list | None]) ->
     conn.executemany("DELETE FROM exclusions WHERE item_id=?", [(item,) for item in row_by_item])
     conn.executemany("INSERT INTO exclusions (item_id, reason, created, actor) VALUES (?,?,?,?)",
                      [(item, *row) for item, row in row_by_item.items() if row is not None])
+
+
+def read_decided(conn: sqlite3.Connection, item_ids) -> dict[int, list]:
+    """Each item's cleaning decision rows `[queue, decision, label, created, actor]`, sorted by queue."""
+    found: dict[int, list] = {int(item): [] for item in item_ids}
+    sql = "SELECT item_id, queue, decision, label, created, actor FROM decisions WHERE item_id IN ({ids}) " \
+          "ORDER BY item_id, queue"
+    for item, *row in select_in(conn, sql, list(found)):
+        found[item].append(list(row))
+    return found
+
+
+def write_decided(conn: sqlite3.Connection, rows_by_item: dict[int, list]) -> None:
+    conn.executemany("DELETE FROM decisions WHERE item_id=?", [(item,) for item in rows_by_item])
+    conn.executemany("INSERT INTO decisions (item_id, queue, decision, label, created, actor) VALUES (?,?,?,?,?,?)",
+                     [(item, *row) for item, rows in rows_by_item.items() for row in rows])
 
 
 def read_defs(conn: sqlite3.Connection) -> dict[int, list]:
@@ -128,6 +153,7 @@ def apply_changes(conn: sqlite3.Connection, changes: Changes, *, undo: bool) -> 
             skipped += _apply_def(conn, label_id, current_defs.get(label_id), expected, target)
     skipped += _apply_units(conn, changes.assign, read_assign, write_assign, undo)
     skipped += _apply_units(conn, changes.excl, read_excl, write_excl, undo)
+    skipped += _apply_units(conn, changes.decided, read_decided, write_decided, undo)
     for label_id in deletions:
         in_use = conn.execute("SELECT 1 FROM assignments WHERE label_id=? LIMIT 1", (label_id,)).fetchone()
         if in_use or label_id not in current_defs:

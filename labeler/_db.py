@@ -48,6 +48,15 @@ CREATE TABLE IF NOT EXISTS exclusions (
     created REAL NOT NULL,
     actor TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS decisions (       -- cleaning: what a person decided about an item in a queue
+    item_id INTEGER NOT NULL,
+    queue TEXT NOT NULL,                    -- label_issues, top_losses, duplicates, odd_files
+    decision TEXT NOT NULL,                 -- keep, relabel or exclude
+    label TEXT NOT NULL,                    -- the new label of a relabel, "" otherwise
+    created REAL NOT NULL,
+    actor TEXT NOT NULL,
+    PRIMARY KEY (item_id, queue)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     actor TEXT NOT NULL,

@@ -1,11 +1,12 @@
 """The labeler app: images scattered by a CNN layer; lasso, review, label, find similar, separate, train.
 
 `LabelApp(folder)` is a Panel Viewer: served by `apps/label.py` / `labeler serve`, or shown
-inline in Jupyter. Every instance holds its own session state (one per browser tab).
+inline in Jupyter. Every instance holds its own session state (one per browser tab). Two
+tabs: "Label" (the map) and "Clean" (labeler/clean_view.py: likely label errors, top
+losses, duplicates and odd files, computed the first time the tab opens).
 """
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
@@ -16,7 +17,8 @@ from bokeh.models import (BoxSelectTool, ColumnDataSource, Div, HoverTool, Image
                           WheelZoomTool, CustomJS)
 from bokeh.plotting import figure
 
-from engine.errors import ENGINE_ERRORS
+from labeler._ui import USER_ERRORS, export_to_buffer, locked, with_document_lock
+from labeler.clean_view import CleanView
 from labeler.composite import render_composite, to_data_uri
 from labeler.errors import LabelerError
 from labeler.palette import label_colours, label_frames, paler
@@ -25,7 +27,6 @@ from labeler.session import UNLABELED_COLOUR, Session
 from labeler.shortcuts import SHORTCUTS, Shortcuts
 
 logger = logging.getLogger(__name__)
-USER_ERRORS = (LabelerError, *ENGINE_ERRORS)
 TILE_PX = 32
 # WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
 BACKENDS = ("webgl", "canvas")
@@ -56,8 +57,9 @@ class LabelApp(pn.viewable.Viewer):
         self._tile_source = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
         self._plot = self._make_plot()
         self.grid = ReviewGrid(thumbs, on_change=self._update_review_text)
+        self.clean = CleanView(project, thumbs=thumbs, backbone=self._opening.backbone, size=self._opening.size)
         self._widgets()
-        self._layout[:] = [self._page()]
+        self._layout[:] = [self._tabs()]
         self._redraw(reset_view=True)
         self._opening.on_more(self._on_more_rows)
         if len(self.session.rows) < len(project.items):
@@ -95,20 +97,20 @@ class LabelApp(pn.viewable.Viewer):
         self._preview = pn.pane.HTML("", width=260, height=280)
         self._shortcuts = Shortcuts()
         # callbacks
-        self._prev_layer.on_click(lambda e: self._step_layer(-1))
-        self._next_layer.on_click(lambda e: self._step_layer(1))
-        self._prev_view.on_click(lambda e: self._step_view(-1))
-        self._next_view.on_click(lambda e: self._step_view(1))
+        self._prev_layer.on_click(locked(lambda: self._step_layer(-1)))
+        self._next_layer.on_click(locked(lambda: self._step_layer(1)))
+        self._prev_view.on_click(locked(lambda: self._step_view(-1)))
+        self._next_view.on_click(locked(lambda: self._step_view(1)))
         self._new_label.param.watch(self._on_new_label, "enter_pressed")
-        self._undo.on_click(lambda e: self._do(self.session.store.undo, "Undid"))
-        self._redo.on_click(lambda e: self._do(self.session.store.redo, "Redid"))
-        self._similar.on_click(self._on_similar)
-        self._clear.on_click(lambda e: self._set_selection([]))
-        self._separate.on_click(self._on_separate)
-        self._train.on_click(self._on_train)
-        self._accept.on_click(self._on_accept)
-        self.param.watch(lambda e: self._recolour(), "vary_opacity")
-        self._shortcuts.param.watch(self._on_key, "event")
+        self._undo.on_click(locked(lambda: self._do(self.session.store.undo, "Undid")))
+        self._redo.on_click(locked(lambda: self._do(self.session.store.redo, "Redid")))
+        self._similar.on_click(locked(self._on_similar))
+        self._clear.on_click(locked(lambda: self._set_selection([])))
+        self._separate.on_click(locked(self._on_separate))
+        self._train.on_click(locked(self._on_train))
+        self._accept.on_click(locked(self._on_accept))
+        self.param.watch(locked(self._recolour), "vary_opacity")
+        self._shortcuts.on_key(self._handle_key)
 
     def _page(self):
         help_card = pn.Card(pn.pane.HTML(_shortcut_table()), title="Shortcuts", collapsed=True,
@@ -129,6 +131,20 @@ class LabelApp(pn.viewable.Viewer):
                                                sizing_mode="stretch_both", min_height=420),
                          review, sizing_mode="stretch_both")
         return pn.Row(side, main, sizing_mode="stretch_both")
+
+    def _tabs(self):
+        tabs = pn.Tabs(("Label", self._page()), ("Clean", self.clean), sizing_mode="stretch_both")
+        self._version_seen = self.session.store.version
+        tabs.param.watch(lambda event: with_document_lock(lambda: self._on_tab(event.new)), "active")
+        return tabs
+
+    def _on_tab(self, active: int) -> None:
+        """Each tab shows what the other changed: the map recolours, the cleaning queues redraw."""
+        if active == 1:
+            self._version_seen = self.session.store.version
+            self.clean.show()
+        elif self.session.store.version != self._version_seen:
+            self._after_change()
 
     def _make_plot(self):
         plot = figure(tools="pan,reset", output_backend=self._backend, sizing_mode="stretch_both", min_height=400,
@@ -243,7 +259,7 @@ class LabelApp(pn.viewable.Viewer):
             key = f"{index + 1}: " if index < 9 else ""
             btn = pn.widgets.Button(name=f"{key}{name} ({count})", sizing_mode="stretch_width",
                                     styles={"border-left": f"6px solid {colours.get(name, '#999')}"})
-            btn.on_click(lambda e, name=name: self._label(name))
+            btn.on_click(locked(lambda name=name: self._label(name)))
             buttons.append(btn)
         self._labels_box[:] = buttons
         self._separate_choice.options = list(counts)
@@ -309,7 +325,7 @@ class LabelApp(pn.viewable.Viewer):
         if name and name.strip():
             self._new_label.value = ""
             # enter_pressed arrives outside the document lock; Bokeh models may only change under it
-            _with_document_lock(lambda: self._label(name.strip()))
+            with_document_lock(lambda: self._label(name.strip()))
 
     def _do(self, action, verb: str) -> None:
         done = self._guard(action)
@@ -360,9 +376,6 @@ class LabelApp(pn.viewable.Viewer):
             self._show(f"Accepted {count} predictions above {self._threshold.value:.2f} (undoable).", "success")
             self._after_change()
 
-    def _on_key(self, event) -> None:
-        _with_document_lock(lambda: self._handle_key(event.new.split("|")[0]))
-
     def _handle_key(self, key: str) -> None:
         actions = {"ArrowLeft": lambda: self._step_layer(-1), "ArrowRight": lambda: self._step_layer(1),
                    "ArrowUp": lambda: self._step_view(-1), "ArrowDown": lambda: self._step_view(1),
@@ -401,11 +414,11 @@ class LabelApp(pn.viewable.Viewer):
     # -- downloads and notebook API --------------------------------------------------------
     def _labels_csv(self):
         from labeler.io import export_labels_csv
-        return _export_to_buffer(export_labels_csv, self.session.project)
+        return export_to_buffer(export_labels_csv, self.session.project)
 
     def _predictions_csv(self):
         from labeler.io import export_predictions_csv
-        return _export_to_buffer(export_predictions_csv, self.session.project)
+        return export_to_buffer(export_predictions_csv, self.session.project)
 
     @property
     def labels(self):
@@ -414,24 +427,6 @@ class LabelApp(pn.viewable.Viewer):
 
     def __panel__(self):
         return self._layout
-
-
-def _export_to_buffer(export, project) -> io.BytesIO:
-    import tempfile
-    from pathlib import Path
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.csv"
-        export(project, out)
-        return io.BytesIO(out.read_bytes())
-
-
-def _with_document_lock(action) -> None:
-    """Run `action` on the server's next tick (holding the document lock), or now outside a server."""
-    doc = pn.state.curdoc
-    if doc is not None and getattr(doc, "session_context", None) is not None:
-        doc.add_next_tick_callback(action)
-    else:
-        action()
 
 
 def _plot_px(plot) -> tuple[int, int]:

@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("-k", type=int, default=10, help="neighbours per image for the agreement figure (default 10)")
 
     _label_commands(sub)
+    _clean_command(sub)
 
     cmd = sub.add_parser("serve", help="open the labeling app in the browser", description="open the labeling app")
     cmd.add_argument("folder", nargs="?", help="folder of images (default: the built-in demo)")
@@ -341,6 +342,65 @@ def _demo(args) -> int:
     print(f"\nmost similar to {items[seed].path} (a {labels[seed]}) in {best}, the layer that agrees best:")
     for row in similar:
         print(f"  {row['score']:.3f}  {row['path']}  (a {row['digit']})")
+    return 0
+
+
+def _clean_command(sub) -> None:
+    from labeler.cleaning import QUEUES
+    cmd = _command(sub, "clean", "list likely label errors, top losses, duplicates and odd files to review", _clean)
+    cmd.add_argument("--model", metavar="MODEL", help="a model from `labeler train --out`: also list its top losses")
+    cmd.add_argument("--threshold", type=float, default=None,
+                     help="cosine similarity for near-duplicates (default: engine.clean.DEFAULT_DUPLICATE_THRESHOLD)")
+    cmd.add_argument("--layers", nargs="+", metavar="LAYER", help="layers whose features predict the labels "
+                                                                   "(default: the last)")
+    cmd.add_argument("--queue", nargs="+", choices=QUEUES, metavar="NAME",
+                     help=f"which queues (default all: {' '.join(QUEUES)})")
+    cmd.add_argument("--top", type=int, default=20, help="rows shown per queue (default 20; 0: all)")
+    cmd.add_argument("--cleaned", metavar="CSV", help="also write the kept items with corrected labels here")
+
+
+def _clean(args) -> int:
+    from labeler.cleaning import QUEUE_TITLES, QUEUES, build_queues
+    from labeler.io import export_cleaned
+    from labeler.project import Project
+    folder = Path(args.folder) if args.folder else demo_folder()
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = tqdm(desc=stage, file=sys.stderr, disable=None, leave=False)
+        bar = bars[stage]
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    with Project(folder, args.workspace) as project:
+        try:
+            queues = build_queues(project, backbone=args.backbone, size=args.size, layers=args.layers,
+                                  model=args.model, duplicate_threshold=args.threshold,
+                                  queues=tuple(args.queue or QUEUES), progress=progress)
+        finally:
+            for bar in bars.values():
+                bar.close()
+        written = export_cleaned(project, args.cleaned) if args.cleaned else None
+    shown = {name: table if args.top <= 0 else table.head(args.top) for name, table in queues.items()}
+    if args.json:
+        cleaned = None if written is None else {"path": args.cleaned, "rows": written}
+        print(json.dumps({"folder": str(folder), "cleaned": cleaned,
+                          "queues": {name: {"total": len(queues[name]),
+                                            "rows": json.loads(table.to_json(orient="records"))}
+                                     for name, table in shown.items()}}))
+        return 0
+    for name, table in shown.items():
+        more = f", top {len(table)}" if len(table) < len(queues[name]) else ""
+        print(f"{QUEUE_TITLES[name]}: {len(queues[name])} item(s){more}")
+        for row in table.itertuples(index=False):
+            group = f"[group {row.group}{', keep' if row.keep else ''}] " if row.group >= 0 else ""
+            print(f"  {row.score:6.3f}  {row.image_name}  {group}{row.reason}")
+        print()
+    if written is not None:
+        print(f"wrote {written} kept items to {args.cleaned}")
     return 0
 
 

@@ -222,6 +222,17 @@ def export_labels_csv(project, out, *, label_delimiter=" ") -> ExportReport:
     return report
 
 
+def export_cleaned(project, out, *, label_delimiter=" ") -> int:
+    """Write cleaned.csv after a cleaning pass; returns the rows written.
+
+    `image_name,tags`, one row per labeled item that is neither excluded nor missing, with its
+    current label: the corrections made while cleaning (relabels) are in it, the items set
+    aside (exclusions) are not. The layout is `export_labels_csv`'s, so fastai and pandas read
+    it the same way; nothing is copied, moved or deleted.
+    """
+    return export_labels_csv(project, out, label_delimiter=label_delimiter).rows
+
+
 def export_hf_metadata(project, out) -> ExportReport:
     """Hugging Face imagefolder `metadata.csv` (file_name,label; multi-label: file_name,labels space-joined).
 
@@ -341,5 +352,5 @@ def _swap_in(building: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["EXPORT_MARKER", "ExportReport", "ImportReport", "export_folders", "export_hf_metadata",
+__all__ = ["EXPORT_MARKER", "ExportReport", "ImportReport", "export_cleaned", "export_folders", "export_hf_metadata",
            "export_labels_csv", "export_predictions_csv", "import_folders", "import_labels_csv"]

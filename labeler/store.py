@@ -21,6 +21,7 @@ import numpy as np
 
 from . import _db
 from ._changes import Changes, read_assign, read_defs, read_excl, write_assign, write_def, write_excl
+from ._decisions import CleaningDecisions
 from ._history import Event, UndoableStore
 from ._labels import Label, next_colour, plural, validate_colour, validate_name, validate_source
 from ._predictions import (check_threshold, confident_labels, read_predictions, validate_predictions,
@@ -30,11 +31,15 @@ from .errors import LabelerError, LabelStoreError
 logger = logging.getLogger(__name__)
 
 DELETE_CHOICES = "'unassign' (the items become unlabeled) or 'move:<other label>'"
-_KINDS_WITHOUT_ASSIGNMENTS = ("create_label", "rename_label", "recolour_label", "reorder_labels", "exclude", "restore")
+_KINDS_WITHOUT_ASSIGNMENTS = ("create_label", "rename_label", "recolour_label", "reorder_labels", "exclude", "restore",
+                              "keep")
 
 
-class LabelStore(UndoableStore):
+class LabelStore(CleaningDecisions, UndoableStore):
     """Labels of one project, shared safely by several app instances and processes.
+
+    Cleaning decisions (keep / relabel / exclude an item seen in a cleaning queue) come from
+    `CleaningDecisions` (labeler/_decisions.py): `decide(...)` and `decisions()`.
 
     Args:
         db_path: the workspace's `labels.sqlite` (created if needed).

@@ -1,0 +1,558 @@
+"""Cleaning a dataset before training: likely label errors, top losses, duplicates and odd files. No UI imports.
+
+- Label issues: out-of-sample probabilities for every labeled item from k-fold logistic
+  regression on cached features (`issue_pipeline`), ranked by cleanlab's confident-learning
+  methods (`cleanlab.rank`, `cleanlab.filter`), single- or multi-label.
+- Top losses: per-item loss of an exported model (classify, multi-label, segment, regress).
+- Duplicates: exact by the sha1 of the file bytes, near by the cosine similarities of a pixel
+  signature and an early layer's features (`duplicate_rows`); pairs are joined into groups
+  (connected components) with a suggestion of which to keep.
+- Odd files: unreadable ones, tiny, extreme aspect ratio, almost blank, greyscale in a colour set.
+
+Cleaners follow the scikit-learn contract (`__init__` stores arguments, `fit` returns self,
+fitted state ends in `_`); everything else is a plain function over arrays and paths.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import ImageReadError, InputError, decode_image, read_image_bytes
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+#: near-duplicate similarity (a weighted mean of two cosines, see `duplicate_rows`) from which two images
+#: pair up. On cifar10 with planted copies (scaled 0.5x to 3x and/or JPEG quality 30 to 90) the copies
+#: scored >= 0.986 and any two of the 3000 photos <= 0.974 (bench/clean.py, two seeded sets of 50).
+DEFAULT_DUPLICATE_THRESHOLD = 0.98
+#: the layer and pooling whose features join the pixel signature: an early layer (later layers make any
+#: two photos of one kind alike, and lose most when a copy was shrunk)
+DUPLICATE_LAYERS = {"mobilenet_v2": ("features.3", "grid")}
+#: weights of the pixel signature and the CNN features in the near-duplicate similarity. The signature
+#: carries it: shrinking a 32-pixel photo to 16 pixels blurs away the texture the CNN sees (its cosine
+#: to the original fell to 0.88) while the 8 x 8 layout stays (>= 0.994); the CNN share keeps two
+#: different photos with the same coarse layout apart.
+DUPLICATE_WEIGHTS = (0.9, 0.1)
+DEFAULT_FOLDS = 5
+MAX_BLOCK_VALUES = 1 << 24    # similarity scores held at once by the all-pairs search (64 MiB of float32)
+STATS_EDGE = 64       # images are decoded near this size to measure blankness and colour
+SIGNATURE_EDGE = 8    # the pixel signature: the image squashed to 8 x 8 grey levels, mean removed
+
+
+# ---- label issues ----------------------------------------------------------------------------
+
+class LabelIssueFinder:
+    """Out-of-sample probabilities by k-fold on features, ranked by cleanlab for likely label errors.
+
+    fit(X, y): X (n, d) features (float16 memmaps are fine); y (n,) int class indices with -1
+    for unlabeled rows, or (n, k) bool for multi-label (rows with no label are left out).
+    Fitted: `rows_` (the rows scored), `classes_` (the label indices that are columns of
+    `pred_probs_`: classes with fewer than two items are left out), `pred_probs_` (out of sample),
+    `quality_` (cleanlab label quality in [0, 1]), `issue_score_` (1 - quality: higher is more
+    likely wrong), `is_issue_` (cleanlab's confident-learning flag), `suggested_` (the class
+    the out-of-sample model prefers, as a label index; multi-label: bool matrix of classes above 0.5).
+    """
+
+    def __init__(self, folds: int = DEFAULT_FOLDS, method: str = "self_confidence", seed: int = 0):
+        self.folds = folds
+        self.method = method
+        self.seed = seed
+
+    def fit(self, X, y) -> LabelIssueFinder:
+        y = np.asarray(y)
+        if len(X) != len(y):
+            raise InputError(f"Features have {len(X)} rows but the labels {len(y)}; pass one label per row "
+                             f"(-1 for unlabeled).")
+        multi = y.ndim == 2
+        rows = _scorable_rows(y, multi)
+        if multi:
+            self.classes_ = np.arange(y.shape[1])
+            given = y[rows]
+            self.pred_probs_ = _oos_probs_multi(_dense(X, rows), given, self.folds, self.seed)
+        else:
+            # classes numbered 0..k-1 among the usable ones: cleanlab wants a column for every label
+            self.classes_, given = np.unique(y[rows], return_inverse=True)
+            self.pred_probs_ = out_of_sample_probs(X, _scatter(given, rows, len(y)), rows=rows,
+                                                   folds=self.folds, seed=self.seed)
+        self.rows_ = rows
+        self.quality_, self.is_issue_ = _cleanlab_rank(given, self.pred_probs_, multi, self.method)
+        self.issue_score_ = 1.0 - self.quality_
+        self.suggested_ = self.pred_probs_ >= 0.5 if multi else self.classes_[self.pred_probs_.argmax(1)]
+        return self
+
+
+def _scatter(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """(n,) int array holding `values` at `rows` and -1 elsewhere."""
+    full = np.full(n, -1, dtype=np.int64)
+    full[rows] = values
+    return full
+
+
+def _scorable_rows(y: np.ndarray, multi: bool) -> np.ndarray:
+    """Rows that can be cross-validated: labeled, and (single-label) of a class with >= 2 items."""
+    if multi:
+        rows = np.flatnonzero(y.any(1))
+        if len(rows) < 4:
+            raise InputError(f"Finding label issues needs at least 4 labeled images; there are {len(rows)}.")
+        return rows
+    rows = np.flatnonzero(y >= 0)
+    classes, counts = np.unique(y[rows], return_counts=True)
+    usable = classes[counts >= 2]
+    if len(usable) < 2:
+        raise InputError(f"Finding label issues needs two labels with two images each; there are {len(usable)} "
+                         f"such label(s). Label more images first.")
+    return rows[np.isin(y[rows], usable)]
+
+
+def out_of_sample_probs(X, y, *, rows=None, folds: int = DEFAULT_FOLDS, seed: int = 0) -> np.ndarray:
+    """(len(rows), n_classes) probabilities of rows `rows` (default: y >= 0), each from a model that did
+    not see it (stratified k-fold with `issue_pipeline`).
+    Columns are class indices 0..y.max(); classes absent from a fold's training rows get 0."""
+    from sklearn.model_selection import StratifiedKFold
+    y = np.asarray(y)
+    rows = np.flatnonzero(y >= 0) if rows is None else np.asarray(rows)
+    target = y[rows]
+    n_classes = int(target.max()) + 1
+    k = int(max(2, min(folds, np.bincount(target)[np.unique(target)].min())))
+    probs = np.zeros((len(rows), n_classes), dtype=np.float32)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for train, test in splitter.split(np.zeros(len(rows)), target):
+        model = issue_pipeline(len(train), X.shape[1], seed).fit(_dense(X, rows[train]), target[train])
+        probs[np.ix_(test, model.classes_)] = model.predict_proba(_dense(X, rows[test]))
+    return probs
+
+
+def issue_pipeline(n_rows: int, n_dims: int, seed: int = 0):
+    """The out-of-sample model: L2-normalized features, PCA to at most 256 dimensions, logistic regression.
+
+    Chosen on cifar10 with 5% flipped labels (bench/clean.py): the app's first model (standardized,
+    C=0.05) ranks the flipped items worse (precision at 150: 0.62-0.64 against 0.71) and, on
+    full-width features, takes about twice as long.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+    return make_pipeline(Normalizer(), PCA(min(256, n_rows - 1, n_dims), random_state=seed),
+                         LogisticRegression(C=10.0, max_iter=500, random_state=seed))
+
+
+def _oos_probs_multi(X, hot: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Multi-label: one logistic regression per class, out of sample by k-fold."""
+    from sklearn.model_selection import KFold
+    from sklearn.multiclass import OneVsRestClassifier
+    rows = np.arange(len(X))
+    probs = np.zeros(hot.shape, dtype=np.float32)
+    splitter = KFold(n_splits=min(folds, len(hot)), shuffle=True, random_state=seed)
+    for train, test in splitter.split(hot):
+        constant = hot[train].all(0) | ~hot[train].any(0)    # a class always (never) on in this fold
+        model = OneVsRestClassifier(issue_pipeline(len(train), X.shape[1], seed)).fit(_dense(X, rows[train]), hot[train][:, ~constant])
+        probs[np.ix_(test, np.flatnonzero(~constant))] = model.predict_proba(_dense(X, rows[test]))
+        probs[np.ix_(test, np.flatnonzero(constant))] = hot[train][:1, constant].astype(np.float32)
+    return probs
+
+
+def _dense(X, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(X[rows], dtype=np.float32)
+
+
+def _cleanlab_rank(labels: np.ndarray, pred_probs: np.ndarray, multi: bool, method: str):
+    """(quality in [0, 1], confident-learning issue flag) for each row, from cleanlab."""
+    import cleanlab.filter
+    import cleanlab.rank
+    if multi:
+        from cleanlab.multilabel_classification.rank import get_label_quality_scores
+        given = [np.flatnonzero(row).tolist() for row in labels]
+        from cleanlab.multilabel_classification.filter import find_label_issues
+        quality = get_label_quality_scores(given, pred_probs, method=method)
+        flags = find_label_issues(given, pred_probs)
+        return np.asarray(quality, dtype=np.float64), np.asarray(flags, dtype=bool)
+    quality = cleanlab.rank.get_label_quality_scores(labels, pred_probs, method=method)
+    flags = cleanlab.filter.find_label_issues(labels, pred_probs)
+    return np.asarray(quality, dtype=np.float64), np.asarray(flags, dtype=bool)
+
+
+# ---- duplicates ------------------------------------------------------------------------------
+
+def file_sha1(path) -> str:
+    """The sha1 of a file's bytes; raises ImageReadError when it cannot be read."""
+    return hashlib.sha1(read_image_bytes(path)).hexdigest()
+
+
+def duplicate_rows(matrices: Sequence, weights: Sequence[float] | None = None) -> np.ndarray:
+    """Unit rows whose dot products are the weighted mean of the cosine similarities in each matrix.
+
+    Each matrix's rows are L2-normalized and scaled by sqrt(weight) side by side (weights sum to
+    1; equal by default); rows of zeros or NaN in one matrix add 0 for it. The near-duplicate
+    similarity is `duplicate_rows([signatures, features], DUPLICATE_WEIGHTS)`: the pixel
+    signature (the layout of light and dark, which resizing and JPEG keep almost exactly) with an
+    early CNN layer's features (texture).
+    """
+    if not len(matrices):
+        raise InputError("duplicate_rows needs at least one (rows, dims) matrix.")
+    weights = np.full(len(matrices), 1 / len(matrices)) if weights is None else np.asarray(weights, dtype=float)
+    if len(weights) != len(matrices) or (weights < 0).any() or not np.isclose(weights.sum(), 1):
+        raise InputError(f"weights {weights.tolist()} must give one non-negative weight per matrix "
+                         f"({len(matrices)}), summing to 1.")
+    n = len(matrices[0])
+    if any(len(matrix) != n for matrix in matrices):
+        raise InputError(f"Matrices for duplicates must have one row per image; got {[len(m) for m in matrices]} rows.")
+    return np.concatenate([_unit_rows(matrix) * np.sqrt(w) for matrix, w in zip(matrices, weights)], axis=1)
+
+
+class DuplicateFinder:
+    """Exact duplicates (same content hash) and near-duplicates (cosine similarity >= threshold), grouped.
+
+    fit(features, hashes=None): features (n, d) for the near pairs (rows of zeros or NaN never
+    pair; `duplicate_rows` makes them from signatures and CNN features); hashes (n,) content
+    hashes or None per row for the exact pairs.
+    Fitted: `pairs_` (a, b, similarity, exact) with a < b, sorted by similarity descending;
+    `groups_` (n,) group id per row, -1 for rows in no pair (ids are dense, in order of the
+    best pair of each group).
+    """
+
+    def __init__(self, threshold: float = DEFAULT_DUPLICATE_THRESHOLD, chunk_rows: int = 2048):
+        self.threshold = threshold
+        self.chunk_rows = chunk_rows
+
+    def fit(self, features, hashes: Sequence[str | None] | None = None) -> DuplicateFinder:
+        import pandas as pd
+        if not 0 < self.threshold <= 1:
+            raise InputError(f"threshold={self.threshold!r} must be a cosine similarity in (0, 1], e.g. "
+                             f"{DEFAULT_DUPLICATE_THRESHOLD}.")
+        n = len(features)
+        a, b, sim = near_duplicate_pairs(features, self.threshold, chunk_rows=self.chunk_rows)
+        exact = exact_duplicate_pairs(hashes) if hashes is not None else np.empty((0, 2), np.int64)
+        table = pd.DataFrame({"a": a, "b": b, "similarity": sim.astype(np.float64), "exact": False})
+        if len(exact):
+            extra = pd.DataFrame({"a": exact[:, 0], "b": exact[:, 1], "similarity": 1.0, "exact": True})
+            table = pd.concat([extra, table]).drop_duplicates(["a", "b"], keep="first")
+        self.pairs_ = table.sort_values(["similarity", "a", "b"], ascending=[False, True, True],
+                                        kind="stable").reset_index(drop=True)
+        self.groups_ = duplicate_groups(n, self.pairs_["a"].to_numpy(), self.pairs_["b"].to_numpy())
+        return self
+
+
+def exact_duplicate_pairs(hashes: Sequence[str | None]) -> np.ndarray:
+    """(m, 2) row pairs (a < b) with the same non-empty hash: each row paired with the first of its hash."""
+    first: dict[str, int] = {}
+    pairs = []
+    for row, digest in enumerate(hashes):
+        if not digest:
+            continue
+        if digest in first:
+            pairs.append((first[digest], row))
+        else:
+            first[digest] = row
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def near_duplicate_pairs(features, threshold: float, *, chunk_rows: int = 2048):
+    """(a, b, similarity) of every row pair a < b whose cosine similarity is >= threshold.
+
+    Exact all-pairs search in chunks of normalized float32 rows; a chunk's scores hold at most
+    `chunk_rows` x n and at most MAX_BLOCK_VALUES values.
+    """
+    rows = _unit_rows(features)
+    n = len(rows)
+    chunk_rows = max(1, min(chunk_rows, MAX_BLOCK_VALUES // max(n, 1)))
+    found_a, found_b, found_s = [], [], []
+    for start in range(0, n, chunk_rows):
+        block = rows[start:start + chunk_rows] @ rows[start:].T     # only pairs with b >= this chunk
+        block[np.tril_indices(len(block), 0, block.shape[1])] = -np.inf   # b > a
+        a, b = np.nonzero(block >= threshold)
+        found_a.append(a + start)
+        found_b.append(b + start)
+        found_s.append(block[a, b])
+    if not found_a:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    return (np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64),
+            np.concatenate(found_s).astype(np.float32))
+
+
+def _unit_rows(features) -> np.ndarray:
+    rows = np.array(features, dtype=np.float32)
+    if rows.ndim != 2:
+        raise InputError(f"Features must be a (rows, dims) matrix, not shape {rows.shape}.")
+    rows[~np.isfinite(rows).all(1)] = 0.0
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    np.divide(rows, norms, out=rows, where=norms > 0)
+    return rows
+
+
+def duplicate_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n,) group id of each row (connected components of the pairs), -1 for rows in no pair.
+
+    Ids follow the order of the pairs given (the group of the first pair is 0)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    groups = np.full(n, -1, dtype=np.int64)
+    if len(a) == 0:
+        return groups
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    order = {}
+    for row in np.asarray(a):
+        order.setdefault(component[row], len(order))
+    paired = np.zeros(n, dtype=bool)
+    paired[a] = paired[b] = True
+    groups[paired] = [order[c] for c in component[paired]]
+    return groups
+
+
+def suggest_keep(groups: np.ndarray, pixels: np.ndarray, file_bytes: np.ndarray) -> np.ndarray:
+    """(n,) bool: in each group the row with the most pixels, then the largest file, then the lowest row;
+    True for rows in no group."""
+    keep = np.ones(len(groups), dtype=bool)
+    paired = np.flatnonzero(groups >= 0)
+    keep[paired] = False
+    # lexsort: last key first; lowest row wins ties because the order is stable
+    order = paired[np.lexsort((-np.asarray(file_bytes)[paired], -np.asarray(pixels)[paired], groups[paired]))]
+    first = np.r_[True, groups[order][1:] != groups[order][:-1]]
+    keep[order[first]] = True
+    return keep
+
+
+# ---- odd files -------------------------------------------------------------------------------
+
+@dataclass
+class OddFileRules:
+    """When a readable image is odd enough to review (every size in pixels of the original file)."""
+
+    min_side: int = 16            # smaller than this on either side: tiny
+    min_side_of_median: float = 0.25   # ... or than this fraction of the set's median short side
+    max_aspect: float = 4.0       # long side / short side above this: extreme aspect ratio
+    blank_std: float = 4.0        # grey-level standard deviation (0..255) below this: almost blank
+    grey_colourfulness: float = 2.0   # mean |channel difference| below this: greyscale
+    colour_set_fraction: float = 0.9  # greyscale is odd only when at least this share of the set has colour
+
+
+@dataclass
+class Survey:
+    """What one read of every file tells: `stats` (see `survey_images`) and `signatures` (n, 64) float32."""
+
+    stats: object          # pandas DataFrame
+    signatures: np.ndarray
+
+
+def survey_images(paths: Sequence, *, progress: ProgressFn | None = None) -> Survey:
+    """Read every file once (JPEGs decoded small in draft mode); never raises for a bad file.
+
+    stats, one row per path: width, height, bytes, pixel_std (grey levels, 0..255), colourfulness
+    (mean distance of the channels from grey), sha1 (of the bytes; None if unreadable), error (the
+    reason, None if the image decodes). signatures: the 8 x 8 grey image with its mean removed,
+    one row per path (zeros where unreadable).
+    """
+    import pandas as pd
+    rows = []
+    signatures = np.zeros((len(paths), SIGNATURE_EDGE * SIGNATURE_EDGE), dtype=np.float32)
+    for done, path in enumerate(paths, 1):
+        row, signature = _survey_one(path)
+        rows.append(row)
+        if signature is not None:
+            signatures[done - 1] = signature
+        if progress and (done % 64 == 0 or done == len(paths)):
+            progress(done, len(paths))
+    columns = ["width", "height", "bytes", "pixel_std", "colourfulness", "sha1", "error"]
+    return Survey(pd.DataFrame(rows, columns=columns), signatures)
+
+
+def image_stats(paths: Sequence, *, progress: ProgressFn | None = None):
+    """The `stats` table of `survey_images`."""
+    return survey_images(paths, progress=progress).stats
+
+
+def _survey_one(path) -> tuple[tuple, np.ndarray | None]:
+    try:
+        data = read_image_bytes(path)
+    except ImageReadError as err:
+        return (0, 0, 0, np.nan, np.nan, None, err.reason), None
+    digest = hashlib.sha1(data).hexdigest()
+    try:
+        small = decode_image(data, path, size=STATS_EDGE)
+    except ImageReadError as err:
+        return (0, 0, len(data), np.nan, np.nan, digest, err.reason), None
+    from PIL import Image
+    width, height = _original_size(data, small)
+    signature = np.asarray(small.convert("L").resize((SIGNATURE_EDGE, SIGNATURE_EDGE), Image.BOX), np.float32)
+    small.thumbnail((STATS_EDGE, STATS_EDGE))
+    pixels = np.asarray(small, dtype=np.float32)
+    grey = pixels.mean(2)
+    colourfulness = float(np.abs(pixels - grey[..., None]).mean())
+    row = (width, height, len(data), float(grey.std()), colourfulness, digest, None)
+    return row, (signature - signature.mean()).ravel()
+
+
+def _original_size(data: bytes, decoded) -> tuple[int, int]:
+    """Width and height of the stored image (draft decoding may have shrunk `decoded`), EXIF rotation applied."""
+    import io
+
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as probe:
+        width, height = probe.size
+    if (decoded.width > decoded.height) != (width > height) and width != height:
+        width, height = height, width
+    return width, height
+
+
+def find_odd_files(stats, rules: OddFileRules | None = None):
+    """Odd rows of an `image_stats` table: (row, reason, score), most worth reviewing first.
+
+    Scores: 1.0 unreadable; otherwise in (0, 1), higher the further past a rule's limit.
+    """
+    import pandas as pd
+    rules = rules or OddFileRules()
+    readable = stats["error"].isna()
+    found: dict[int, list[tuple[float, str]]] = {}
+
+    def add(mask, score, reason):
+        for row in np.flatnonzero(np.asarray(mask)):
+            found.setdefault(int(row), []).append((float(np.clip(score[row], 0.01, 0.99)), reason(row)))
+
+    for row in np.flatnonzero(~readable.to_numpy()):
+        found[int(row)] = [(1.0, f"unreadable: {stats['error'].iat[row]}")]
+    good = readable.to_numpy()
+    width, height = stats["width"].to_numpy(float), stats["height"].to_numpy(float)
+    short, long_ = np.minimum(width, height), np.maximum(width, height)
+    median_short = float(np.median(short[good])) if good.any() else 0.0
+    limit = max(rules.min_side, rules.min_side_of_median * median_short)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        add(good & (short < limit), 0.9 - 0.4 * short / limit, lambda r: f"tiny: {int(width[r])}x{int(height[r])} px")
+        aspect = long_ / np.maximum(short, 1)
+        add(good & (aspect > rules.max_aspect), 0.5 + 0.4 * (1 - rules.max_aspect / aspect),
+            lambda r: f"extreme aspect ratio {aspect[r]:.1f}:1")
+        std = stats["pixel_std"].to_numpy(float)
+        add(good & (std < rules.blank_std), 0.9 - 0.4 * std / rules.blank_std,
+            lambda r: f"almost blank (pixel std {std[r]:.1f})")
+        colour = stats["colourfulness"].to_numpy(float)
+        pictures = good & (std >= rules.blank_std)       # blank images say nothing about colour
+        is_grey = pictures & (colour < rules.grey_colourfulness)
+        share = float((~is_grey[pictures]).mean()) if pictures.any() else 0.0
+        if share >= rules.colour_set_fraction:
+            add(is_grey, np.full(len(stats), 0.3),
+                lambda r: f"greyscale in a colour set ({share:.0%} colour)")
+    table = pd.DataFrame([(row, max(s for s, _ in hits), "; ".join(text for _, text in hits))
+                          for row, hits in found.items()], columns=["row", "score", "reason"])
+    return table.sort_values(["score", "row"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+# ---- top losses of a trained model ------------------------------------------------------------
+
+def model_losses(predictor, folder, items: Sequence[str], targets: Sequence, *, batch_size: int = 32,
+                 progress: ProgressFn | None = None):
+    """Per-item loss of an exported model (`load_exported`) on its true targets.
+
+    targets, one per item, as the task's labelers give them: classify a class name; multi-label
+    a list of names; segment a mask file (code indices; void pixels left out, the loss is the
+    mean over the other pixels); regress (k, 2) points in the image's pixels.
+    Returns a DataFrame: row, loss (NaN where the item could not be scored), predicted,
+    confidence (the model's probability of `predicted`; NaN for segment and regress), error.
+    """
+    import pandas as pd
+    import torch
+    if len(items) != len(targets):
+        raise InputError(f"model_losses got {len(items)} items but {len(targets)} targets; give one target per item.")
+    scorer = _LossScorer(predictor)
+    out = []
+    batch: list[tuple[int, object, object]] = []
+    with torch.no_grad():
+        for row, (item, target) in enumerate(zip(items, targets)):
+            try:
+                batch.append((row, *scorer.prepare(folder, item, target)))
+            except (ImageReadError, InputError) as err:
+                out.append((row, np.nan, "", np.nan, getattr(err, "reason", str(err))))
+            if len(batch) == batch_size or (row == len(items) - 1 and batch):
+                out.extend(scorer.score(batch))
+                batch = []
+            if progress and (row % batch_size == 0 or row == len(items) - 1):
+                progress(row + 1, len(items))
+    table = pd.DataFrame(out, columns=["row", "loss", "predicted", "confidence", "error"])
+    return table.sort_values("row").reset_index(drop=True)
+
+
+class _LossScorer:
+    """Turns (image, target) into tensors and batches into per-item losses, for one Predictor's task."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.task = predictor.task.name
+        self.labels = list(predictor.labels or [])
+        self.index = {name: i for i, name in enumerate(self.labels)}
+
+    def prepare(self, folder, item, target):
+        from pathlib import Path
+
+        import torch
+
+        from .data import load_image
+        image = load_image(Path(folder) / item)
+        # Predictor._tensor is the exact preprocessing the exported model predicts with
+        x = self.predictor._tensor(image)[0]
+        return x, torch.as_tensor(self._target(image, item, target))
+
+    def _target(self, image, item, target) -> np.ndarray:
+        if self.task == "classify":
+            if str(target) not in self.index:
+                raise InputError(f"{item}: label {target!r} is not one the model knows ({', '.join(self.labels)}).")
+            return np.int64(self.index[str(target)])
+        if self.task == "multilabel":
+            hot = np.zeros(len(self.labels), dtype=np.float32)
+            for name in target:
+                if str(name) in self.index:
+                    hot[self.index[str(name)]] = 1.0
+            return hot
+        if self.task == "segment":
+            from PIL import Image
+
+            from .datablock import _load_mask
+            task = self.predictor.task
+            mask = _load_mask(target, image.size, len(self.labels), task.void_code)
+            size = self.predictor.size
+            return np.asarray(Image.fromarray(mask.astype(np.int32)).resize((size, size), Image.NEAREST), np.int64)
+        points = np.asarray(target, dtype=np.float32).reshape(-1, 2)
+        return (points / np.array(image.size, dtype=np.float32) * 2 - 1).reshape(-1)
+
+    def score(self, batch) -> list[tuple]:
+        import torch
+        import torch.nn.functional as F
+        rows = [row for row, _, _ in batch]
+        x = torch.stack([x for _, x, _ in batch])
+        y = torch.stack([y for _, _, y in batch])
+        model = self.predictor.model
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            pred = model(x.to(device)).float().cpu()
+        finally:
+            model.train(was_training)
+        if self.task == "classify":
+            losses = F.cross_entropy(pred, y, reduction="none")
+            probs = pred.softmax(1)
+            conf, best = probs.max(1)
+            return [(r, float(l), self.labels[int(b)], float(c), None) for r, l, b, c in zip(rows, losses, best, conf)]
+        if self.task == "multilabel":
+            losses = F.binary_cross_entropy_with_logits(pred, y, reduction="none").mean(1)
+            probs = pred.sigmoid()
+            threshold = float(getattr(self.predictor.task, "threshold", 0.5))
+            out = []
+            for r, l, p in zip(rows, losses, probs):
+                on = np.flatnonzero(p.numpy() > threshold)
+                conf = float(p[on].mean()) if len(on) else np.nan
+                out.append((r, float(l), " ".join(self.labels[i] for i in on), conf, None))
+            return out
+        if self.task == "segment":
+            void = self.predictor.task.void_code
+            per_pixel = F.cross_entropy(pred, y, reduction="none", ignore_index=-100 if void is None else void)
+            counted = (y != (-100 if void is None else void)).float()
+            losses = (per_pixel * counted).flatten(1).sum(1) / counted.flatten(1).sum(1).clamp_min(1)
+            return [(r, float(l) if c.any() else np.nan, "", np.nan, None if c.any() else "only void pixels")
+                    for r, l, c in zip(rows, losses, counted.flatten(1))]
+        losses = self.predictor.task.LOSSES[self.predictor.task.loss_name](pred, y, reduction="none").mean(1)
+        return [(r, float(l), "", np.nan, None) for r, l in zip(rows, losses)]

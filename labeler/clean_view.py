@@ -1,0 +1,464 @@
+"""The cleaning view: likely label errors, top losses, duplicates and odd files, as grids to decide on.
+
+`CleanView(project)` is a Panel Viewer: the app's "Clean" tab, or shown alone in Jupyter:
+
+    from labeler.cleaning import build_queues
+    view = CleanView(project, queues=build_queues(project))   # or CleanView(project): "Find issues" computes
+    view                                                      # the widget
+    view.queues["label_issues"]                               # DataFrames, with each item's decision
+
+One item has the focus (click it, or move with the arrow keys); keep / exclude / relabel /
+accept apply to it, go to the label store at once as one undoable event each, and move the
+focus on. Excluding only marks an item: the user's files are never moved or deleted.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import ClassVar
+
+import pandas as pd
+import panel as pn
+import param
+from panel.custom import JSComponent
+
+from ._clean_session import COLUMNS, PAGE_SIZE, CleanSession
+from ._ui import USER_ERRORS, export_to_buffer, with_document_lock
+from .cleaning import QUEUE_TITLES, QUEUES
+from .composite import to_data_uri
+from .shortcuts import CLEAN_KEYS, CLEAN_SHORTCUTS, Shortcuts
+
+logger = logging.getLogger(__name__)
+
+CARD_PX = 112           # thumbnail edge in the grid
+PREVIEW_PX = 240        # the focused item, beside the grid
+RELABEL_PLACEHOLDER = "relabel as…, then Enter"
+EMPTY_TEXT = {
+    "label_issues": "No likely label errors: label a few images of at least two labels (a handful each), then "
+                    "find issues again.",
+    "top_losses": "Top losses need a trained model: run <code>labeler train FOLDER --out model.pt</code>, give its "
+                  "path below and find issues again.",
+    "duplicates": "No duplicates or near-duplicates found.",
+    "odd_files": "No odd files: every image is readable and looks like the others.",
+}
+
+
+class CleanGrid(JSComponent):
+    """One page of a queue as cards (thumbnail, given and suggested label, reason, decision); a click focuses a card."""
+
+    items = param.List(default=[], doc="the cards: dicts with id, src, name, given, label, suggested, "
+                                       "confidence, reason, score, decision, group, keep")
+    focus = param.Integer(default=-1, doc="index in `items` of the focused card (a click sets it)")
+
+    _esm = """
+    function line(className, text) {
+      const div = document.createElement('div');
+      div.className = className;
+      div.textContent = text;      // text, never HTML: names and labels come from the user's files
+      return div;
+    }
+
+    function card(item, index, model) {
+      const el = document.createElement('div');
+      el.className = 'clean-card';
+      el.dataset.item = item.id;
+      if (item.decision) { el.classList.add('decided'); }
+      if (item.group >= 0) { el.classList.add(item.group % 2 ? 'group-odd' : 'group-even'); }
+      const img = document.createElement('img');
+      img.src = item.src;
+      img.alt = item.name;
+      el.append(img);
+      if (item.decision) {
+        el.append(line('badge ' + item.decision.split(/[: ]/)[0], item.decision));
+      }
+      el.append(line('name', item.name));
+      if (item.group >= 0) {
+        el.append(line(item.keep ? 'group keeper' : 'group', 'group ' + item.group + (item.keep ? ' · keep' : ' · copy')));
+      }
+      let given = 'given: ' + (item.given || '—');
+      if (item.label !== item.given) { given += ' → now ' + (item.label || 'none'); }
+      el.append(line('given', given));
+      if (item.suggested) {
+        const differs = item.suggested !== item.given;
+        el.append(line('suggested' + (differs ? ' differs' : ''),
+                       (differs ? 'suggested: ' : 'predicted: ') + item.suggested + item.confidence));
+      }
+      el.append(line('reason', item.reason));
+      if (item.score) { el.append(line('score', 'score ' + item.score)); }
+      el.addEventListener('click', () => { model.focus = index; });
+      return el;
+    }
+
+    export function render({ model, el }) {
+      const grid = document.createElement('div');
+      grid.className = 'clean-cards';   // the container itself is .clean-grid (Panel names it after the class)
+      const refocus = () => {
+        Array.from(grid.children).forEach((card, i) => card.classList.toggle('focused', i === model.focus));
+        const focused = grid.children[model.focus];
+        if (focused) { focused.scrollIntoView({ block: 'nearest' }); }
+      };
+      const draw = () => {
+        grid.replaceChildren(...model.items.map((item, i) => card(item, i, model)));
+        refocus();
+      };
+      draw();
+      model.on('items', draw);
+      model.on('focus', refocus);
+      el.replaceChildren(grid);
+    }
+    """
+
+    _stylesheets: ClassVar[list[str]] = [f"""
+    .clean-cards {{ display: grid; grid-template-columns: repeat({COLUMNS}, minmax(0, 1fr)); gap: 8px;
+                  font: 12px/1.35 system-ui, sans-serif; }}
+    .clean-card {{ border: 2px solid #dcdcdc; border-radius: 6px; padding: 4px; background: #fff; cursor: pointer;
+                  overflow: hidden; min-width: 0; position: relative; }}
+    .clean-card.group-odd {{ background: #eef4fc; }}
+    .clean-card.focused {{ border-color: #1f77b4; box-shadow: 0 0 0 2px #1f77b4; }}
+    .clean-card img {{ width: 100%; aspect-ratio: 1; object-fit: contain; background: #282828; display: block;
+                      border-radius: 3px; }}
+    .clean-card.decided img {{ opacity: 0.45; }}
+    .clean-card > div {{ white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }}
+    .clean-card .name {{ color: #666; font-size: 11px; margin-top: 2px; }}
+    .clean-card .given {{ font-weight: 600; white-space: normal; }}
+    .clean-card .suggested {{ color: #666; white-space: normal; }}
+    .clean-card .suggested.differs {{ color: #0d47a1; font-weight: 600; }}
+    .clean-card .reason {{ color: #777; font-size: 11px; white-space: normal; display: -webkit-box;
+                          -webkit-line-clamp: 2; -webkit-box-orient: vertical; }}
+    .clean-card .score {{ color: #999; font-size: 11px; }}
+    .clean-card .group {{ color: #555; }}
+    .clean-card .group.keeper {{ color: #1b5e20; font-weight: 600; }}
+    .clean-card .badge {{ position: absolute; top: 8px; left: 8px; max-width: calc(100% - 16px); box-sizing: border-box;
+                         font-weight: 700; padding: 1px 6px; border-radius: 3px; box-shadow: 0 1px 3px rgba(0,0,0,.4); }}
+    .badge.kept {{ background: #d7efd7; color: #1b5e20; }}
+    .badge.excluded {{ background: #fadcdc; color: #b71c1c; }}
+    .badge.relabeled {{ background: #dce9fb; color: #0d47a1; }}
+    """]
+
+
+class CleanView(pn.viewable.Viewer):
+    """Review the cleaning queues of a project and decide on each item, in the browser or a notebook.
+
+    Args:
+        project: a labeler.project.Project, or an image folder (opened as one).
+        queues: {queue: DataFrame} from `labeler.cleaning.build_queues`; None: "Find issues" computes them.
+        thumbs: the project's ThumbCache (default: opened from the workspace).
+        backbone, size: the feature cache the queues are computed from.
+        builder: the function that computes queues (default `labeler.cleaning.build_queues`).
+    """
+
+    queue = param.Selector(default=QUEUES[0], objects=list(QUEUES), doc="the queue shown")
+    hide_decided = param.Boolean(default=False, doc="leave decided items out of the grid")
+    model_path = param.String(default="", doc="an exported model (labeler train --out) for the top-losses queue")
+    status = param.String(default="", doc="the last message shown to the user")
+    computing = param.Boolean(default=False, doc="whether the queues are being computed")
+
+    def __init__(self, project, *, queues=None, thumbs=None, backbone="mobilenet_v2", size=160, builder=None,
+                 **params):
+        super().__init__(**params)
+        if not hasattr(project, "store"):
+            from .project import Project
+            project = Project(project)
+        from .thumbs import ThumbCache
+        self.project = project
+        self.thumbs = thumbs if thumbs is not None else ThumbCache(project.workspace)
+        self._backbone, self._size = backbone, size
+        self._builder = builder
+        self.session = CleanSession(project, queues)
+        self._computed = queues is not None
+        self._uris: dict[tuple[int, int], str] = {}
+        self._shown_page: tuple | None = None
+        self._label_names: list[str] | None = None
+        self._widgets()
+        self._layout = self._page()
+        self.refresh()
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _widgets(self) -> None:
+        button = {"sizing_mode": "stretch_width"}
+        self._queue_select = pn.widgets.RadioButtonGroup(options=self._queue_options(), value=self.queue,
+                                                         color="primary", variant="outline")
+        self._find = pn.widgets.Button(label="Find issues", color="primary", width=130)
+        self._hide = pn.widgets.Checkbox.from_param(self.param.hide_decided, name="Hide decided (h)", margin=(16, 10))
+        self._model_path = pn.widgets.TextInput.from_param(self.param.model_path, name="",
+                                                           placeholder="model.pt for top losses (optional)",
+                                                           sizing_mode="stretch_width")
+        self._message = pn.pane.Alert("", alert_type="light", sizing_mode="stretch_width", visible=False)
+        self._progress = pn.indicators.Progress(value=-1, max=100, sizing_mode="stretch_width", visible=False)
+        self._page_text = pn.pane.HTML("", sizing_mode="stretch_width")
+        self._prev_page = pn.widgets.Button(label="◀ page", width=80)
+        self._next_page = pn.widgets.Button(label="page ▶", width=80)
+        self._grid = CleanGrid(sizing_mode="stretch_width")
+        self._empty = pn.pane.HTML("", sizing_mode="stretch_width", visible=False)
+        self._detail = pn.pane.HTML("", sizing_mode="stretch_width", min_height=PREVIEW_PX + 120)
+        self._keep = pn.widgets.Button(label="Keep (k)", color="success", **button)
+        self._exclude = pn.widgets.Button(label="Exclude (x)", color="danger", **button)
+        self._accept = pn.widgets.Button(label="Accept suggestion (a)", color="primary", **button)
+        self._labels_box = pn.Column(sizing_mode="stretch_width")
+        self._relabel = pn.widgets.TextInput(placeholder=RELABEL_PLACEHOLDER, sizing_mode="stretch_width")
+        self._undo = pn.widgets.Button(label="Undo", **button)
+        self._redo = pn.widgets.Button(label="Redo", **button)
+        from .io import export_cleaned
+        self._download = pn.widgets.FileDownload(callback=lambda: export_to_buffer(export_cleaned, self.project),
+                                                 filename="cleaned.csv", label="Download cleaned.csv", **button)
+        self._shortcuts = Shortcuts(keys=CLEAN_KEYS, focus_keys={"r": RELABEL_PLACEHOLDER})
+        # callbacks
+        self._queue_select.param.watch(lambda e: setattr(self, "queue", e.new), "value")
+        self._find.on_click(lambda e: self.compute())
+        self._prev_page.on_click(lambda e: self._act(self.session.step_page, -1))
+        self._next_page.on_click(lambda e: self._act(self.session.step_page, 1))
+        self._grid.param.watch(self._on_click, "focus")
+        self._keep.on_click(lambda e: self._decide(self.session.keep))
+        self._exclude.on_click(lambda e: self._decide(self.session.exclude))
+        self._accept.on_click(lambda e: self._decide(self.session.accept))
+        self._relabel.param.watch(self._on_relabel_typed, "enter_pressed")
+        self._undo.on_click(lambda e: self._decide(self.session.undo))
+        self._redo.on_click(lambda e: self._decide(self.session.redo))
+        self._shortcuts.on_key(self._handle_key)
+
+    def _page(self):
+        keys = "".join(f"<tr><td><kbd>{key}</kbd></td><td>{what}</td></tr>" for key, what in CLEAN_SHORTCUTS)
+        side = pn.Column(
+            self._detail, self._keep, self._exclude, self._accept,
+            pn.pane.HTML("<b>Relabel as</b> (click, or press its number)"), self._labels_box, self._relabel,
+            pn.Row(self._undo, self._redo, sizing_mode="stretch_width"), self._download,
+            pn.Card(pn.pane.HTML(f"<table>{keys}</table>"), title="Shortcuts", collapsed=True,
+                    sizing_mode="stretch_width"),
+            self._shortcuts, width=300, scroll=True, sizing_mode="stretch_height")
+        main = pn.Column(
+            pn.Row(self._queue_select, self._find, self._hide, sizing_mode="stretch_width"),
+            self._message, self._progress,
+            pn.Row(self._prev_page, self._next_page, self._page_text, sizing_mode="stretch_width"),
+            self._empty, self._grid, self._model_path, sizing_mode="stretch_both", scroll=True)
+        return pn.Row(main, side, sizing_mode="stretch_both", min_height=700)
+
+    def __panel__(self):
+        return self._layout
+
+    @property
+    def queues(self) -> dict[str, pd.DataFrame]:
+        """Every queue as shown, with `decision` ('kept', 'relabeled: cat', 'excluded' or '') and `label` (now)."""
+        return {name: self.session.table(name, hide_decided=False) for name in QUEUES}
+
+    # -- drawing ---------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Redraw from the session and the store (after changes made elsewhere, e.g. in the Label tab)."""
+        s = self.session
+        table = s.table()
+        position = s.position(table)
+        page, pages = s.page(table)
+        shown = table.iloc[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+        key = (s.queue, s.hide_decided, s.store.version, page, id(s.frames[s.queue]))
+        if key != self._shown_page:    # moving the focus within a page sends no cards again
+            self._grid.items = [self._card(row) for row in shown.itertuples()]
+            self._shown_page = key
+        self._grid.focus = position - page * PAGE_SIZE if position >= 0 else -1
+        self._empty.object = self._empty_text()
+        self._empty.visible = table.empty
+        self._grid.visible = not table.empty
+        decided = int((s.table(hide_decided=False)["decision"] != "").sum())
+        total = len(s.table(hide_decided=False))
+        first = page * PAGE_SIZE + 1 if len(table) else 0
+        self._page_text.object = (f"<b>{QUEUE_TITLES[s.queue]}</b>: {first}–{page * PAGE_SIZE + len(shown)} of "
+                                  f"{len(table)} shown · {decided} of {total} decided · page {page + 1} of {pages}")
+        self._prev_page.disabled, self._next_page.disabled = page == 0, page >= pages - 1
+        self._detail.object = self._detail_html(table.iloc[position] if position >= 0 else None)
+        self._refresh_labels()
+        self._undo.disabled = not s.store.can_undo()
+        self._redo.disabled = not s.store.can_redo()
+
+    def _card(self, row) -> dict:
+        confidence = "" if pd.isna(row.confidence) else f" · {row.confidence:.2f}"
+        return {"id": int(row.item_id), "src": self._uri(int(row.item_id), CARD_PX), "name": row.image_name,
+                "given": row.given, "label": row.label, "suggested": row.suggested or "", "confidence": confidence,
+                "reason": row.reason, "score": "" if pd.isna(row.score) else f"{row.score:.3f}",
+                "decision": row.decision, "group": int(row.group), "keep": bool(row.keep)}
+
+    def _uri(self, item_id: int, size: int) -> str:
+        key = (item_id, size)
+        if key not in self._uris:
+            if len(self._uris) > 2000:
+                self._uris.clear()
+            self._uris[key] = to_data_uri(self.thumbs.preview_jpeg(item_id, size))
+        return self._uris[key]
+
+    def _detail_html(self, row) -> str:
+        if row is None:
+            return "<i>No item in focus.</i>"
+        from html import escape
+        facts = [("file", row.image_name), ("given", row.given or "—")]
+        if row.label != row.given:
+            facts.append(("label now", row.label or "none"))
+        if row.suggested:
+            confidence = "" if pd.isna(row.confidence) else f" ({row.confidence:.2f})"
+            facts.append(("suggested", f"{row.suggested}{confidence}"))
+        if row.group >= 0:
+            facts.append(("group", f"{row.group}, {'suggested keeper' if row.keep else 'a copy'}"))
+        facts += [("why", row.reason), ("decision", row.decision or "none yet")]
+        rows = "".join(f"<tr><th style='text-align:left;padding-right:6px;vertical-align:top'>{name}</th>"
+                       f"<td style='word-break:break-all'>{escape(str(value))}</td></tr>" for name, value in facts)
+        return (f'<img src="{self._uri(int(row.item_id), PREVIEW_PX)}" style="max-width:{PREVIEW_PX}px;'
+                f'max-height:{PREVIEW_PX}px;display:block;margin:auto"><table style="font-size:12px">{rows}</table>')
+
+    def _empty_text(self) -> str:
+        if self.computing:
+            return ""
+        if not self._computed:
+            return "Press <b>Find issues</b> to look for likely label errors, duplicates and odd files."
+        if self.session.hide_decided and len(self.session.table(hide_decided=False)):
+            return "Every item of this queue is decided (untick “Hide decided” to see them)."
+        return EMPTY_TEXT[self.session.queue]
+
+    def _refresh_labels(self) -> None:
+        names = self.session.labels
+        if names == self._label_names:
+            return
+        self._label_names = names
+        buttons = []
+        for index, name in enumerate(names):
+            btn = pn.widgets.Button(label=f"{index + 1}: {name}" if index < 9 else name, sizing_mode="stretch_width")
+            btn.on_click(lambda e, name=name: self._decide(self.session.relabel, name))
+            buttons.append(btn)
+        self._labels_box[:] = buttons
+
+    def _queue_options(self) -> dict[str, str]:
+        if not self._computed:
+            return {QUEUE_TITLES[name]: name for name in QUEUES}
+        counts = self.session.counts()
+        return {f"{QUEUE_TITLES[name]} ({counts[name][1]})": name for name in QUEUES}
+
+    def _show(self, text: str, kind: str = "info") -> None:
+        self.status = text
+        self._message.object, self._message.alert_type, self._message.visible = text, kind, bool(text)
+
+    # -- actions ---------------------------------------------------------------------------------
+    @param.depends("queue", watch=True)
+    def _on_queue(self) -> None:
+        self.session.switch(self.queue)
+        self._queue_select.value = self.queue
+        self._show("")
+        self.refresh()
+
+    @param.depends("hide_decided", watch=True)
+    def _on_hide(self) -> None:
+        self.session.hide_decided = self.hide_decided
+        self.refresh()
+
+    def _act(self, action, *args) -> None:
+        try:
+            action(*args)
+        except USER_ERRORS as err:
+            self._show(str(err), "warning")
+        self.refresh()
+
+    def _decide(self, action, *args) -> None:
+        try:
+            self._show(action(*args), "success")
+        except USER_ERRORS as err:
+            self._show(str(err), "warning")
+        self.refresh()
+
+    def _on_click(self, event) -> None:
+        table = self.session.table()
+        page = self.session.page(table)[0]
+        index = page * PAGE_SIZE + event.new
+        if 0 <= event.new and index < len(table) and index != self.session.position(table):
+            self.session.focus(int(table["item_id"].iat[index]))
+            self.refresh()
+
+    def _on_relabel_typed(self, event) -> None:
+        name = (self._relabel.value_input or self._relabel.value or "").strip()
+        if name:
+            self._relabel.value = ""
+            # enter_pressed arrives outside the document lock; Bokeh models may only change under it
+            with_document_lock(lambda: self._decide(self.session.relabel, name))
+
+    def _handle_key(self, key: str) -> None:
+        s = self.session
+        moves = {"ArrowLeft": -1, "ArrowRight": 1, "ArrowUp": -COLUMNS, "ArrowDown": COLUMNS}
+        decisions = {"a": s.accept, "k": s.keep, "x": s.exclude, "Delete": s.exclude,
+                     "ctrl+z": s.undo, "ctrl+shift+z": s.redo}
+        if key in moves:
+            self._act(s.move, moves[key])
+        elif key in ("PageUp", "PageDown"):
+            self._act(s.step_page, -1 if key == "PageUp" else 1)
+        elif key in ("[", "]"):
+            self.queue = s.step_queue(1 if key == "]" else -1)
+        elif key == "h":
+            self.hide_decided = not self.hide_decided
+        elif key in decisions:
+            self._decide(decisions[key])
+        elif key.isdigit():
+            self._decide(s.relabel_by_number, int(key))
+
+    # -- computing the queues --------------------------------------------------------------------
+    def show(self) -> None:
+        """Called when the view comes into sight: compute the queues the first time, else redraw."""
+        if not self._computed and not self.computing:
+            self.compute()
+        else:
+            self.refresh()
+
+    def compute(self, *, wait: bool = False) -> None:
+        """Compute every queue (in a background thread unless `wait`); decisions already made are kept."""
+        if self.computing:
+            return
+        self.computing = True
+        self._find.disabled = True
+        self._show("Finding likely label errors, duplicates and odd files…", "info")
+        self._progress.value, self._progress.visible = -1, True
+        state = {"stage": "starting", "done": 0, "total": 0, "queues": None, "error": None, "finished": False}
+        if wait:
+            self._work(state)
+            self._finish(state)
+            return
+        threading.Thread(target=self._work, args=(state,), daemon=True, name="labeler-clean").start()
+        poll = {}
+
+        def check():
+            if state["finished"]:
+                poll["callback"].stop()
+                self._finish(state)
+            elif state["total"]:
+                self._progress.value = int(100 * state["done"] / state["total"])
+                self._show(f"Finding issues: {state['stage']} ({state['done']:,} of {state['total']:,})…", "info")
+        poll["callback"] = pn.state.add_periodic_callback(check, period=300)
+
+    def _work(self, state: dict) -> None:
+        """In the worker thread: compute the queues into `state`, errors as messages."""
+        from .opening import _workspace_lock
+        from .project import Project
+
+        def progress(stage, done, total):
+            state.update(stage=stage, done=done, total=total)
+        try:
+            build = self._builder
+            if build is None:
+                from .cleaning import build_queues as build
+            # not while the app is still embedding; a Project of its own (its own connection and item list)
+            with _workspace_lock(self.project.workspace.root), \
+                    Project(self.project.folder, self.project.workspace.root) as project:
+                state["queues"] = build(project, backbone=self._backbone, size=self._size,
+                                        model=self.model_path.strip() or None, progress=progress)
+        except USER_ERRORS as err:
+            state["error"] = str(err)
+        except Exception as err:  # a bug must not leave the view spinning: log it whole, tell the person briefly
+            logger.exception("computing the cleaning queues failed")
+            state["error"] = f"{type(err).__name__}: {err} (the server log has the details)"
+        finally:
+            state["finished"] = True
+
+    def _finish(self, state: dict) -> None:
+        self.computing = False
+        self._find.disabled, self._find.label = False, "Find issues again"
+        self._progress.visible = False
+        if state["error"]:
+            self._show(f"Could not find issues: {state['error']}", "danger")
+        else:
+            self.session.set_queues(state["queues"])
+            self._computed = True
+            self._queue_select.options = self._queue_options()
+            counts = self.session.counts()
+            found = ", ".join(f"{counts[name][1]} {QUEUE_TITLES[name].lower()}" for name in QUEUES)
+            self._show(f"Found {found}.", "success")
+        self.refresh()
