@@ -39,7 +39,8 @@ RUNS = {
                    "mAP"),
     "regress": ("faces/images", ["--points", "{data}/faces/keypoints.csv", "--points-mean",
                                  "--group-regex", r"^(.*)_\d+$"],
-                ["--size", "160", "--freeze-epochs", "1", "--epochs", "5", "--lr", "1e-3"], "point_error_px"),
+                ["--size", "160", "--freeze-epochs", "1", "--epochs", "8", "--lr", "1e-3", "--loss", "l1"],
+                "point_error_px"),
 }
 
 
