@@ -198,7 +198,7 @@ def label_issue_queue(context: _Context, layers=None) -> pd.DataFrame:
         suggested = [names[k] for k in best]
         confidence = probs.max(1)
         given_prob = probs[np.arange(len(best)), np.searchsorted(finder.classes_, matrix[scored])]
-        reason = [f"predicted {names[k]!r} at {c:.2f}, {names[g]!r} at {p:.2f}" + ("; flagged by confident learning" if flag else "")
+        reason = [_issue_reason(names[k], c, names[g], p, flag)
                   for k, c, g, p, flag in zip(best, confidence, matrix[scored], given_prob, finder.is_issue_)]
     table = context.rows_table(scored, finder.issue_score_, reason, suggested, confidence)
     return table.sort_values(["score", "item_id"], ascending=[False, True], kind="stable")
@@ -341,3 +341,11 @@ def _embedding_failures(context: _Context) -> dict[int, str]:
 
 __all__ = ["COLUMNS", "DEFAULT_DUPLICATE_THRESHOLD", "LABEL_ISSUE_LAYERS", "QUEUES", "QUEUE_TITLES", "CleaningError",
            "build_queues", "empty_queue"]
+
+
+def _issue_reason(predicted: str, confidence: float, given: str, given_prob: float, flagged: bool) -> str:
+    """'predicted 'cat' at 0.91, 'dog' at 0.05', or just the prediction when it agrees with the label."""
+    text = f"predicted {predicted!r} at {confidence:.2f}"
+    if given != predicted:
+        text += f", {given!r} at {given_prob:.2f}"
+    return text + ("; flagged by confident learning" if flagged else "")
