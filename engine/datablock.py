@@ -285,10 +285,10 @@ class _ItemDataset(Dataset):
         for item, points in zip(self.items, self.targets.values):
             try:
                 with Image.open(self.folder / item) as image:
-                    scale = np.array(image.size, dtype=np.float32)
+                    width, height = image.size
             except OSError:
                 continue
-            rows.append(torch.from_numpy((points / scale * 2 - 1).reshape(-1).astype(np.float32)))
+            rows.append(_normalized_points(torch.from_numpy(np.asarray(points, np.float32)), width, height))
         return torch.stack(rows) if rows else torch.zeros((0, self.targets.n_out))
 
     def to_xy(self, index: int, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,9 +298,7 @@ class _ItemDataset(Dataset):
             return x, sample["mask"].as_subclass(torch.Tensor).long()
         if self.targets.points:
             height, width = x.shape[-2:]
-            scale = torch.tensor([width, height], dtype=torch.float32)
-            points = sample["points"].as_subclass(torch.Tensor).float() / scale * 2 - 1
-            return x, points.reshape(-1)
+            return x, _normalized_points(sample["points"].as_subclass(torch.Tensor), width, height)
         return x, torch.as_tensor(self.targets.values[index])
 
     def __getitem__(self, index: int):
@@ -320,6 +318,12 @@ class _ItemDataset(Dataset):
 
 
 # ---------------------------------------------------------------- pictures of samples
+
+def _normalized_points(points: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Pixel (x, y) points -> the flat [-1, 1] layout of a regression batch (image corners at +-1)."""
+    scale = torch.tensor([width, height], dtype=torch.float32)
+    return (points.float() / scale * 2 - 1).reshape(-1)
+
 
 def _picture(x: torch.Tensor, y: torch.Tensor, dataset: _ItemDataset) -> np.ndarray:
     """HWC uint8 of one (x, y) sample, with its mask blended in or its points drawn as dots."""
