@@ -347,11 +347,14 @@ class Policy:
     start: tuple[int, str] | None = None    # (layer index, view name) to go to first
     max_cost: float = 2.0         # label a review only if (label + drops) / items labeled <= this
     explore_lassos: int = 2
-    train_at: tuple[float, ...] = (0.3, 0.6)
+    first_train: float = 0.08     # train once this share of the items is labeled...
+    retrain_every: float = 0.08   # ...and again after each further share
+    predicted: bool = True        # after training, lasso around the label anchors of the Predicted view
+    review_size: int = 40         # images lassoed there at first (grows while reviews stay pure)
 
 
 ANNOTATOR = Policy("annotator")
-ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, start=(-1, "UMAP"))
+ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, predicted=False, start=(-1, "UMAP"))
 
 
 @dataclass
@@ -398,7 +401,10 @@ class Annotator:
         self.checks: list[tuple[float, bool]] = []     # (confidence, right) of predictions seen in reviews
         self._accepted = False
         self._expected_errors = 0.0
-        self._trained = 0
+        self._trained_at = -1                           # labeled items when the model was last trained
+        self._feature_view: tuple[str, str] | None = None
+        self._failed_lassos = 0                          # Predicted-view lassos in a row that labeled nothing
+        self._review_size = policy.review_size
         self._mixed: set[int] = set()
         self._atlas: tuple | None = None
         self._tried: set[int] = set()                  # regions of the current atlas lassoed already
@@ -428,7 +434,11 @@ class Annotator:
         while not self._done():
             if self.policy.train:
                 self.maybe_train()
-            if not self.lasso_step():
+            if self.session.view.name == "Predicted":
+                if not self.predicted_step():
+                    self._leave_predicted()
+                    continue
+            elif not self.lasso_step():
                 break
             since_check += 1
             if since_check % 20 == 0:
@@ -466,24 +476,77 @@ class Annotator:
         self.goto(self.session.layers.index(layer), [v.name for v in self.session.views].index(view))
 
     def maybe_train(self) -> None:
-        """Train at set points; the estimate only decides whether training goes on (it is optimistic:
-        cross-validated on the items labeled so far, the easy ones)."""
-        fraction = self.labeled_fraction()
-        due = [at for at in self.policy.train_at if at <= fraction]
-        if len(due) <= self._trained:
+        """Train when the first share of items is labeled and after each further share; then go to the
+        Predicted view. The model's cross-validated estimate is optimistic early (the labels so far are
+        the easy cluster cores), so what counts is how often its predictions match what reviews show."""
+        labeled = int(self.labeled_fraction() * len(self.session.rows))
+        n = len(self.session.rows)
+        if self._trained_at < 0:
+            due = labeled >= self.policy.first_train * n
+        else:
+            due = labeled - self._trained_at >= self.policy.retrain_every * n
+        if not due:
             self.maybe_accept()
             return
-        self._trained = len(due)
         counts = self.session.store.counts()
-        if sum(n >= 2 for n in counts.values()) < 2 or min(counts.values()) < 2:
+        if sum(c >= 2 for c in counts.values()) < 2 or min(counts.values()) < 2:
             return
+        self._trained_at = labeled
         if len(self.trains) >= 2 and all(t["agreement"] < MODEL_BELIEF_MIN for t in self.trains[-2:]):
             return                                        # twice no good: this model cannot see the task
         report = self.desk.train()
-        self.checks, self._accepted = [], False
+        self.checks, self._accepted, self._mixed = [], False, set()
         self.trains.append({"labeled": report.n_labeled, "estimate": round(report.accuracy, 3), "agreement": 1.0,
                             "accepted": 0, "threshold": None})
         self.progress(f"{self.policy.name}: trained on {report.n_labeled}: {report.summary()}")
+        self._failed_lassos = 0
+        if self.policy.predicted and self.session.view.name != "Predicted":
+            self._feature_view = self.key
+            self.goto(self.session.layer_index, [v.name for v in self.session.views].index("Predicted"))
+
+    def _leave_predicted(self) -> None:
+        """Nothing pure is left around the anchors: back to lassos in the best feature view until the
+        next training moves the map."""
+        out = self.outcomes[self.key]
+        self.progress(f"{self.policy.name}: leaving the Predicted view after {out.lassos} lassos there "
+                      f"(purity {out.purity:.2f}, {out.labeled} labeled for {out.actions} actions)")
+        self._go_key(self._feature_view or self.key)
+
+    def predicted_step(self) -> bool:
+        """In the Predicted view: lasso the unlabeled images closest to one label's anchor (the model
+        is surest of them), the label whose nearest ones sit closest; review; resize the next lasso
+        by how pure this one was. False when no anchor has anything near it worth a lasso."""
+        screen = read_screen(self.session, use_colours=False)
+        free = np.flatnonzero((screen.label < 0) & ~np.isin(self.session.rows, list(self._mixed)))
+        classes = self.session.predictions()[0]
+        if len(free) < 2 or not self.trains or self.trains[-1]["agreement"] < MODEL_BELIEF_MIN:
+            self.progress(f"{self.policy.name}: Predicted view: {len(free)} free, model agreement "
+                          f"{self.trains[-1]['agreement'] if self.trains else None}")
+            return False
+        angles = np.pi / 2 - 2 * np.pi * np.arange(len(classes)) / len(classes)    # where the labels' piles sit
+        anchors = np.column_stack([np.cos(angles), np.sin(angles)])
+        size = min(self._review_size, len(free))
+        best = None
+        for anchor in anchors:
+            dist = np.linalg.norm(screen.xy[free] - anchor, axis=1)
+            near = np.argsort(dist)[:size]
+            if best is None or dist[near].mean() < best[0]:
+                best = (dist[near].mean(), free[near])
+        if best[0] > 0.6:                                 # the nearest ones are far from every label
+            self.progress(f"{self.policy.name}: Predicted view: nothing near a label (mean distance {best[0]:.2f})")
+            return False
+        labeled = screen.label >= 0
+        polygon = outline(screen.xy, best[1], labeled, _spacing(screen.xy))
+        ids = self.desk.lasso(polygon)
+        before = self.outcomes[self.key].labeled
+        self.review(ids, screen)
+        got = self.outcomes[self.key].labeled - before
+        row = {int(i): k for k, i in enumerate(self.session.rows)}
+        purity = got / max(1, sum(screen.label[row[i]] < 0 for i in ids))
+        grow = 1.3 if purity >= 0.93 else 0.7 if purity < 0.8 else 1.0
+        self._review_size = int(np.clip(self._review_size * grow, 6, 120))
+        self._failed_lassos = 0 if got else self._failed_lassos + 1
+        return self._failed_lassos < 3
 
     @property
     def model_weight(self) -> float:

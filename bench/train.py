@@ -5,8 +5,13 @@ augmentation parameters (flip, rotate 10, zoom 1.1, warp 0.2, lighting 0.2), bac
 (torchvision mobilenet_v2 with the same IMAGENET1K_V1 weights, loaded offline), three layer
 groups (features[:7], features[7:], head), and the fine-tune schedule of `labeler train`:
 one-cycle 1 epoch with the body frozen at lr, then unfreeze and one-cycle N epochs at
-slice(lr/200, lr/2), pct_start 0.25 in both stages. The final metric of both is computed with
-this engine's own metric functions on each side's validation predictions.
+slice(lr/200, lr/2), pct_start 0.25 in both stages, and the same label smoothing (fastai's
+LabelSmoothingCrossEntropyFlat) when --label-smoothing is given. The final metric of both is
+computed with this engine's own metric functions on each side's validation predictions.
+
+For the classifier two planning baselines run in the same script on the same split: fastai's
+`fine_tune(3)` at 128 px with its defaults (vision_learner, lr 2e-3; --planning-epochs), and a
+logistic regression on cached features (last layer; all layers).
 
 Tasks:
   classify  ../shared/data/cifar10 (folder per class), seeded 80/20 random split, accuracy
@@ -21,6 +26,7 @@ Time = build the data + create the model + the whole fine-tune + the final valid
 
     .venv/bin/python bench/train.py --size 96 --epochs 1 --subset 1000 --tasks classify
     .venv/bin/python bench/train.py [--data ../shared/data] [--size 224] [--epochs 3] [--json]
+    .venv/bin/python bench/train.py --tasks classify --size 160 --epochs 12 --label-smoothing 0.1
 """
 from __future__ import annotations
 
@@ -99,7 +105,8 @@ def run_ours(task: str, folder: Path, train: list[str], valid: list[str], args) 
                       size=args.size, batch_size=args.batch_size, backbone=BACKBONE, augment=True,
                       workers=args.workers, seed=args.seed)
     torch.manual_seed(args.seed)
-    learner = Learner(data, create_model(data.task, BACKBONE, data.n_out))
+    task_obj = task_for(data, label_smoothing=args.label_smoothing)
+    learner = Learner(data, create_model(data.task, BACKBONE, data.n_out), task=task_obj)
     lr = args.lr
     learner.freeze()
     learner.fit_one_cycle(1, lr)
@@ -108,12 +115,15 @@ def run_ours(task: str, folder: Path, train: list[str], valid: list[str], args) 
     if args.epochs:
         learner.fit_one_cycle(args.epochs, slice(lr / 100, lr))
     metrics = learner.validate()
-    return {"metrics": {k: float(v) for k, v in metrics.items()}, "time_s": time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    if task == "classify":
+        metrics["accuracy_tta"] = learner.validate(tta=True)["accuracy"]
+    return {"metrics": {k: float(v) for k, v in metrics.items()}, "time_s": seconds,
             "train": len(data.items_train), "valid": len(data.items_valid)}
 
 
 def run_fastai(task: str, folder: Path, train: list[str], valid: list[str], args, state_dict: dict) -> dict:
-    from fastai.losses import CrossEntropyLossFlat
+    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
     from fastai.vision.all import (CategoryBlock, DataBlock, FuncSplitter, ImageBlock, MaskBlock, Normalize,
                                    Resize, aug_transforms, imagenet_stats, model_meta, parent_label,
                                    unet_learner, vision_learner)
@@ -132,7 +142,8 @@ def run_fastai(task: str, folder: Path, train: list[str], valid: list[str], args
         block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=parent_label, **common)
         dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
         torch.manual_seed(args.seed)
-        learn = vision_learner(dls, arch, pretrained=True, normalize=False)
+        loss = LabelSmoothingCrossEntropyFlat(eps=args.label_smoothing) if args.label_smoothing else None
+        learn = vision_learner(dls, arch, pretrained=True, normalize=False, loss_func=loss)
     else:
         codes = (folder / "codes.txt").read_text(encoding="utf-8").split()
         to_mask = mask_of(folder)
@@ -156,6 +167,30 @@ def run_fastai(task: str, folder: Path, train: list[str], valid: list[str], args
     metrics = engine_task.metrics(outputs, torch.as_tensor(targets).long())
     return {"metrics": {k: float(v) for k, v in metrics.items()}, "time_s": time.perf_counter() - start,
             "train": len(dls.train_ds), "valid": len(dls.valid_ds)}
+
+
+def run_fastai_planning(folder: Path, train: list[str], valid: list[str], args, state_dict: dict) -> dict:
+    """The planning baseline as a fastai user writes it: vision_learner and fine_tune(N) at 128 px with
+    fastai's own defaults (its augmentations, lr 2e-3), on the same split and weights."""
+    from fastai.vision.all import (CategoryBlock, DataBlock, FuncSplitter, ImageBlock, Resize, aug_transforms,
+                                   imagenet_stats, model_meta, parent_label, vision_learner)
+    start = time.perf_counter()
+    paths = [folder / item for item in train + valid]
+    valid_paths = {folder / item for item in valid}
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: paths, get_y=parent_label,
+                      splitter=FuncSplitter(lambda p: p in valid_paths), item_tfms=Resize(128),
+                      batch_tfms=aug_transforms())
+    dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
+    arch = mobilenet_with_weights(state_dict)
+    model_meta[arch] = {"cut": lambda m: m.features, "split": three_groups, "stats": imagenet_stats}
+    torch.manual_seed(args.seed)
+    learn = vision_learner(dls, arch, pretrained=True)
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(args.planning_epochs)
+        probs, targets = learn.get_preds(dl=dls.valid)
+    accuracy = float((probs.argmax(1) == torch.as_tensor(targets)).float().mean())
+    return {"metrics": {"accuracy": accuracy}, "time_s": time.perf_counter() - start,
+            "settings": f"fine_tune({args.planning_epochs}) at 128 px, fastai defaults"}
 
 
 def run_linear_probe(folder: Path, train: list[str], valid: list[str], args) -> dict:
@@ -205,6 +240,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="classifier, both sides (e.g. 0.1)")
+    parser.add_argument("--planning-epochs", type=int, default=3,
+                        help="epochs of the fastai fine_tune planning baseline at 128 px (0: skip it)")
     parser.add_argument("--void", type=int, default=11, help="CamVid void code")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -238,13 +276,18 @@ def main(argv=None) -> int:
             except Exception as err:  # noqa: BLE001
                 traceback.print_exc()
                 row["fastai"] = {"error": f"{type(err).__name__}: {err}"}
+        if task == "classify" and args.planning_epochs and not fastai_reason:
+            row["planning"] = run_fastai_planning(folders[task], train, valid, args, state_dict)
+            print(f"[{task}] fastai planning baseline {row['planning']['metrics']} in "
+                  f"{row['planning']['time_s']:.1f}s", file=sys.stderr, flush=True)
         if task == "classify":
             row["probe"] = run_linear_probe(folders[task], train, valid, args)
             print(f"[{task}] linear probe {row['probe']['metrics']} in {row['probe']['time_s']:.1f}s",
                   file=sys.stderr, flush=True)
         rows.append(row)
 
-    settings = {k: getattr(args, k) for k in ("size", "epochs", "subset", "lr", "batch_size", "workers", "seed")}
+    settings = {k: getattr(args, k) for k in ("size", "epochs", "subset", "lr", "batch_size", "workers", "seed",
+                                              "label_smoothing")}
     if args.json:
         print(json.dumps({"settings": settings, "fastai_version": fastai_version,
                           "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
@@ -265,6 +308,11 @@ def main(argv=None) -> int:
               f"{ours['time_s']:.1f} | {fa_t} | {ratio} |")
     print("\ntime ratio = ours / fastai (below 1: ours faster).")
     for row in rows:
+        if "accuracy_tta" in row["ours"]["metrics"]:
+            print(f"{row['task']}: ours with flip test-time augmentation: {row['ours']['metrics']['accuracy_tta']:.4f}")
+        if "planning" in row:
+            print(f"{row['task']}: fastai {row['planning']['settings']}: {row['planning']['metrics']['accuracy']:.4f} "
+                  f"in {row['planning']['time_s']:.1f} s")
         if "probe" in row:
             probe = row["probe"]
             print(f"{row['task']}: logistic regression on cached features of the same train split (160 px): "

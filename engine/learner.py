@@ -64,12 +64,24 @@ class Task:
         """The model's output on a mirrored image, mapped back to the original; None: no flip TTA."""
         return pred
 
+    @property
+    def can_unflip(self) -> bool:
+        """Whether flip test-time augmentation applies (`unflip` maps a mirrored output back)."""
+        return True
+
 
 class ClassifyTask(Task):
+    """Cross-entropy, optionally with label smoothing (the target keeps 1 - eps, the rest is spread)."""
+
     name = "classify"
 
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0 <= label_smoothing < 1:
+            raise LearnerError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        self.label_smoothing = label_smoothing
+
     def loss(self, pred, target):
-        return F.cross_entropy(pred, target)
+        return F.cross_entropy(pred, target, label_smoothing=self.label_smoothing)
 
     def activation(self, pred):
         return pred.softmax(dim=1)
@@ -88,6 +100,9 @@ class ClassifyTask(Task):
         best = int(np.argmax(probs))
         return {"label": labels[best] if labels else best,
                 "probabilities": dict(zip(labels or range(len(probs)), probs))}
+
+    def config(self):
+        return {"label_smoothing": self.label_smoothing}
 
 
 class MultiLabelTask(Task):
@@ -178,6 +193,10 @@ class RegressTask(Task):
             return None
         return pred * torch.tensor([-1.0, 1.0], dtype=pred.dtype, device=pred.device)
 
+    @property
+    def can_unflip(self) -> bool:
+        return self.points == 1
+
     def baseline(self, train_targets, valid_targets):
         """Always the training mean of every coordinate."""
         return self.metrics(train_targets.float().mean(0).expand(len(valid_targets), -1), valid_targets)
@@ -197,13 +216,16 @@ class RegressTask(Task):
 TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, MultiLabelTask, SegmentTask, RegressTask)}
 
 
-def task_for(data) -> Task:
-    """The task object for a TaskData (by `data.task`), configured from its attributes."""
+def task_for(data, label_smoothing: float = 0.0, loss: str = "mse") -> Task:
+    """The task object for a TaskData (by `data.task`), configured from its attributes.
+
+    `label_smoothing` applies to single-label classifiers, `loss` ("mse" or "l1") to regression.
+    """
     factories = {
-        "classify": lambda: ClassifyTask(),
+        "classify": lambda: ClassifyTask(label_smoothing),
         "multilabel": lambda: MultiLabelTask(),
         "segment": lambda: SegmentTask(data.void_code, data.n_out),
-        "regress": lambda: RegressTask(data.size, points=getattr(data, "points", 0)),
+        "regress": lambda: RegressTask(data.size, loss=loss, points=getattr(data, "points", 0)),
     }
     if data.task not in factories:
         raise LearnerError(f"Unknown task {data.task!r}. Choose one of: {', '.join(factories)}.")

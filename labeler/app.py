@@ -334,7 +334,7 @@ class LabelApp(pn.viewable.Viewer):
 
     def _after_change(self) -> None:
         self.session.refresh_rows()
-        if self.session.view.supervised or len(self.session.rows) != len(self._map_source.data["id"]):
+        if self.session.view.follows_labels or len(self.session.rows) != len(self._map_source.data["id"]):
             self._guard(self._redraw)
         else:
             self._recolour()
@@ -367,8 +367,12 @@ class LabelApp(pn.viewable.Viewer):
                        for name, v in report.per_label.items())
         self._report.object = (f"<b>{report.summary()}</b><table><tr><th>label</th><th>n</th><th>precision</th>"
                                f"<th>recall</th></tr>{rows}</table>")
-        self._show("Trained. Unlabeled images now show the predicted label (paler).", "success")
-        self._recolour()
+        self._show("Trained. Unlabeled images now show the predicted label (paler); the view list now offers "
+                   "Predicted, which places them between the labels by the model's probabilities.", "success")
+        if self.session.view.follows_labels:
+            self._guard(self._redraw)
+        else:
+            self._recolour()
 
     def _on_accept(self, event=None) -> None:
         count = self._guard(self.session.accept, float(self._threshold.value))

@@ -34,12 +34,20 @@ class View:
     def supervised(self) -> bool:
         return bool(self.labels)
 
+    @property
+    def follows_labels(self) -> bool:
+        """Positions move when labels (or the model's predictions) change: redraw after labeling."""
+        return self.supervised or self.method == "predicted"
+
 
 BASE_VIEWS = (
     View("PCA 1-2", "pca", (("components", (0, 1)),)),
     View("UMAP", "umap"),
     View("PCA 3-4", "pca", (("components", (2, 3)),)),
 )
+# Offered once a model has predicted: each label owns a point on a circle, unlabeled images sit
+# between the labels by the predicted probabilities, labeled ones just outside (engine class_layout).
+PREDICTED_VIEW = View("Predicted", "predicted")
 
 
 @dataclass
@@ -81,6 +89,8 @@ class Session:
         self._coords: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self.refresh_rows()
+        if self.predictions() is not None:
+            self.views.append(PREDICTED_VIEW)
 
     # -- what is on the map -----------------------------------------------------------------
     def refresh_rows(self) -> None:
@@ -121,6 +131,8 @@ class Session:
         """(len(rows), 2) positions of the drawn items in a layer's view (cached on disk)."""
         from engine.projection import cached_projection
         layer, view = layer or self.layer, view or self.view
+        if view.method == "predicted":
+            return self._predicted_coords(layer)
         y = self._label_vector(view.labels) if view.supervised else None
         key = (layer, view, len(self.rows), self.cache.version, None if y is None else y.tobytes())
         with self._lock:
@@ -132,8 +144,27 @@ class Session:
                     key=f"{self.cfg.name}-{self.cache.size}/{layer}/{self.pooling}/v{self.cache.version}/n{len(self.rows)}")
             return self._coords[key]
 
+    def _predicted_coords(self, layer: str) -> np.ndarray:
+        """The Predicted view: labels on a circle, each unlabeled image between them by the latest
+        model's probabilities, spread locally by the layer's PCA 1-2; labeled ones outside the circle."""
+        from engine.projection import ProjectionError, class_layout
+        found = self.predictions()
+        if found is None:
+            raise ProjectionError("The Predicted view needs a trained model: press Train first.")
+        classes, ids, probs = found
+        probs_by_row = np.full((len(self.rows), len(classes)), 1.0 / len(classes), dtype=np.float32)
+        where = {int(i): k for k, i in enumerate(ids)}
+        at = np.array([where.get(int(i), -1) for i in self.rows], dtype=np.int64)
+        probs_by_row[at >= 0] = probs[at[at >= 0]]
+        names, labels = self.human_labels()
+        index = {name: k for k, name in enumerate(classes)}
+        labeled = np.array([index.get(names[v], -1) if v >= 0 else -1 for v in labels[self.rows]], dtype=np.int64)
+        return class_layout(probs_by_row, self.coords(layer, BASE_VIEWS[0]), labeled)
+
     def is_ready(self, layer: str | None = None, view: View | None = None) -> bool:
         layer, view = layer or self.layer, view or self.view
+        if view.method == "predicted":
+            return self.is_ready(layer, BASE_VIEWS[0])
         y = self._label_vector(view.labels) if view.supervised else None
         return (layer, view, len(self.rows), self.cache.version, None if y is None else y.tobytes()) in self._coords
 
@@ -195,15 +226,23 @@ class Session:
 
     # -- training ------------------------------------------------------------------------
     def train(self):
-        """Fit the first model on cached features of the human labels; store predictions for every item."""
-        from engine.firstmodel import fit_first_model
+        """Fit the first model on cached features of every layer for the human labels; store predictions
+        for every drawn item."""
+        from engine.firstmodel import ColumnBlocks, fit_first_model
         names, labels = self.human_labels()
-        features = np.concatenate([self.cache.load(layer, "avg")[:] for layer in self.layers], axis=1)
+        # every layer, in the session's pooling: the grid keeps layout (which way a head turns),
+        # which a global average cannot see
+        features = ColumnBlocks(self.cache.load(layer, self.pooling) for layer in self.layers)
         model = fit_first_model(features, labels, names)
-        probs = model.predict_proba(features[self.rows])
+        step = 4096                                   # rows at a time: all layers of 100k images stay on disk
+        probs = np.concatenate([model.predict_proba(features[self.rows[start:start + step]])
+                                for start in range(0, len(self.rows), step)]) if len(self.rows) else \
+            np.zeros((0, len(names)), dtype=np.float32)
         model_id = f"first-{self.store.version}"
         self.store.set_predictions(model_id, self.rows.tolist(), names, probs)
         self.model = model
+        if PREDICTED_VIEW not in self.views:
+            self.views.append(PREDICTED_VIEW)
         return model.report
 
     def predictions(self):

@@ -43,6 +43,8 @@ def add_commands(sub, make_command) -> None:
     fit.add_argument("--freeze-epochs", type=int, default=1, help="epochs training the head only first (default 1)")
     fit.add_argument("--lr", default="auto", help="peak learning rate, or 'auto' for lr_find's suggestion")
     fit.add_argument("--loss", choices=("mse", "l1"), default="mse", help="regression loss (default mse)")
+    fit.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
+                     help="classifier: give the true class 1 - EPS and spread EPS over all (e.g. 0.1; default 0)")
     fit.add_argument("--no-augment", action="store_true")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
 
@@ -58,16 +60,18 @@ def run_train(args) -> int:
     import torch
 
     from engine import Learner, ProgressCallback, build_data, create_model
-    from engine.learner import RegressTask
+    from engine.learner import task_for
     from engine.data import discover_images
     from engine.demo import demo_folder
+    torch.manual_seed(args.seed)  # the same --seed gives the same head initialisation and batches
+    np.random.seed(args.seed)
     folder = Path(args.folder) if args.folder else demo_folder()
     items, labeler = _labels(args, folder, discover_images(folder))
     data = build_data(folder, items, _splitter(args), labeler, task=args.task, size=args.size,
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
                       workers=args.workers or 0, seed=args.seed)
     bar = tqdm(desc="training", unit="epoch", file=sys.stderr, disable=None, leave=False)
-    task = RegressTask(data.size, loss=args.loss, points=data.points) if data.task == "regress" else None
+    task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss)
     learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
     lr = _learning_rate(learner, args.lr)
@@ -81,7 +85,7 @@ def run_train(args) -> int:
     bar.close()
     summary = {"task": data.task, "train": len(data.items_train), "valid": len(data.items_valid), "lr": lr,
                "metrics": _rounded(learner.validate()), "out": str(args.out)}
-    if learner.task.unflip(torch.zeros(1, data.n_out)) is not None:
+    if learner.task.can_unflip:
         summary["metrics_tta"] = _rounded(learner.validate(tta=True))
     if (baseline := learner.baseline()) is not None:
         summary["baseline"] = _rounded(baseline)

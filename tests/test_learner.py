@@ -338,3 +338,25 @@ def test_baselines_are_the_image_blind_predictors():
     assert reg.baseline()["point_error_px"] == pytest.approx(float(expected), rel=1e-4)
     assert Learner(task_data("segment", *square_masks(8), 2, void_code=255),
                    create_model("segment", "mobilenet_v2", 2, pretrained=False)).baseline() is None
+
+
+# --- regularisation: label smoothing --------------------------------------------
+
+def test_label_smoothing_keeps_a_floor_under_the_loss_of_a_perfect_prediction():
+    from engine.learner import ClassifyTask
+    perfect = torch.tensor([[30.0, -30.0], [-30.0, 30.0]])
+    target = torch.tensor([0, 1])
+    assert ClassifyTask().loss(perfect, target).item() < 1e-6
+    smoothed = ClassifyTask(label_smoothing=0.2)
+    # the target keeps 0.9 and the other class 0.1: confident logits now cost about 0.1 * 60
+    assert smoothed.loss(perfect, target).item() == pytest.approx(0.1 * 60, rel=0.01)
+    assert smoothed.config() == {"label_smoothing": 0.2}
+    with pytest.raises(LearnerError, match="label_smoothing"):
+        ClassifyTask(label_smoothing=1.0)
+
+
+def test_tasks_say_whether_flip_tta_applies():
+    from engine.learner import ClassifyTask, MultiLabelTask, SegmentTask
+    assert ClassifyTask().can_unflip and MultiLabelTask().can_unflip and SegmentTask().can_unflip
+    assert RegressTask(32, points=1).can_unflip
+    assert not RegressTask(32, points=2).can_unflip and not RegressTask(32).can_unflip

@@ -243,3 +243,36 @@ def test_registry_names():
     assert set(PROJECTIONS) == {"pca", "umap", "lda", "supervised_umap"}
     assert SUPERVISED == {"lda", "supervised_umap"}
     assert projection.PROJECTIONS["umap"] is UMAPProjector
+
+
+# ---- class_layout: the Predicted view ---------------------------------------------------------
+
+def test_class_layout_puts_confident_items_at_their_anchor_and_labeled_ones_outside():
+    from engine.projection import class_layout
+    rng = np.random.default_rng(0)
+    probs = np.array([[0.98, 0.01, 0.01], [0.01, 0.98, 0.01], [0.01, 0.01, 0.98],
+                      [0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.98, 0.01, 0.01]])
+    local = rng.normal(size=(6, 2))
+    xy = class_layout(probs, local, labeled=np.array([-1, -1, -1, -1, -1, 2]), spread=0.0)
+    anchors = np.array([[0, 1], [np.cos(np.pi / 2 - 2 * np.pi / 3), np.sin(np.pi / 2 - 2 * np.pi / 3)],
+                        [np.cos(np.pi / 2 - 4 * np.pi / 3), np.sin(np.pi / 2 - 4 * np.pi / 3)]])
+    for row in range(3):                                    # confident: next to its own anchor
+        assert np.argmin(np.linalg.norm(anchors - xy[row], axis=1)) == row
+        assert np.linalg.norm(xy[row] - anchors[row]) < 0.05
+    assert np.allclose(xy[3], (anchors[0] + anchors[1]) / 2, atol=1e-6)   # torn between two: halfway
+    assert np.linalg.norm(xy[4]) < 1e-6                                   # no idea: the centre
+    assert np.allclose(xy[5], 1.3 * anchors[2], atol=1e-6)              # labeled: outside, at its label
+    spread = class_layout(probs, local, spread=0.06)
+    assert 0 < np.abs(spread - class_layout(probs, local, spread=0.0)).max() < 0.3
+    assert spread.dtype == np.float32
+
+
+@pytest.mark.parametrize("probs, local, message", [
+    (np.ones((3, 1)), np.zeros((3, 2)), "k >= 2"),
+    (np.full((3, 2), 0.5), np.zeros((2, 2)), "one local"),
+    (np.array([[np.nan, 1.0], [0.5, 0.5]]), np.zeros((2, 2)), "NaN"),
+])
+def test_class_layout_rejects_bad_input_with_a_message(probs, local, message):
+    from engine.projection import ProjectionError, class_layout
+    with pytest.raises(ProjectionError, match=message):
+        class_layout(probs, local)

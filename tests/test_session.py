@@ -33,3 +33,37 @@ def test_the_map_grows_as_features_arrive_and_reviews_label_only_kept_items(imag
     names, labels = session.human_labels()
     assert names == ["blob"]
     assert np.flatnonzero(labels == 0).tolist() == sorted(int(i) for i in session.rows[[0, 2, 3]])
+
+
+def test_training_offers_the_predicted_view_which_places_images_by_the_models_probabilities(image_folder):
+    project = Project(image_folder)
+    embed(project.workspace, **EMBED)
+    session = Session(project, backbone="resnet18", size=32)
+    assert "Predicted" not in [v.name for v in session.views]
+    paths = {item.id: item.path for item in project.items}
+    a = [int(i) for i in session.rows if paths[int(i)].startswith("a/")]
+    b = [int(i) for i in session.rows if paths[int(i)].startswith("b/")]
+    session.select(a[:3])
+    session.label_review("a")
+    session.select(b[:3])
+    session.label_review("b")
+    session.train()
+    names = [v.name for v in session.views]
+    assert "Predicted" in names
+    session.view_index = names.index("Predicted")
+    assert session.view.follows_labels and session.is_ready() in (True, False)
+    xy = session.coords()
+    assert xy.shape == (len(session.rows), 2) and np.isfinite(xy).all()
+    radius = np.linalg.norm(xy, axis=1)
+    labeled = np.isin(session.rows, a[:3] + b[:3])
+    assert radius[labeled].min() > radius[~labeled].max()     # done images sit outside, the rest inside
+    _, ids, probs = session.predictions()
+    row_of = {int(i): k for k, i in enumerate(session.rows)}
+    p_a = {int(i): probs[k, 0] for k, i in enumerate(ids)}
+    free = [i for i in session.rows if not labeled[row_of[int(i)]]]
+    # the more the model leans to "a" (anchor at the top), the higher the image sits
+    tops = np.array([xy[row_of[int(i)], 1] for i in free])
+    leans = np.array([p_a[int(i)] for i in free])
+    assert np.corrcoef(tops, leans)[0, 1] > 0.8
+    # a new session on the same project offers it at once (the predictions are stored)
+    assert "Predicted" in [v.name for v in Session(project, backbone="resnet18", size=32).views]
