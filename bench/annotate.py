@@ -403,7 +403,7 @@ class Annotator:
         self._expected_errors = 0.0
         self._trained_at = -1                           # labeled items when the model was last trained
         self._feature_view: tuple[str, str] | None = None
-        self._failed_lassos = 0                          # Predicted-view lassos in a row that labeled nothing
+        self._anchor_checks: dict[str, tuple[int, int]] = {}   # per label: (right, seen) in lassos at its anchor
         self._review_size = policy.review_size
         self._mixed: set[int] = set()
         self._atlas: tuple | None = None
@@ -495,11 +495,10 @@ class Annotator:
         if len(self.trains) >= 2 and all(t["agreement"] < MODEL_BELIEF_MIN for t in self.trains[-2:]):
             return                                        # twice no good: this model cannot see the task
         report = self.desk.train()
-        self.checks, self._accepted, self._mixed = [], False, set()
+        self.checks, self._accepted, self._mixed, self._anchor_checks = [], False, set(), {}
         self.trains.append({"labeled": report.n_labeled, "estimate": round(report.accuracy, 3), "agreement": 1.0,
                             "accepted": 0, "threshold": None})
         self.progress(f"{self.policy.name}: trained on {report.n_labeled}: {report.summary()}")
-        self._failed_lassos = 0
         if self.policy.predicted and self.session.view.name != "Predicted":
             self._feature_view = self.key
             self.goto(self.session.layer_index, [v.name for v in self.session.views].index("Predicted"))
@@ -513,40 +512,43 @@ class Annotator:
         self._go_key(self._feature_view or self.key)
 
     def predicted_step(self) -> bool:
-        """In the Predicted view: lasso the unlabeled images closest to one label's anchor (the model
-        is surest of them), the label whose nearest ones sit closest; review; resize the next lasso
-        by how pure this one was. False when no anchor has anything near it worth a lasso."""
+        """In the Predicted view: lasso the unlabeled images closest to one label's anchor (those the
+        model is surest of) and review them. The label is the one whose lasso should label most per
+        action, judged by how pure earlier lassos at its anchor came out (a prior of 3 in 4 before any);
+        the lasso size follows the purity. False when no anchor pays more than one item per action."""
         screen = read_screen(self.session, use_colours=False)
         free = np.flatnonzero((screen.label < 0) & ~np.isin(self.session.rows, list(self._mixed)))
         classes = self.session.predictions()[0]
-        if len(free) < 2 or not self.trains or self.trains[-1]["agreement"] < MODEL_BELIEF_MIN:
-            self.progress(f"{self.policy.name}: Predicted view: {len(free)} free, model agreement "
-                          f"{self.trains[-1]['agreement'] if self.trains else None}")
+        if len(free) < 2:
             return False
         angles = np.pi / 2 - 2 * np.pi * np.arange(len(classes)) / len(classes)    # where the labels' piles sit
         anchors = np.column_stack([np.cos(angles), np.sin(angles)])
         size = min(self._review_size, len(free))
         best = None
-        for anchor in anchors:
+        for c, anchor in enumerate(anchors):
             dist = np.linalg.norm(screen.xy[free] - anchor, axis=1)
             near = np.argsort(dist)[:size]
-            if best is None or dist[near].mean() < best[0]:
-                best = (dist[near].mean(), free[near])
-        if best[0] > 0.6:                                 # the nearest ones are far from every label
-            self.progress(f"{self.policy.name}: Predicted view: nothing near a label (mean distance {best[0]:.2f})")
+            right, seen = self._anchor_checks.get(classes[c], (0, 0))
+            purity = (right + 3) / (seen + 4)
+            rate = size * purity / (2 + size * (1 - purity)) - dist[near].mean()   # ties: the closer group
+            if best is None or rate > best[0]:
+                best = (rate, c, free[near])
+        rate, c, group = best
+        if rate < 1.0:
+            self.progress(f"{self.policy.name}: Predicted view: no label's anchor pays (best {rate:.2f} per action)")
             return False
-        labeled = screen.label >= 0
-        polygon = outline(screen.xy, best[1], labeled, _spacing(screen.xy))
+        polygon = outline(screen.xy, group, screen.label >= 0, _spacing(screen.xy))
         ids = self.desk.lasso(polygon)
-        before = self.outcomes[self.key].labeled
-        self.review(ids, screen)
-        got = self.outcomes[self.key].labeled - before
         row = {int(i): k for k, i in enumerate(self.session.rows)}
-        purity = got / max(1, sum(screen.label[row[i]] < 0 for i in ids))
+        free_ids = [i for i in ids if screen.label[row[i]] < 0]
+        truth = self.review(ids, screen)
+        right = sum(truth[i] == classes[c] for i in free_ids)
+        old_right, old_seen = self._anchor_checks.get(classes[c], (0, 0))
+        self._anchor_checks[classes[c]] = (old_right + right, old_seen + len(free_ids))
+        purity = right / max(1, len(free_ids))
         grow = 1.3 if purity >= 0.93 else 0.7 if purity < 0.8 else 1.0
         self._review_size = int(np.clip(self._review_size * grow, 6, 120))
-        self._failed_lassos = 0 if got else self._failed_lassos + 1
-        return self._failed_lassos < 3
+        return True
 
     @property
     def model_weight(self) -> float:
@@ -618,8 +620,9 @@ class Annotator:
         self.review(ids, screen)
         return True
 
-    def review(self, ids: list[int], screen: Screen) -> None:
-        """Look at the grid; keep the most common label among the unlabeled, drop the rest, label."""
+    def review(self, ids: list[int], screen: Screen) -> dict[int, str]:
+        """Look at the grid; keep the most common label among the unlabeled, drop the rest, label.
+        Returns what the grid showed (item -> true label)."""
         truth = self.oracle.look(ids)
         self.note_predictions(ids, truth, screen)
         shown = dict(zip(self.session.rows.tolist(), screen.label.tolist()))
@@ -627,7 +630,7 @@ class Annotator:
         out = self.outcomes[self.key]
         if not free:
             out.add(0, 0, 0, 1)
-            return
+            return truth
         name, gain = Counter(truth[i] for i in free).most_common(1)[0]
         drop = [i for i in ids if truth[i] != name]
         if (1 + len(drop)) / gain > self.policy.max_cost:
@@ -636,7 +639,7 @@ class Annotator:
             self._abandoned += 1
             if self._abandoned == 3:
                 self._atlas = None
-            return
+            return truth
         if self._abandoned >= 3 and len(ids) > 3:          # small lassos labeled again: back to groups
             self._atlas = None
         self._abandoned = 0 if len(ids) > 3 else self._abandoned
@@ -647,6 +650,7 @@ class Annotator:
         self.desk.label(name)
         out.add(len(free), gain, gain, 2 + len(drop))
         self.outcomes[self.key].labeled += grown
+        return truth
 
     def grow(self, name: str, purity: float, lasso_rate: float, screen: Screen) -> int:
         """Find similar while its batches label more per action than lassos do; returns items added."""

@@ -27,7 +27,8 @@ LABELER = [sys.executable, "-m", "labeler.cli"]
 # task -> (folder under data, label/split arguments, training settings, headline metric)
 RUNS = {
     "classify": ("cifar10", ["--folders", "--seed", "0"],
-                 ["--size", "160", "--freeze-epochs", "1", "--epochs", "4", "--lr", "2e-3"], "accuracy"),
+                 ["--size", "160", "--freeze-epochs", "1", "--epochs", "12", "--lr", "2e-3", "--label-smoothing", "0.1"],
+                 "accuracy"),
     "segment": ("camvid/images", ["--masks", "{data}/camvid/labels", "--mask-suffix", "_P.png",
                                   "--codes", "{data}/camvid/codes.txt", "--void", "11",
                                   "--valid-list", "{data}/camvid/valid.txt"],

@@ -46,3 +46,19 @@ def test_train_points_with_l1_loss_reports_the_mean_point_baseline(tmp_path, cap
 
     import torch
     assert torch.load(model, weights_only=True)["task_config"]["loss"] == "l1"
+
+
+def test_the_same_seed_trains_the_same_model_and_label_smoothing_travels_with_the_export(tmp_path, capsys):
+    import torch
+    folder = colour_folder(tmp_path / "images", n=32, size=32)
+    summaries = []
+    for run in ("a", "b"):
+        code = main(["train", str(folder), "--folders", "--backbone", "mobilenet_v2", "--size", "32", "--batch-size",
+                     "8", "--freeze-epochs", "1", "--epochs", "2", "--lr", "1e-3", "--label-smoothing", "0.1",
+                     "--workers", "1", "--seed", "3", "--out", str(tmp_path / f"{run}.pt"), "--json"])
+        assert code == 0
+        summaries.append(json.loads(capsys.readouterr().out))
+    assert summaries[0]["metrics"] == summaries[1]["metrics"]
+    exported = [torch.load(tmp_path / f"{run}.pt", weights_only=True) for run in ("a", "b")]
+    assert exported[0]["task_config"] == {"label_smoothing": 0.1}
+    assert all(torch.equal(exported[0]["state_dict"][k], exported[1]["state_dict"][k]) for k in exported[0]["state_dict"])

@@ -1,6 +1,7 @@
 """The whole labeling workflow in headless Chromium against `labeler serve`."""
 import csv
 import io
+import os
 import re
 
 import pytest
@@ -107,6 +108,11 @@ def test_shortcut_undo_redo_separate_view_accept_and_predictions_download(served
     # train, accept confident predictions (one undoable action), download predictions
     page.get_by_role("button", name="Train").click()
     page.get_by_text(re.compile(r"\d+% accurate \(95% interval")).wait_for(timeout=60_000)
+    # training offers the Predicted view, next after Separate; accepting there redraws it
+    page.get_by_role("button", name="view ▼").click()
+    page.get_by_text("View: Predicted").wait_for(timeout=60_000)
+    if os.environ.get("LABELER_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["LABELER_SCREENSHOTS"], "predicted_view.png"))
     page.get_by_role("button", name="Accept", exact=True).click()
     accepted = page.get_by_text(re.compile(r"Accepted \d+ predictions above 0\.90"))
     accepted.wait_for(timeout=30_000)
