@@ -472,6 +472,9 @@ def cached_projection(X: Any, method: str, params: Mapping[str, Any] | None, *,
 
 # ------------------------------------------------------------------ the model's view
 
+CLASS_LAYOUT_EXTENT = 1.5   # class_layout positions stay within [-1.5, 1.5] on both axes (at the default sizes)
+
+
 def class_layout(probs: Any, local_xy: Any, labeled: Any = None, *, spread: float = 0.06,
                  done_radius: float = 1.3) -> np.ndarray:
     """A map of what a classifier predicts: each class owns a point on a circle (its anchor).
@@ -481,7 +484,9 @@ def class_layout(probs: Any, local_xy: Any, labeled: Any = None, *, spread: floa
     when the model has no idea. Items with a label (``labeled[i] = class index``, -1 for none) are
     set aside just outside the circle beyond their label's anchor, so what is left to do stays
     inside. ``local_xy`` (e.g. PCA 1-2 of a layer) spreads items that share a position by what
-    they look like, scaled to ``spread`` (standard deviation) in the circle's units.
+    they look like, scaled to ``spread`` (standard deviation) in the circle's units. With two
+    classes the anchors sit at the top and bottom and the positions would be one line, so the
+    horizontal axis spreads the images wider (8 x ``spread``), by what they look like.
 
     probs: (n, k) rows summing to 1; local_xy: (n, 2). Returns float32 (n, 2).
     """
@@ -504,4 +509,8 @@ def class_layout(probs: Any, local_xy: Any, labeled: Any = None, *, spread: floa
         position[done] = done_radius * anchors[label[done]]
     centred = xy - xy.mean(0)
     scale = centred.std() or 1.0
-    return (position + spread * centred / scale).astype(np.float32)
+    offset = spread * centred / scale
+    if k == 2:
+        offset[:, 0] *= 8
+    limit = CLASS_LAYOUT_EXTENT
+    return np.clip(position + offset, -limit, limit).astype(np.float32)

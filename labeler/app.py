@@ -17,6 +17,7 @@ from bokeh.models import (BoxSelectTool, ColumnDataSource, Div, HoverTool, Image
                           WheelZoomTool, CustomJS)
 from bokeh.plotting import figure
 
+from engine.projection import CLASS_LAYOUT_EXTENT
 from labeler._ui import USER_ERRORS, export_to_buffer, locked, with_document_lock
 from labeler.clean_view import CleanView
 from labeler.composite import render_composite, to_data_uri
@@ -179,7 +180,7 @@ class LabelApp(pn.viewable.Viewer):
         except USER_ERRORS as err:
             self._show(str(err), "warning")
             return
-        xy = _normalize(xy)
+        xy = _normalize(xy, fixed=CLASS_LAYOUT_EXTENT if s.view.method == "predicted" else None)
         ids = s.rows
         self._xy = np.full((len(s.project.items), 2), np.nan, dtype=np.float32)
         self._xy[ids] = xy
@@ -442,8 +443,11 @@ def _plot_px(plot) -> tuple[int, int]:
         return 1000, 560
 
 
-def _normalize(xy: np.ndarray) -> np.ndarray:
-    """Scale a projection into the unit square (robust to a few far outliers)."""
+def _normalize(xy: np.ndarray, fixed: float | None = None) -> np.ndarray:
+    """Scale a projection into the unit square (robust to a few far outliers); `fixed`: the layout
+    already lies in [-fixed, fixed] on both axes, keep its shape (the Predicted view's circle)."""
+    if fixed is not None:
+        return ((xy + fixed) / (2 * fixed)).astype(np.float32)
     low, high = np.percentile(xy, 0.5, axis=0), np.percentile(xy, 99.5, axis=0)
     span = np.where(high - low > 0, high - low, 1.0)
     return ((xy - low) / span).astype(np.float32)

@@ -265,6 +265,9 @@ def test_class_layout_puts_confident_items_at_their_anchor_and_labeled_ones_outs
     spread = class_layout(probs, local, spread=0.06)
     assert 0 < np.abs(spread - class_layout(probs, local, spread=0.0)).max() < 0.3
     assert spread.dtype == np.float32
+    two = class_layout(np.array([[0.9, 0.1], [0.2, 0.8]] * 5), rng.normal(size=(10, 2)))
+    assert np.ptp(two[:, 0]) > 0.3                        # two labels: widened across, not one line
+    assert np.abs(two).max() <= 1.5                       # inside the frame the app draws
 
 
 @pytest.mark.parametrize("probs, local, message", [
