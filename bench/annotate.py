@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -354,7 +354,9 @@ class Policy:
 
 
 ANNOTATOR = Policy("annotator")
-ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, predicted=False, start=(-1, "UMAP"))
+# the common approach labels every lasso's majority, however mixed (leaving lassos unlabeled only wastes them)
+ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, predicted=False, start=(-1, "UMAP"),
+                  max_cost=float("inf"))
 
 
 @dataclass
@@ -707,6 +709,7 @@ def fresh_project(base: Workspace, name: str) -> Project:
 
 
 def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, backbone: str, size: int,
+               max_cost: float | None = None,
                goal: float = LEVELS[-1], progress=None) -> dict:
     """One policy from an empty store to `goal` labeled; the judge notes each level's actions and accuracy."""
     progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -727,7 +730,10 @@ def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, bac
             for item in order[:int(np.ceil(goal * len(order)))]:
                 desk.label_one(int(item), oracle)
         else:
-            annotator = Annotator(ANNOTATOR if name == "annotator" else ONE_VIEW, session, desk, oracle, goal, progress)
+            policy = ANNOTATOR if name == "annotator" else ONE_VIEW
+            if max_cost is not None:
+                policy = replace(policy, max_cost=max_cost)
+            annotator = Annotator(policy, session, desk, oracle, goal, progress)
             annotator.run()
             extra = {"views": {f"{k[0]} / {k[1]}": o.to_json() for k, o in annotator.outcomes.items() if o.lassos},
                      "find_similar": {k: o.to_json() for k, o in annotator.similar.items() if o.lassos},
@@ -756,9 +762,10 @@ def useful_layers(result: dict) -> list[dict]:
 
 def benchmark(folder: Path, truth_by_path: dict[str, str], workspace: Path, *, backbone: str = "mobilenet_v2",
               size: int = DEFAULT_SIZE, policies=("annotator", "one view", "one at a time"), progress=None,
-              **embed_args) -> dict:
+              max_cost: float | None = None, **embed_args) -> dict:
     base = prepare(folder, workspace, backbone, size, **embed_args)
-    results = {name: run_policy(name, base, truth_by_path, backbone=backbone, size=size, progress=progress)
+    results = {name: run_policy(name, base, truth_by_path, backbone=backbone, size=size, progress=progress,
+                                max_cost=max_cost)
                for name in policies}
     ratios = {}
     for name, result in results.items():
@@ -812,6 +819,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE)
     parser.add_argument("--policies", default="annotator,one view,one at a time",
                         help="which policies to run, comma-separated (default: all three)")
+    parser.add_argument("--max-cost", type=float, default=None,
+                        help="label a lasso's majority only while (label + drops) / labeled <= this (default: "
+                             f"{ANNOTATOR.max_cost} for the annotator, inf for one view: never leave a lasso unlabeled)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     folder = args.folder.resolve()
@@ -824,7 +834,8 @@ def main(argv=None) -> int:
         truth = truth_from_folders(paths)
     truth = {p: truth[p] for p in paths if p in truth}
     report = benchmark(folder, truth, args.workspace or _default_workspace(folder), backbone=args.backbone,
-                       size=args.size, policies=[name.strip() for name in args.policies.split(",")])
+                       size=args.size, policies=[name.strip() for name in args.policies.split(",")],
+                       max_cost=args.max_cost)
     print(json.dumps(report, indent=1) if args.json else table(report))
     return 0
 
