@@ -8,6 +8,7 @@ tell how far to trust the predictions before accepting any of them.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,7 +73,7 @@ def fit_first_model(features: np.ndarray, y: np.ndarray, classes: list[str], *, 
     X = np.asarray(features[rows], dtype=np.float32)
     target = y[rows]
     k = int(min(folds, counts.min()))
-    predicted = cross_val_predict(_pipeline(seed, len(rows) - -(-len(rows) // k), X.shape[1]), X, target,
+    predicted = cross_val_predict(_pipeline(seed, len(rows) - math.ceil(len(rows) / k), X.shape[1]), X, target,
                                   cv=StratifiedKFold(n_splits=k, shuffle=True, random_state=seed))
     report = _report(target, predicted, classes, k)
     pipeline = _pipeline(seed, len(rows), X.shape[1]).fit(X, target)
