@@ -345,7 +345,9 @@ class Policy:
     similar: bool = True          # grow a clean review with find similar when that pays
     train: bool = True            # train at a few points; accept >= 0.95 when the estimate is good
     start: tuple[int, str] | None = None    # (layer index, view name) to go to first
-    max_cost: float = 2.0         # label a review only if (label + drops) / items labeled <= this
+    # label a review only if (label + drops) / items labeled <= this; leaving mixed lassos unlabeled
+    # stalled cifar10 at 81% (4,679 actions), while labeling every majority reached 90% in 3,923
+    max_cost: float = float("inf")
     explore_lassos: int = 2
     first_train: float = 0.08     # train once this share of the items is labeled...
     retrain_every: float = 0.08   # ...and again after each further share
@@ -354,9 +356,7 @@ class Policy:
 
 
 ANNOTATOR = Policy("annotator")
-# the common approach labels every lasso's majority, however mixed (leaving lassos unlabeled only wastes them)
-ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, predicted=False, start=(-1, "UMAP"),
-                  max_cost=float("inf"))
+ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, predicted=False, start=(-1, "UMAP"))
 
 
 @dataclass
@@ -820,8 +820,8 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", default="annotator,one view,one at a time",
                         help="which policies to run, comma-separated (default: all three)")
     parser.add_argument("--max-cost", type=float, default=None,
-                        help="label a lasso's majority only while (label + drops) / labeled <= this (default: "
-                             f"{ANNOTATOR.max_cost} for the annotator, inf for one view: never leave a lasso unlabeled)")
+                        help="label a lasso's majority only while (label + drops) / labeled <= this "
+                             "(default inf: never leave a lasso unlabeled; 2 was the earlier rule)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     folder = args.folder.resolve()
