@@ -570,25 +570,38 @@ class Annotator:
             self.trains[-1]["agreement"] = round(float(np.mean([ok for _, ok in self.checks])), 3)
 
     def maybe_accept(self) -> None:
-        """Accept at the lowest confidence whose reviewed precision keeps the expected errors in budget."""
+        """Accept at the lowest confidence whose expected wrong acceptances stay in budget.
+
+        Reviewed predictions are mostly the model's surest (lassos next to an anchor), so one
+        precision over everything above a threshold flatters it. Precision is judged per band of
+        confidence instead ([t, next threshold), ...), each band from the reviewed predictions that
+        fell in it (its 95% lower bound), and weighed by how many unlabeled images each band holds.
+        """
         if not self.trains or self._accepted or len(self.checks) < 3 * MIN_CHECKS:
             return
         screen = read_screen(self.session, use_colours=False)
         free = screen.label < 0
-        for threshold in ACCEPT_THRESHOLDS:
-            seen = [ok for conf, ok in self.checks if conf >= threshold]
-            if len(seen) < MIN_CHECKS:
-                continue
-            low, _ = wilson_interval(float(np.mean(seen)), len(seen))
-            count = int((free & (screen.confidence >= threshold)).sum())
-            if low >= ACCEPT_MIN_PRECISION and \
-                    self._expected_errors + count * (1 - low) <= ERROR_BUDGET * len(screen.label):
+        edges = list(ACCEPT_THRESHOLDS) + [1.01]
+        bands = []                                          # (low edge, images, lower bound of precision)
+        for low_edge, high_edge in zip(edges, edges[1:]):
+            seen = [ok for conf, ok in self.checks if low_edge <= conf < high_edge]
+            count = int((free & (screen.confidence >= low_edge) & (screen.confidence < high_edge)).sum())
+            low = wilson_interval(float(np.mean(seen)), len(seen))[0] if len(seen) >= MIN_CHECKS else None
+            bands.append((low_edge, count, low))
+        for k, (threshold, _, _) in enumerate(bands):
+            above = bands[k:]
+            if any(low is None and count for _, count, low in above):
+                continue                                    # a band with images but too few reviews
+            errors = sum(count * (1 - low) for _, count, low in above if count)
+            precision = [low for _, count, low in above if count]
+            if precision and min(precision) >= ACCEPT_MIN_PRECISION and \
+                    self._expected_errors + errors <= ERROR_BUDGET * len(screen.label):
                 self._accepted = True
-                self._expected_errors += count * (1 - low)
+                self._expected_errors += errors
                 accepted = self.desk.accept(threshold)
                 self.trains[-1].update(accepted=accepted, threshold=threshold)
-                self.progress(f"{self.policy.name}: accepted {accepted} at >= {threshold} "
-                              f"(reviewed precision {np.mean(seen):.2f} over {len(seen)})")
+                self.progress(f"{self.policy.name}: accepted {accepted} at >= {threshold} (expected wrong "
+                              f"{errors:.0f}; per-band precision at least {min(precision):.2f})")
                 return
 
     # -- one lasso ---------------------------------------------------------------------------------
@@ -652,7 +665,27 @@ class Annotator:
         self.desk.label(name)
         out.add(len(free), gain, gain, 2 + len(drop))
         self.outcomes[self.key].labeled += grown
+        self.label_rest(out)
         return truth
+
+    def label_rest(self, out: Outcome) -> None:
+        """The images dropped before labeling stay selected: label their own majority while that costs
+        no more than one action per image (its drops plus the label click), as one at a time would."""
+        while self.session.review.ids:
+            rest = list(self.session.review.ids)
+            truth = self.oracle.look(rest)
+            _, labels = self.session.human_labels()
+            free = [i for i in rest if labels[i] < 0]
+            if not free:
+                return
+            name, gain = Counter(truth[i] for i in free).most_common(1)[0]
+            drop = [i for i in rest if truth[i] != name]
+            if 1 + len(drop) > gain:
+                return
+            for item in drop:
+                self.desk.drop(item)
+            self.desk.label(name)
+            out.add(len(free), gain, gain, 1 + len(drop))
 
     def grow(self, name: str, purity: float, lasso_rate: float, screen: Screen) -> int:
         """Find similar while its batches label more per action than lassos do; returns items added."""

@@ -315,8 +315,11 @@ class LabelApp(pn.viewable.Viewer):
     def _label(self, name: str) -> None:
         count = self._guard(self.session.label_review, name)
         if count:
-            self._show(f"Labeled {count} images “{name}”.", "success")
-            self._set_selection([])
+            rest = self.session.review.ids
+            self._show(f"Labeled {count} images “{name}”." + (
+                f" The {len(rest)} you dropped stay selected: label them, drop more, or lasso anew."
+                if rest else ""), "success")
+            self._set_selection(rest)
             self._after_change()
         elif count == 0:
             self._show("Select images first (lasso or box on the map).", "warning")

@@ -192,12 +192,16 @@ class Session:
         return self.review
 
     def label_review(self, name: str) -> int:
-        """Label every kept item of the review with `name` (one undoable action); returns how many."""
+        """Label every kept item of the review with `name` (one undoable action); returns how many.
+
+        The items dropped from the review stay in it, as the next selection: the odd ones out of
+        one label are often a group of their own, labeled with the next click.
+        """
         kept = self.review.kept
         if not kept:
             return 0
         self.store.assign(kept, name.strip(), source="human")
-        self.review = Review()
+        self.review = Review(ids=[i for i in self.review.ids if i in self.review.dropped])
         return len(kept)
 
     def find_similar(self, k: int = 50) -> Review:

@@ -67,3 +67,19 @@ def test_training_offers_the_predicted_view_which_places_images_by_the_models_pr
     assert np.corrcoef(tops, leans)[0, 1] > 0.8
     # a new session on the same project offers it at once (the predictions are stored)
     assert "Predicted" in [v.name for v in Session(project, backbone="resnet18", size=32).views]
+
+
+def test_images_dropped_from_a_review_stay_selected_for_their_own_label(image_folder):
+    project = Project(image_folder)
+    embed(project.workspace, **EMBED)
+    session = Session(project, backbone="resnet18", size=32)
+    ids = [int(i) for i in session.rows[:5]]
+    review = session.select(ids)
+    review.toggle(ids[1])
+    review.toggle(ids[3])
+    assert session.label_review("a") == 3
+    assert session.review.ids == [ids[1], ids[3]] and not session.review.dropped
+    assert session.label_review("b") == 2                    # one more click labels the odd ones out
+    assert session.review.ids == []
+    names, labels = session.human_labels()
+    assert [names[labels[i]] for i in ids] == ["a", "b", "a", "b", "a"]
