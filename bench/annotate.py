@@ -12,8 +12,10 @@ cross-validated estimate.
 Three policies run on the same folder, each in a fresh label store beside the shared feature cache:
   annotator       tries every layer (PCA 1-2 and UMAP), keeps the views whose lassos came out purest,
                   lassos regions the map's colours and the model's predictions suggest are pure, drops
-                  the odd ones out, uses find similar and "Separate" when they pay, trains and accepts
-                  predictions at >= 0.95 when the cross-validated estimate says the model is good.
+                  the odd ones out (who stay selected for their own label), uses find similar when it
+                  pays, trains at each further 8% labeled and then lassos next to the label anchors of
+                  the Predicted view; accepts predictions only when every confidence band holding
+                  unlabeled images has enough reviewed precision (maybe_accept).
   one view        UMAP of the last layer only: lasso, drop, label (no layer switching, no find
                   similar, no training).
   one at a time   one action per image.
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import Workspace, embed  # noqa: E402
 from engine.embedding import DEFAULT_SIZE  # noqa: E402
 from engine.firstmodel import wilson_interval  # noqa: E402
+from engine.projection import class_anchors  # noqa: E402
 from labeler.project import Project  # noqa: E402
 from labeler.session import Session  # noqa: E402
 
@@ -228,15 +231,12 @@ def read_screen(session: Session, model_weight: float = 0.0, use_colours: bool =
     xy = session.coords()
     belief = colour_belief(xy, label, len(names)) if use_colours else np.full((len(xy), len(names) + 1), np.nan)
     predicted, confidence = np.full(len(xy), -1), np.zeros(len(xy))
-    found = session.predictions()
+    found = session.row_predictions()
     if found is not None:
-        classes, ids, probs = found
+        classes, probs, has = found
         model = np.zeros((len(xy), len(names) + 1))
-        where = {int(i): k for k, i in enumerate(ids)}
-        at = np.array([where.get(int(i), -1) for i in session.rows])
-        has = at >= 0
         for c, name in enumerate(classes):
-            model[has, names.index(name)] = probs[at[has], c]
+            model[has, names.index(name)] = probs[has, c]
         predicted[has] = model[has].argmax(1)
         confidence[has] = model[has].max(1)
         if use_colours and model_weight > 0:
@@ -343,7 +343,7 @@ class Policy:
     name: str
     explore: bool = True          # try PCA 1-2 and UMAP of every layer, keep the purest
     similar: bool = True          # grow a clean review with find similar when that pays
-    train: bool = True            # train at a few points; accept >= 0.95 when the estimate is good
+    train: bool = True            # train at first_train, then each retrain_every; accept by maybe_accept
     start: tuple[int, str] | None = None    # (layer index, view name) to go to first
     # label a review only if (label + drops) / items labeled <= this; leaving mixed lassos unlabeled
     # stalled cifar10 at 81% (4,679 actions), while labeling every majority reached 90% in 3,923
@@ -368,22 +368,15 @@ class Outcome:
     majority: int = 0
     labeled: int = 0
     actions: int = 0
-    recent: list = field(default_factory=list)
 
     def add(self, free: int, majority: int, labeled: int, actions: int) -> None:
         self.lassos += 1
         self.free, self.majority, self.labeled, self.actions = (self.free + free, self.majority + majority,
                                                                 self.labeled + labeled, self.actions + actions)
-        self.recent = (self.recent + [(labeled, actions)])[-8:]
 
     @property
     def purity(self) -> float:
         return self.majority / max(1, self.free)
-
-    @property
-    def rate(self) -> float:
-        """Items labeled per action over the last few lassos."""
-        return sum(r[0] for r in self.recent) / max(1, sum(r[1] for r in self.recent))
 
     def to_json(self) -> dict:
         return {"lassos": self.lassos, "purity": round(self.purity, 3), "labeled": self.labeled,
@@ -523,8 +516,7 @@ class Annotator:
         classes = self.session.predictions()[0]
         if len(free) < 2:
             return False
-        angles = np.pi / 2 - 2 * np.pi * np.arange(len(classes)) / len(classes)    # where the labels' piles sit
-        anchors = np.column_stack([np.cos(angles), np.sin(angles)])
+        anchors = class_anchors(len(classes))               # where the labels' piles sit
         size = min(self._review_size, len(free))
         best = None
         for c, anchor in enumerate(anchors):

@@ -180,11 +180,6 @@ def _cleanlab_rank(labels: np.ndarray, pred_probs: np.ndarray, multi: bool, meth
 
 # ---- duplicates ------------------------------------------------------------------------------
 
-def file_sha1(path) -> str:
-    """The sha1 of a file's bytes; raises ImageReadError when it cannot be read."""
-    return hashlib.sha1(read_image_bytes(path)).hexdigest()
-
-
 def duplicate_rows(matrices: Sequence, weights: Sequence[float] | None = None) -> np.ndarray:
     """Unit rows whose dot products are the weighted mean of the cosine similarities in each matrix.
 

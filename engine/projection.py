@@ -475,6 +475,12 @@ def cached_projection(X: Any, method: str, params: Mapping[str, Any] | None, *,
 CLASS_LAYOUT_EXTENT = 1.5   # class_layout positions stay within [-1.5, 1.5] on both axes (at the default sizes)
 
 
+def class_anchors(k: int) -> np.ndarray:
+    """(k, 2) points on the unit circle where class_layout puts each class: the first at the top, clockwise."""
+    angles = np.pi / 2 - 2 * np.pi * np.arange(k) / k
+    return np.column_stack([np.cos(angles), np.sin(angles)])
+
+
 def class_layout(probs: Any, local_xy: Any, labeled: Any = None, *, spread: float = 0.06,
                  done_radius: float = 1.3) -> np.ndarray:
     """A map of what a classifier predicts: each class owns a point on a circle (its anchor).
@@ -499,8 +505,7 @@ def class_layout(probs: Any, local_xy: Any, labeled: Any = None, *, spread: floa
     if not np.isfinite(p).all() or not np.isfinite(xy).all():
         raise ProjectionError("class_layout got NaN or inf probabilities or positions.")
     k = p.shape[1]
-    angles = np.pi / 2 - 2 * np.pi * np.arange(k) / k            # the first class at the top, then clockwise
-    anchors = np.column_stack([np.cos(angles), np.sin(angles)])
+    anchors = class_anchors(k)
     total = p.sum(1, keepdims=True)
     position = (p / np.where(total > 0, total, 1)) @ anchors
     if labeled is not None:

@@ -373,10 +373,7 @@ class LabelApp(pn.viewable.Viewer):
                                f"<th>recall</th></tr>{rows}</table>")
         self._show("Trained. Unlabeled images now show the predicted label (paler); the view list now offers "
                    "Predicted, which places them between the labels by the model's probabilities.", "success")
-        if self.session.view.follows_labels:
-            self._guard(self._redraw)
-        else:
-            self._recolour()
+        self._after_change()
 
     def _on_accept(self, event=None) -> None:
         count = self._guard(self.session.accept, float(self._threshold.value))

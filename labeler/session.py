@@ -148,17 +148,16 @@ class Session:
         """The Predicted view: labels on a circle, each unlabeled image between them by the latest
         model's probabilities, spread locally by the layer's PCA 1-2; labeled ones outside the circle."""
         from engine.projection import ProjectionError, class_layout
-        found = self.predictions()
+        found = self.row_predictions()
         if found is None:
             raise ProjectionError("The Predicted view needs a trained model: press Train first.")
-        classes, ids, probs = found
-        probs_by_row = np.full((len(self.rows), len(classes)), 1.0 / len(classes), dtype=np.float32)
-        where = {int(i): k for k, i in enumerate(ids)}
-        at = np.array([where.get(int(i), -1) for i in self.rows], dtype=np.int64)
-        probs_by_row[at >= 0] = probs[at[at >= 0]]
+        classes, probs_by_row, has = found
+        probs_by_row[~has] = 1.0 / len(classes)               # not predicted yet (newer images): the centre
         names, labels = self.human_labels()
         index = {name: k for k, name in enumerate(classes)}
-        labeled = np.array([index.get(names[v], -1) if v >= 0 else -1 for v in labels[self.rows]], dtype=np.int64)
+        # label index -> class index of the model (-1: a label it never saw); the final -1 maps "unlabeled"
+        to_class = np.array([index.get(name, -1) for name in names] + [-1], dtype=np.int64)
+        labeled = to_class[labels[self.rows]]
         return class_layout(probs_by_row, self.coords(layer, BASE_VIEWS[0]), labeled)
 
     def is_ready(self, layer: str | None = None, view: View | None = None) -> bool:
@@ -256,6 +255,20 @@ class Session:
             return None
         _, classes, ids, probs = found
         return classes, ids, probs
+
+    def row_predictions(self):
+        """(classes, probs, has) of the latest stored model over the drawn rows, or None: probs is
+        (len(rows), len(classes)), zero where `has` is False (the row had no features at training)."""
+        found = self.predictions()
+        if found is None:
+            return None
+        classes, ids, probs = found
+        where = {int(i): k for k, i in enumerate(ids)}
+        at = np.array([where.get(int(i), -1) for i in self.rows], dtype=np.int64)
+        has = at >= 0
+        by_row = np.zeros((len(self.rows), len(classes)), dtype=np.float32)
+        by_row[has] = probs[at[has]]
+        return classes, by_row, has
 
     def accept(self, threshold: float) -> int:
         found = self.store.predictions()
