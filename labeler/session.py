@@ -15,6 +15,7 @@ import numpy as np
 from engine.backbones import get_backbone_cfg
 from engine.features import FeatureCache
 from engine.pooling import DEFAULT_POOLING
+from labeler.errors import LabelerError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Review:
     ids: list[int] = field(default_factory=list)
     dropped: set[int] = field(default_factory=set)
     similarity: dict[int, float] = field(default_factory=dict)
+    predicted: dict[int, str] = field(default_factory=dict)     # a check: the label shown under each image
+    check: "Check | None" = None
 
     @property
     def kept(self) -> list[int]:
@@ -69,6 +72,25 @@ class Review:
             return False
         self.dropped.add(item_id)
         return True
+
+
+@dataclass(frozen=True)
+class Check:
+    """A random sample of the model's unlabeled predictions at or above a confidence, shown for review."""
+
+    model_id: str
+    threshold: float
+    pool: int                     # unlabeled images predicted at >= threshold when the sample was drawn
+    confidence: dict[int, float]  # item -> the probability of its shown prediction
+
+
+@dataclass(frozen=True)
+class CheckedPrediction:
+    item: int
+    model_id: str
+    threshold: float              # the check's threshold: the sample is uniform over images at or above it
+    confidence: float
+    right: bool                   # kept (the person agreed) or dropped
 
 
 class Session:
@@ -86,6 +108,7 @@ class Session:
         self.view_index = 0
         self.review = Review()
         self.model = None
+        self.checked: list[CheckedPrediction] = []    # what checks of predictions showed, every model
         self._coords: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self.refresh_rows()
@@ -203,6 +226,24 @@ class Session:
         self.review = Review(ids=[i for i in self.review.ids if i in self.review.dropped])
         return len(kept)
 
+    def label_item(self, item_id: int, name: str) -> None:
+        """Label one image of the review by itself (its label's key pressed over it in the grid): it leaves
+        the review, so the next label click names the rest. In a check, it counts as a wrong prediction
+        unless it is the predicted label."""
+        item_id, review = int(item_id), self.review
+        if item_id not in review.ids:
+            raise LabelerError(f"Image {item_id} is not in the review; select it first.")
+        self.store.assign([item_id], name.strip(), source="human")
+        check = review.check
+        if check is not None and item_id in check.confidence:
+            self.checked.append(CheckedPrediction(item_id, check.model_id, check.threshold, check.confidence[item_id],
+                                                  review.predicted.get(item_id) == name.strip()))
+            del check.confidence[item_id]
+        review.ids.remove(item_id)
+        review.dropped.discard(item_id)
+        review.predicted.pop(item_id, None)
+        review.similarity.pop(item_id, None)
+
     def find_similar(self, k: int = 50) -> Review:
         """Add the k items most similar to the kept selection (over all drawn items) to the review."""
         from engine.neighbors import find_similar
@@ -270,10 +311,77 @@ class Session:
         by_row[has] = probs[at[has]]
         return classes, by_row, has
 
+    def check_predictions(self, threshold: float, n: int = 48, seed: int | None = None) -> Review:
+        """Select a random sample of up to `n` unlabeled images that the latest model predicts at
+        `threshold` or above, grouped by the predicted label, which the review shows under each image.
+
+        The person drops the wrong ones and accepts the rest (accept_review): being random over every
+        image above the threshold, what they keep is a fair estimate of the precision that "Accept"
+        at that threshold would have, unlike a look at the model's surest images."""
+        found = self.store.predictions()
+        if found is None:
+            raise LabelerError("Checking predictions needs a trained model: press Train first.")
+        model_id = found[0]
+        classes, probs, has = self.row_predictions()
+        _, labels = self.human_labels()
+        confidence, predicted = probs.max(1), probs.argmax(1)
+        seen = np.isin(self.rows, list(self.checked_items(model_id=model_id)))     # each image is checked once per model
+        pool = np.flatnonzero(has & (labels[self.rows] < 0) & (confidence >= threshold) & ~seen)
+        if not len(pool):
+            raise LabelerError(f"No unchecked, unlabeled image is predicted at {threshold:g} or above; lower "
+                               f"the threshold or train again.")
+        pick = np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False)
+        pick = pick[np.lexsort((-confidence[pick], predicted[pick]))]
+        ids = self.rows[pick].tolist()
+        self.review = Review(ids=ids, predicted={i: classes[c] for i, c in zip(ids, predicted[pick])},
+                             check=Check(model_id, float(threshold), len(pool),
+                                         {i: float(p) for i, p in zip(ids, confidence[pick])}))
+        return self.review
+
+    def accept_review(self) -> int:
+        """Label each kept image of a check with the prediction shown under it (one undoable action);
+        the dropped ones stay selected, as after any label. Both count toward the precision estimate."""
+        review = self.review
+        if not review.predicted:
+            raise LabelerError("Accept shown needs a check of predictions in the review: press Check first.")
+        kept = [i for i in review.kept if i in review.predicted]
+        if kept:
+            self.store.assign_many({i: review.predicted[i] for i in kept}, source="human")
+        if review.check is not None:
+            check = review.check
+            self.checked.extend(CheckedPrediction(i, check.model_id, check.threshold, check.confidence[i],
+                                                  i not in review.dropped) for i in review.ids if i in check.confidence)
+        self.review = Review(ids=[i for i in review.ids if i in review.dropped])
+        return len(kept)
+
+    def checked_precision(self, threshold: float, below: float = np.inf) -> tuple[int, int]:
+        """(right, seen) among the checked predictions of the latest model with a confidence in
+        [threshold, below), from checks drawn at `threshold` or lower: each is a uniform sample of
+        the images at or above its threshold, so of this band too (`below`: where everything above
+        was accepted already)."""
+        found = self.store.predictions()
+        if found is None:
+            return 0, 0
+        seen = [c for c in self.checked
+                if c.model_id == found[0] and c.threshold <= threshold <= c.confidence < below]
+        return sum(c.right for c in seen), len(seen)
+
+    def checked_items(self, right: bool | None = None, model_id: str | None = None) -> set[int]:
+        """Items whose prediction by `model_id` (default: the latest model) a check showed: kept (right=True),
+        dropped (False) or either."""
+        if model_id is None:
+            found = self.store.predictions()
+            model_id = found[0] if found is not None else None
+        return {c.item for c in self.checked if c.model_id == model_id and (right is None or c.right == right)}
+
     def accept(self, threshold: float) -> int:
+        """Label the unlabeled images predicted at `threshold` or above with their prediction, except those
+        a check showed to be wrong; returns how many were labeled."""
         found = self.store.predictions()
         if found is None:
             return 0
+        model_id, _, ids, _ = found
+        refused = self.checked_items(right=False, model_id=model_id)
         before = sum(self.store.counts().values())
-        self.store.accept_predictions(found[0], threshold)
+        self.store.accept_predictions(model_id, threshold, item_ids=[i for i in ids.tolist() if i not in refused])
         return sum(self.store.counts().values()) - before

@@ -74,7 +74,7 @@ def test_costs_add_up_to_the_actions_spent(report):
         assert sum(result["actions_by_kind"].values()) == result["actions"]
         assert result["milestones"][-1]["actions"] <= result["actions"]
     one_view = report["results"]["one view"]["actions_by_kind"]
-    assert set(one_view) <= {"lasso", "drop", "label", "layer", "view"}   # no find similar, train, accept
+    assert set(one_view) <= {"lasso", "drop", "label", "label one", "layer", "view"}   # no similar, train, check
     assert one_view.get("layer", 0) + one_view.get("view", 0) <= 2         # to UMAP of the last layer, once
 
 
@@ -176,3 +176,12 @@ def test_the_annotator_reads_true_labels_only_of_items_shown_in_its_reviews(tmp_
         names, labels = session.human_labels()
         assert (labels[session.rows] >= 0).mean() >= 0.5
         assert truth.read and truth.read <= desk.shown
+
+
+def test_the_annotator_checks_the_first_models_predictions_and_accepts_what_it_kept(report):
+    result = report["results"]["annotator"]
+    kinds = result["actions_by_kind"]
+    assert kinds.get("train", 0) >= 1
+    assert kinds.get("check", 0) >= 1 and kinds.get("accept shown", 0) == kinds["check"]
+    checked = sum(out["labeled"] for out in result["checks"].values())
+    assert checked > 0

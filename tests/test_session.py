@@ -1,8 +1,10 @@
 """The app's per-tab logic without a browser: rows arriving while features are computed, review, labeling."""
 import numpy as np
+import pytest
 
 from engine import embed
 from engine.data import discover_images
+from labeler.errors import LabelerError
 from labeler.project import Project
 from labeler.session import Session
 
@@ -83,3 +85,73 @@ def test_images_dropped_from_a_review_stay_selected_for_their_own_label(image_fo
     assert session.review.ids == []
     names, labels = session.human_labels()
     assert [names[labels[i]] for i in ids] == ["a", "b", "a", "b", "a"]
+
+
+def _session_with_predictions(image_folder, probs_a):
+    """Six images labeled (3 a, 3 b), and stored predictions for the six others: P(a) as given."""
+    project = Project(image_folder)
+    embed(project.workspace, **EMBED)
+    session = Session(project, backbone="resnet18", size=32)
+    rows = [int(i) for i in session.rows]
+    session.select(rows[:3])
+    session.label_review("a")
+    session.select(rows[3:6])
+    session.label_review("b")
+    free = rows[6:]
+    probs = np.array([[p, 1 - p] for p in probs_a], dtype=np.float32)
+    session.store.set_predictions("m1", free, ["a", "b"], probs)
+    return session, free
+
+
+def test_a_check_shows_a_random_sample_of_unlabeled_predictions_above_the_threshold(image_folder):
+    session, free = _session_with_predictions(image_folder, [0.99, 0.97, 0.02, 0.6, 0.5, 0.93])
+    review = session.check_predictions(0.9, n=10, seed=0)
+    confident = {free[0]: "a", free[1]: "a", free[2]: "b", free[5]: "a"}
+    assert set(review.ids) == set(confident) and review.predicted == confident
+    assert review.ids[-1] == free[2]                             # grouped by the predicted label
+    assert review.check.pool == 4 and review.check.threshold == 0.9
+    assert len(session.check_predictions(0.9, n=2, seed=1).ids) == 2
+    with pytest.raises(LabelerError, match="0.995"):
+        session.check_predictions(0.995)
+
+
+def test_accepting_a_check_labels_what_was_kept_and_measures_the_precision(image_folder):
+    session, free = _session_with_predictions(image_folder, [0.99, 0.97, 0.02, 0.6, 0.5, 0.93])
+    session.check_predictions(0.9, n=3, seed=0)
+    shown = list(session.review.ids)
+    wrong = shown[0]
+    session.review.toggle(wrong)                                  # the person disagrees with this one
+    assert session.accept_review() == 2
+    names, labels = session.human_labels()
+    for item in shown[1:]:
+        assert names[labels[item]] == session_predicted(session, item)
+    assert labels[wrong] == -1 and session.review.ids == [wrong]   # the wrong one stays selected
+    assert session.checked_precision(0.9) == (2, 3)
+    assert session.checked_precision(0.995) == (0, 0)
+    # the next check draws from the images not checked yet; accept skips the one shown to be wrong
+    assert session.check_predictions(0.9, n=10, seed=0).ids == [i for i in (free[0], free[1], free[5], free[2])
+                                                               if i not in shown]
+    session.select([])
+    session.accept(0.9)
+    assert session.human_labels()[1][wrong] == -1
+    with pytest.raises(LabelerError, match="Check"):
+        session.accept_review()
+
+
+def session_predicted(session, item):
+    classes, ids, probs = session.predictions()
+    return classes[int(probs[list(ids).index(item)].argmax())]
+
+
+def test_one_image_of_a_review_can_be_labeled_by_itself(image_folder):
+    session, free = _session_with_predictions(image_folder, [0.99, 0.97, 0.02, 0.6, 0.5, 0.93])
+    review = session.check_predictions(0.9, n=4, seed=0)
+    first = review.ids[0]
+    session.label_item(first, "b")                                 # predicted a: a wrong prediction, fixed
+    assert first not in session.review.ids and first not in session.review.predicted
+    names, labels = session.human_labels()
+    assert names[labels[first]] == "b"
+    assert session.accept_review() == 3
+    assert session.checked_precision(0.9) == (3, 4)
+    with pytest.raises(LabelerError, match="not in the review"):
+        session.label_item(free[3], "a")
