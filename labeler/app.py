@@ -29,6 +29,7 @@ from labeler.shortcuts import SHORTCUTS, Shortcuts
 
 logger = logging.getLogger(__name__)
 TILE_PX = 32
+CHECK_SIZE = 48             # images in one check of predictions
 # WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
 BACKENDS = ("webgl", "canvas")
 
@@ -85,10 +86,13 @@ class LabelApp(pn.viewable.Viewer):
         self._separate = pn.widgets.Button(name="Separate", **button)
         self._train = pn.widgets.Button(name="Train", button_type="success", **button)
         self._report = pn.pane.HTML("Label about a hundred images, then train.", sizing_mode="stretch_width")
+        self._checked = pn.pane.HTML("", sizing_mode="stretch_width", name="checked")
         self._opacity = pn.widgets.Checkbox.from_param(self.param.vary_opacity, name="Vary opacity by confidence")
         self._threshold = pn.widgets.FloatSlider(name="Accept predictions above", start=0.5, end=0.99, step=0.01,
                                                  value=0.9, sizing_mode="stretch_width")
-        self._accept = pn.widgets.Button(name="Accept", **button)
+        self._check = pn.widgets.Button(name="Check predictions", **button)
+        self._accept_shown = pn.widgets.Button(name="Accept shown", disabled=True, **button)
+        self._accept = pn.widgets.Button(name="Accept all above", **button)
         self._download_labels = pn.widgets.FileDownload(callback=self._labels_csv, filename="labels.csv",
                                                         label="Download labels CSV", **button)
         self._download_preds = pn.widgets.FileDownload(callback=self._predictions_csv, filename="predictions.csv",
@@ -109,8 +113,11 @@ class LabelApp(pn.viewable.Viewer):
         self._clear.on_click(locked(lambda: self._set_selection([])))
         self._separate.on_click(locked(self._on_separate))
         self._train.on_click(locked(self._on_train))
+        self._check.on_click(locked(self._on_check))
+        self._accept_shown.on_click(locked(self._on_accept_shown))
         self._accept.on_click(locked(self._on_accept))
         self.param.watch(locked(self._recolour), "vary_opacity")
+        self._threshold.param.watch(locked(self._show_checked), "value")
         self._shortcuts.on_key(self._handle_key)
 
     def _page(self):
@@ -123,7 +130,8 @@ class LabelApp(pn.viewable.Viewer):
             pn.Row(self._undo, self._redo, sizing_mode="stretch_width"),
             pn.Row(self._similar, self._clear, sizing_mode="stretch_width"),
             self._separate_choice, self._separate,
-            self._train, self._report, self._opacity, self._threshold, self._accept,
+            self._train, self._report, self._opacity, self._threshold,
+            pn.Row(self._check, self._accept_shown, sizing_mode="stretch_width"), self._checked, self._accept,
             self._download_labels, self._download_preds, help_card, self._shortcuts,
             width=300, scroll=True, sizing_mode="stretch_height",
         )
@@ -270,8 +278,16 @@ class LabelApp(pn.viewable.Viewer):
     def _update_review_text(self) -> None:
         review = self.session.review
         kept = len(review.kept)
+        self._accept_shown.disabled = not review.predicted
         if not review.ids:
             self._review_text.object = "Lasso a group of images to review it here."
+        elif review.check is not None and review.predicted:
+            self._review_text.object = (
+                f"<b>Checking {len(review.ids)}</b> random predictions of the {review.check.pool} unlabeled images "
+                f"predicted at {review.check.threshold:.2f} or above (each shows its predicted label), "
+                f"{len(review.dropped)} dropped. Click the wrong ones to drop them, or press a label's number over "
+                f"one to correct it; then <b>Accept shown</b> labels the other "
+                f"{len([i for i in review.kept if i in review.predicted])} as shown.")
         else:
             self._review_text.object = (f"<b>{len(review.ids)} selected</b>, {len(review.dropped)} dropped: "
                                         f"labeling now labels <b>{kept}</b>. Click an image to drop it (again to keep it).")
@@ -324,6 +340,15 @@ class LabelApp(pn.viewable.Viewer):
         elif count == 0:
             self._show("Select images first (lasso or box on the map).", "warning")
 
+    def _label_one(self, item: int, name: str) -> None:
+        """A label's key pressed over one image of the review: that image alone."""
+        if self._guard(self.session.label_item, item, name):
+            self._show(f"Labeled 1 image “{name}”.", "success")
+            self.grid.hovered = None
+            self.grid.show(self.session.review)
+            self._update_review_text()
+            self._after_change()
+
     def _on_new_label(self, event) -> None:
         name = self._new_label.value_input or self._new_label.value
         if name and name.strip():
@@ -372,13 +397,51 @@ class LabelApp(pn.viewable.Viewer):
         self._report.object = (f"<b>{report.summary()}</b><table><tr><th>label</th><th>n</th><th>precision</th>"
                                f"<th>recall</th></tr>{rows}</table>")
         self._show("Trained. Unlabeled images now show the predicted label (paler); the view list now offers "
-                   "Predicted, which places them between the labels by the model's probabilities.", "success")
+                   "Predicted, which places them between the labels by the model's probabilities. Check predictions "
+                   "shows a random sample above the threshold to confirm or correct.", "success")
+        self._show_checked()
         self._after_change()
+
+    def _on_check(self, event=None) -> None:
+        review = self._guard(self.session.check_predictions, float(self._threshold.value), CHECK_SIZE)
+        if review is not None:
+            self.grid.show(review)
+            self._update_review_text()
+            self._show("")
+
+    def _on_accept_shown(self, event=None) -> None:
+        count = self._guard(self.session.accept_review)
+        if count is None:
+            return
+        rest = self.session.review.ids
+        self._show(f"Labeled {count} images as predicted." + (
+            f" The {len(rest)} you dropped stay selected: label them, or lasso anew." if rest else ""), "success")
+        self._set_selection(rest)
+        self._show_checked()
+        self._after_change()
+
+    def _show_checked(self) -> None:
+        """What checks showed of the latest model above the threshold: a fair estimate of Accept's precision."""
+        from engine.firstmodel import wilson_interval
+        threshold = float(self._threshold.value)
+        right, seen = self.session.checked_precision(threshold)
+        if not seen:
+            self._checked.object = (f"<small>No check of this model at {threshold:.2f} or above yet: "
+                                    f"Check predictions shows a random sample to judge.</small>")
+            return
+        low, _ = wilson_interval(right / seen, seen)
+        self._checked.object = (f"<small>Checked at {threshold:.2f} or above: <b>{right} of {seen}</b> right "
+                                f"(precision at least {low:.0%}, 95% confidence).</small>")
 
     def _on_accept(self, event=None) -> None:
         count = self._guard(self.session.accept, float(self._threshold.value))
         if count is not None:
-            self._show(f"Accepted {count} predictions above {self._threshold.value:.2f} (undoable).", "success")
+            right, seen = self.session.checked_precision(float(self._threshold.value))
+            judged = (f" Checks put about {round(count * (1 - right / seen))} of them wrong ({right} of {seen} "
+                      f"checked right)." if seen else " None was checked: Check predictions first to know how "
+                                                      "many are wrong.")
+            self._show(f"Accepted {count} predictions above {self._threshold.value:.2f} (undoable).{judged}",
+                       "success")
             self._after_change()
 
     def _handle_key(self, key: str) -> None:
@@ -392,7 +455,11 @@ class LabelApp(pn.viewable.Viewer):
         elif key.isdigit() and key != "0":
             names = list(self.session.store.counts())
             if int(key) <= len(names):
-                self._label(names[int(key) - 1])
+                hovered = self.grid.hovered
+                if hovered is not None and hovered in self.session.review.ids:
+                    self._label_one(hovered, names[int(key) - 1])
+                else:
+                    self._label(names[int(key) - 1])
 
     def _on_hover(self, attr, old, new) -> None:
         if new.isdigit():

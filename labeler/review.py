@@ -1,10 +1,14 @@
-"""The review grid: the selection as thumbnails; a click drops an image, a second click takes it back."""
+"""The review grid: the selection as thumbnails; a click drops an image, a second click takes it back.
+
+The image under the mouse is known (`hovered`), so a label's number key pressed over it labels that
+image alone. A check of predictions shows each image's predicted label on it.
+"""
 from __future__ import annotations
 
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, ImageURL, Range1d, TapTool
+from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, ImageURL, Range1d, TapTool
 from bokeh.plotting import figure
 
 from labeler.composite import to_data_uri
@@ -23,6 +27,9 @@ class ReviewGrid:
         self.columns, self.tile_px = columns, tile_px
         self.review = None                  # the session's Review: dropping edits it directly
         self.ids: list[int] = []
+        self.hovered: int | None = None     # the image under the mouse
+        self._hover_id = Div(text="", visible=False, name="review-hover-id")
+        self._hover_id.on_change("text", self._on_hover)
         self._cells = ColumnDataSource(dict(x=[], y=[], id=[], veil=[], cross=[], score=[]))
         self._image = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
         self.figure = self._make_figure()
@@ -43,6 +50,10 @@ class ReviewGrid:
                  text_font_size="10px", text_color="#ffffff", background_fill_color="#000000",
                  background_fill_alpha=0.6)
         fig.add_tools(TapTool(renderers=[cells]))
+        fig.add_tools(HoverTool(renderers=[cells], tooltips=None, callback=CustomJS(
+            args=dict(div=self._hover_id, source=self._cells),
+            code="const i = cb_data.index.indices; div.text = i.length ? String(source.data.id[i[0]]) : '';")))
+        fig.js_on_event("mouseleave", CustomJS(args=dict(div=self._hover_id), code="div.text = '';"))
         self._cells.selected.on_change("indices", self._on_tap)
         return fig
 
@@ -56,10 +67,14 @@ class ReviewGrid:
         positions = np.arange(len(self.ids))
         x = positions % self.columns + 0.5
         y = rows - positions // self.columns - 0.5
-        scores = [f"{review.similarity[i]:.2f}" if i in review.similarity else "" for i in self.ids]
+        scores = [review.predicted[i] if i in review.predicted else
+                  f"{review.similarity[i]:.2f}" if i in review.similarity else "" for i in self.ids]
         self._cells.data = dict(x=x, y=y, id=self.ids, veil=self._veil(), cross=self._cross(), score=scores)
         self._image.data = self._composite(rows) if self.ids else dict(url=[], x=[], y=[], w=[], h=[])
         self.panel.visible = bool(self.ids)
+
+    def _on_hover(self, attr, old, new) -> None:
+        self.hovered = int(new) if new.isdigit() and int(new) in self.ids else None
 
     @property
     def dropped(self) -> set[int]:

@@ -226,7 +226,7 @@ class Session:
         self.review = Review(ids=[i for i in self.review.ids if i in self.review.dropped])
         return len(kept)
 
-    def label_item(self, item_id: int, name: str) -> None:
+    def label_item(self, item_id: int, name: str) -> int:
         """Label one image of the review by itself (its label's key pressed over it in the grid): it leaves
         the review, so the next label click names the rest. In a check, it counts as a wrong prediction
         unless it is the predicted label."""
@@ -243,6 +243,7 @@ class Session:
         review.dropped.discard(item_id)
         review.predicted.pop(item_id, None)
         review.similarity.pop(item_id, None)
+        return 1
 
     def find_similar(self, k: int = 50) -> Review:
         """Add the k items most similar to the kept selection (over all drawn items) to the review."""

@@ -9,7 +9,7 @@ from ._ui import with_document_lock
 SHORTCUTS = (
     ("← / →", "previous / next layer"),
     ("↑ / ↓", "previous / next view (projection)"),
-    ("1 … 9", "label the selection with the label of that number"),
+    ("1 … 9", "label the selection with the label of that number; over an image in the review, that image alone"),
     ("s", "find similar to the selection"),
     ("t", "train a model on the labels so far"),
     ("Esc", "clear the selection"),

@@ -113,10 +113,39 @@ def test_shortcut_undo_redo_separate_view_accept_and_predictions_download(served
     page.get_by_text("View: Predicted").wait_for(timeout=60_000)
     if os.environ.get("LABELER_SCREENSHOTS"):
         page.screenshot(path=os.path.join(os.environ["LABELER_SCREENSHOTS"], "predicted_view.png"))
-    page.get_by_role("button", name="Accept", exact=True).click()
+    # check a random sample of the predictions: correct one by its label's key, drop one, accept the rest
+    page.get_by_role("button", name="Check predictions").click()
+    checking = page.get_by_text(re.compile(r"Checking \d+ random predictions"))
+    checking.wait_for(timeout=30_000)
+    shown = int(re.search(r"Checking (\d+)", checking.inner_text()).group(1))
+    assert shown >= 3
+    if os.environ.get("LABELER_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["LABELER_SCREENSHOTS"], "check.png"), full_page=True)
+    map_top = canvases(page)[0]["y"]
+    grid = [b for b in canvases(page) if b["y"] > map_top + 100][0]
+    page.mouse.move(grid["x"] + 36, grid["y"] + 36)             # over the first image of the check
+    page.wait_for_timeout(500)
+    page.keyboard.press("1")
+    page.get_by_text("Labeled 1 image “round”").wait_for(timeout=20_000)
+    page.mouse.move(5, 990)
+    page.wait_for_timeout(300)
+    grid = [b for b in canvases(page) if b["y"] > map_top + 100][0]
+    page.mouse.click(grid["x"] + 36, grid["y"] + 36)             # drop what is now the first image
+    page.get_by_text("1 dropped").wait_for(timeout=20_000)
+    page.get_by_role("button", name="Accept shown").click()
+    page.get_by_text(f"Labeled {shown - 2} images as predicted").wait_for(timeout=20_000)
+    checked = page.get_by_text(re.compile(rf"Checked at 0\.90 or above: \d+ of {shown} right"))
+    checked.wait_for(timeout=20_000)
+    # the dropped one was wrong; the one labeled by key was right only if "round" was its prediction
+    assert int(re.search(r"(\d+) of", checked.inner_text()).group(1)) in (shown - 2, shown - 1)
+    if os.environ.get("LABELER_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["LABELER_SCREENSHOTS"], "checked.png"))
+
+    page.get_by_role("button", name="Accept all above").click()
     accepted = page.get_by_text(re.compile(r"Accepted \d+ predictions above 0\.90"))
     accepted.wait_for(timeout=30_000)
     assert int(re.search(r"Accepted (\d+)", accepted.inner_text()).group(1)) > 0
+    assert "Checks put about" in accepted.inner_text()
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download predictions CSV").click()
     rows = list(csv.reader(io.StringIO(open(download_info.value.path()).read())))
