@@ -3,22 +3,29 @@
 The annotator knows the true labels of a folder (folder names, an `image_name,tags` CSV, or head
 direction derived from face keypoints) but acts only through the app's own session logic
 (labeler/session.py) on a real project: switch layer or view, lasso a polygon of the 2D map, drop
-items from the review grid, click or type a label, find similar, separate labels, train, accept.
-Each of these costs one action. It sees a true label only for an item in the review grid
-(`Oracle.look` refuses any other), as a person sees the images they selected; everything else it
-decides from what the app shows: the map, the colours of labels and predictions, the model's
-cross-validated estimate.
+an item from the review grid, label one item of the review by itself (its label's key over it),
+click or type a label for the rest, find similar, separate labels, train, check predictions,
+accept the shown predictions, accept everything above a confidence. Each of these costs one
+action. It sees a true label only for an item in the review grid (`Oracle.look` refuses any
+other), as a person sees the images they selected; everything else it decides from what the app
+shows: the map, the colours of labels and predictions, what its checks of predictions showed.
 
 Three policies run on the same folder, each in a fresh label store beside the shared feature cache:
-  annotator       tries every layer (PCA 1-2 and UMAP), keeps the views whose lassos came out purest,
-                  lassos regions the map's colours and the model's predictions suggest are pure, drops
-                  the odd ones out (who stay selected for their own label), uses find similar when it
-                  pays, trains at each further 8% labeled and then lassos next to the label anchors of
-                  the Predicted view; accepts predictions only when every confidence band holding
-                  unlabeled images has enough reviewed precision (maybe_accept).
-  one view        UMAP of the last layer only: lasso, drop, label (no layer switching, no find
-                  similar, no training).
+  annotator       a few lassos in PCA 1-2 and UMAP of every layer to find the purest view; then lassos
+                  of small groups around the centres of a k-means partition of that map, so the first
+                  labels cover all of it; trains at 8% labeled and after each further 8%; after each
+                  training checks the model's predictions from the surest band down (a random sample
+                  above a confidence, the wrong ones labeled by key, the rest accepted as shown) and
+                  accepts a whole band unseen once its checks show enough precision within an error
+                  budget (check_step); when checks stop paying, lassos next to the label anchors of the
+                  Predicted view and then in the best feature view, with find similar when it pays.
+  one view        UMAP of the last layer only: lasso, label the odd ones by key (or drop them), label
+                  the rest (no layer switching, no find similar, no training).
   one at a time   one action per image.
+
+`--drop-odd` makes both lasso policies drop the odd ones out instead of labeling each by its key
+(dropped images stay selected and get their own majority label while that costs no more than one
+action per image): the cost model of the platform.ai demo, where every odd one is clicked away.
 
     .venv/bin/python bench/annotate.py FOLDER [--labels CSV | --faces-direction KEYPOINTS] [--json]
     .venv/bin/python bench/annotate.py ../shared/data/cifar10
@@ -368,7 +375,7 @@ class Policy:
     name: str
     explore: bool = True          # try PCA 1-2 and UMAP of every layer, keep the purest
     similar: bool = True          # grow a clean review with find similar when that pays
-    train: bool = True            # train at first_train, then each retrain_every; accept by maybe_accept
+    train: bool = True            # train at first_train, then each retrain_every; check and accept (check_step)
     start: tuple[int, str] | None = None    # (layer index, view name) to go to first
     # label a review only if (label + drops) / items labeled <= this; leaving mixed lassos unlabeled
     # stalled cifar10 at 81% (4,679 actions), while labeling every majority reached 90% in 3,923
@@ -911,9 +918,16 @@ def table(report: dict) -> str:
     views = report["results"].get("annotator", {}).get("views", {})
     purity = ", ".join(f"{k} {v['purity']:.2f}" for k, v in sorted(views.items(), key=lambda kv: -kv[1]["purity"]))
     classes = ", ".join(f"{k} {v}" for k, v in report["classes"].items())
+    annotator = report["results"].get("annotator", {})
+    checks = ", ".join(f"{k}: {v['labeled']} labeled in {v['lassos']} checks, {v['purity']:.2f} predicted right, "
+                       f"{v['actions']} actions" for k, v in annotator.get("checks", {}).items())
+    accepted = [a for t in annotator.get("trains", []) for a in t["accepted"]]
+    accepts = ", ".join(f"{a['count']} at >= {a['threshold']} ({a['checked']} checked right)" for a in accepted)
     return "\n".join([f"{report['folder']}: {sum(report['classes'].values())} images ({classes})", "", *lines, "",
                       f"Items labeled per layer by the annotator's lassos and find similar: {layers}",
-                      f"Purity of the annotator's lassos per view: {purity}"])
+                      f"Purity of the annotator's lassos per view: {purity}",
+                      f"The annotator's checks of predictions, by threshold: {checks or 'none'}",
+                      f"Accepted unseen: {accepts or 'none'}"])
 
 
 def main(argv=None) -> int:
