@@ -128,8 +128,8 @@ class Oracle:
 class Desk:
     """The app's controls, each costing one action; `on_change` runs after anything that labels."""
 
-    def __init__(self, session: Session, on_change):
-        self.session, self._on_change = session, on_change
+    def __init__(self, session: Session, on_change, seed: int = 0):
+        self.session, self._on_change, self.seed = session, on_change, seed
         self.actions = 0
         self.by_kind: Counter = Counter()
         self.shown: set[int] = set()                 # every item that ever appeared in the review grid
@@ -206,7 +206,7 @@ class Desk:
         """Check predictions: a random sample of unlabeled images predicted at >= threshold, each shown
         with its predicted label."""
         self._spend("check")
-        review = self.session.check_predictions(threshold, size, seed=self.actions)
+        review = self.session.check_predictions(threshold, size, seed=self.actions + 100_003 * self.seed)
         self.shown.update(review.ids)
         return list(review.ids)
 
@@ -530,7 +530,8 @@ class Annotator:
         if self._survey is None or self._survey[0] != self.key or not self._survey[1]:
             from sklearn.cluster import KMeans
             k = int(np.clip(self.policy.first_train * len(screen.label) / SURVEY_SIZE, 1, len(free)))
-            centres = KMeans(k, n_init=1, random_state=len(free)).fit(screen.xy[free]).cluster_centers_
+            centres = KMeans(k, n_init=1, random_state=len(free) + 7919 * self.desk.seed
+                             ).fit(screen.xy[free]).cluster_centers_
             self._survey = (self.key, list(centres))
         centre = self._survey[1].pop()
         near = free[np.argsort(np.linalg.norm(screen.xy[free] - centre, axis=1))[:SURVEY_SIZE]]
@@ -689,7 +690,7 @@ class Annotator:
         key = (self.key, screen.xy.shape, float(screen.xy[:5].sum()))
         if redraw or self._atlas is None or self._atlas[0] != key or free < 0.6 * self._atlas[1]:
             sizes = (1, 3) if self._abandoned >= 3 else (8, 25)     # stuck: single items and pairs
-            self._atlas = (key, free, atlas(screen.xy, screen.label, sizes=sizes))
+            self._atlas = (key, free, atlas(screen.xy, screen.label, sizes=sizes, seed=self.desk.seed))
             self._tried = set()
         return self._atlas[2]
 
@@ -815,7 +816,7 @@ def fresh_project(base: Workspace, name: str) -> Project:
     source, target = sqlite3.connect(base.db_path), sqlite3.connect(root / base.db_path.name)
     with target:
         source.backup(target)
-        for table in ("assignments", "predictions", "events", "exclusions", "label_defs"):
+        for table in ("assignments", "predictions", "events", "exclusions", "label_defs", "checks", "decisions"):
             if target.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone():
                 target.execute(f"DELETE FROM {table}")
     source.close()
@@ -824,7 +825,7 @@ def fresh_project(base: Workspace, name: str) -> Project:
 
 
 def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, backbone: str, size: int,
-               max_cost: float | None = None, drop_odd: bool = False,
+               max_cost: float | None = None, drop_odd: bool = False, seed: int = 0,
                goal: float = LEVELS[-1], progress=None) -> dict:
     """One policy from an empty store to `goal` labeled; the judge notes each level's actions and accuracy."""
     progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -837,11 +838,11 @@ def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, bac
             raise SystemExit(f"{len(unknown)} image(s) have no true label, e.g. {unknown[:3]}")
         truth = {int(i): truth_by_path[paths[int(i)]] for i in session.rows}
         judge = Judge(truth, session)
-        desk = judge.desk = Desk(session, judge)
+        desk = judge.desk = Desk(session, judge, seed)
         oracle = Oracle(truth, session)
         extra = {}
         if name == "one at a time":
-            order = np.random.default_rng(0).permutation(session.rows)
+            order = np.random.default_rng(seed).permutation(session.rows)
             for item in order[:int(np.ceil(goal * len(order)))]:
                 desk.label_one(int(item), oracle)
         else:
@@ -880,10 +881,10 @@ def useful_layers(result: dict) -> list[dict]:
 
 def benchmark(folder: Path, truth_by_path: dict[str, str], workspace: Path, *, backbone: str = "mobilenet_v2",
               size: int = DEFAULT_SIZE, policies=("annotator", "one view", "one at a time"), progress=None,
-              max_cost: float | None = None, drop_odd: bool = False, **embed_args) -> dict:
+              max_cost: float | None = None, drop_odd: bool = False, seed: int = 0, **embed_args) -> dict:
     base = prepare(folder, workspace, backbone, size, **embed_args)
     results = {name: run_policy(name, base, truth_by_path, backbone=backbone, size=size, progress=progress,
-                                max_cost=max_cost, drop_odd=drop_odd)
+                                max_cost=max_cost, drop_odd=drop_odd, seed=seed)
                for name in policies}
     ratios = {}
     for name, result in results.items():
@@ -892,7 +893,7 @@ def benchmark(folder: Path, truth_by_path: dict[str, str], workspace: Path, *, b
                 ratios.setdefault(name, {})[f"vs {other}"] = [
                     _ratio(b["actions"], a["actions"]) for a, b in zip(result["milestones"], results[other]["milestones"])]
     classes = Counter(truth_by_path[p] for p in truth_by_path)
-    return {"folder": str(folder), "backbone": backbone, "size": size, "levels": list(LEVELS),
+    return {"folder": str(folder), "backbone": backbone, "size": size, "seed": seed, "levels": list(LEVELS),
             "classes": dict(sorted(classes.items())), "results": results, "ratios": ratios,
             "useful_layers": useful_layers(results.get("annotator", {}))}
 
@@ -950,6 +951,8 @@ def main(argv=None) -> int:
     parser.add_argument("--drop-odd", action="store_true",
                         help="drop the odd ones out of a review (one click each) instead of labeling each by itself "
                              "with its label's key")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds the lassos' centres, the checks' samples and the one-at-a-time order")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     folder = args.folder.resolve()
@@ -963,7 +966,7 @@ def main(argv=None) -> int:
     truth = {p: truth[p] for p in paths if p in truth}
     report = benchmark(folder, truth, args.workspace or _default_workspace(folder), backbone=args.backbone,
                        size=args.size, policies=[name.strip() for name in args.policies.split(",")],
-                       max_cost=args.max_cost, drop_odd=args.drop_odd)
+                       max_cost=args.max_cost, drop_odd=args.drop_odd, seed=args.seed)
     print(json.dumps(report, indent=1) if args.json else table(report))
     return 0
 

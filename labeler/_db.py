@@ -70,6 +70,16 @@ CREATE TABLE IF NOT EXISTS events (
     undo_seq INTEGER                        -- label_meta.version when undone: redo takes the latest
 );
 CREATE INDEX IF NOT EXISTS events_by_actor ON events (actor, state, id);
+CREATE TABLE IF NOT EXISTS checks (          -- what a person saw when checking a model's predictions
+    model_id TEXT NOT NULL,
+    item_id INTEGER NOT NULL,
+    threshold REAL NOT NULL,                -- the check sampled uniformly from images predicted at or above it
+    confidence REAL NOT NULL,               -- the probability of the prediction shown
+    agreed INTEGER NOT NULL,                -- 1: kept as predicted, 0: dropped or labeled otherwise
+    created REAL NOT NULL,
+    actor TEXT NOT NULL,
+    PRIMARY KEY (model_id, item_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS predictions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the latest model is the highest seq
     model_id TEXT NOT NULL UNIQUE,

@@ -84,15 +84,6 @@ class Check:
     confidence: dict[int, float]  # item -> the probability of its shown prediction
 
 
-@dataclass(frozen=True)
-class CheckedPrediction:
-    item: int
-    model_id: str
-    threshold: float              # the check's threshold: the sample is uniform over images at or above it
-    confidence: float
-    right: bool                   # kept (the person agreed) or dropped
-
-
 class Session:
     """Layer and view navigation, selection and review, labeling, find-similar, separate, train."""
 
@@ -108,7 +99,6 @@ class Session:
         self.view_index = 0
         self.review = Review()
         self.model = None
-        self.checked: list[CheckedPrediction] = []    # what checks of predictions showed, every model
         self._coords: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self.refresh_rows()
@@ -236,9 +226,8 @@ class Session:
         self.store.assign([item_id], name.strip(), source="human")
         check = review.check
         if check is not None and item_id in check.confidence:
-            self.checked.append(CheckedPrediction(item_id, check.model_id, check.threshold, check.confidence[item_id],
-                                                  review.predicted.get(item_id) == name.strip()))
-            del check.confidence[item_id]
+            self.store.record_checks(check.model_id, [(item_id, check.threshold, check.confidence.pop(item_id),
+                                                       review.predicted.get(item_id) == name.strip())])
         review.ids.remove(item_id)
         review.dropped.discard(item_id)
         review.predicted.pop(item_id, None)
@@ -350,8 +339,8 @@ class Session:
             self.store.assign_many({i: review.predicted[i] for i in kept}, source="human")
         if review.check is not None:
             check = review.check
-            self.checked.extend(CheckedPrediction(i, check.model_id, check.threshold, check.confidence[i],
-                                                  i not in review.dropped) for i in review.ids if i in check.confidence)
+            self.store.record_checks(check.model_id, [(i, check.threshold, check.confidence[i], i not in review.dropped)
+                                                      for i in review.ids if i in check.confidence])
         self.review = Review(ids=[i for i in review.ids if i in review.dropped])
         return len(kept)
 
@@ -363,17 +352,19 @@ class Session:
         found = self.store.predictions()
         if found is None:
             return 0, 0
-        seen = [c for c in self.checked
-                if c.model_id == found[0] and c.threshold <= threshold <= c.confidence < below]
-        return sum(c.right for c in seen), len(seen)
+        seen = [agreed for _, drawn_at, confidence, agreed in self.store.checks(found[0])
+                if drawn_at <= threshold <= confidence < below]
+        return sum(seen), len(seen)
 
     def checked_items(self, right: bool | None = None, model_id: str | None = None) -> set[int]:
         """Items whose prediction by `model_id` (default: the latest model) a check showed: kept (right=True),
         dropped (False) or either."""
         if model_id is None:
             found = self.store.predictions()
-            model_id = found[0] if found is not None else None
-        return {c.item for c in self.checked if c.model_id == model_id and (right is None or c.right == right)}
+            if found is None:
+                return set()
+            model_id = found[0]
+        return {item for item, _, _, agreed in self.store.checks(model_id) if right is None or agreed == right}
 
     def accept(self, threshold: float) -> int:
         """Label the unlabeled images predicted at `threshold` or above with their prediction, except those

@@ -426,6 +426,25 @@ class LabelStore(CleaningDecisions, UndoableStore):
         with self._read() as conn:
             return [row[0] for row in conn.execute("SELECT model_id FROM predictions ORDER BY seq")]
 
+    def record_checks(self, model_id: str, verdicts) -> int:
+        """Remember what a person saw in a check of `model_id`'s predictions: (item, threshold,
+        confidence, agreed) per image. Kept beside the labels, not in the undo history: undoing the
+        labels does not unsee the images."""
+        now = time.time()
+        rows = [(str(model_id), int(item), float(threshold), float(confidence), int(bool(agreed)), now, self.actor)
+                for item, threshold, confidence, agreed in verdicts]
+        with self._write() as conn:
+            conn.executemany("INSERT OR REPLACE INTO checks (model_id, item_id, threshold, confidence, agreed, "
+                             "created, actor) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def checks(self, model_id: str) -> list[tuple[int, float, float, bool]]:
+        """(item, threshold, confidence, agreed) of every checked prediction of `model_id`."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT item_id, threshold, confidence, agreed FROM checks WHERE model_id=?",
+                                (str(model_id),)).fetchall()
+        return [(int(i), float(t), float(c), bool(a)) for i, t, c, a in rows]
+
     def accept_predictions(self, model_id: str, threshold: float, item_ids=None) -> int:
         """Label unlabeled, non-excluded items with the classes predicted at >= threshold (source 'model').
 

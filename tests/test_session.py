@@ -128,6 +128,8 @@ def test_accepting_a_check_labels_what_was_kept_and_measures_the_precision(image
     assert labels[wrong] == -1 and session.review.ids == [wrong]   # the wrong one stays selected
     assert session.checked_precision(0.9) == (2, 3)
     assert session.checked_precision(0.995) == (0, 0)
+    # what the checks showed is kept in the label store: a reload (a new session) still knows it
+    assert Session(session.project, backbone="resnet18", size=32).checked_precision(0.9) == (2, 3)
     # the next check draws from the images not checked yet; accept skips the one shown to be wrong
     assert session.check_predictions(0.9, n=10, seed=0).ids == [i for i in (free[0], free[1], free[5], free[2])
                                                                if i not in shown]
