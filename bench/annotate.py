@@ -609,8 +609,7 @@ class Annotator:
         truth = self.oracle.look(ids)
         shown = self.session.review.predicted
         wrong = [i for i in ids if truth[i] != shown[i]]
-        for item in wrong:
-            self.desk.label_item(item, truth[item]) if self.policy.label_odd else self.desk.drop(item)
+        self.fix(wrong, truth)
         self.desk.accept_shown()
         out = self.checks_by_rung[threshold]
         labeled = len(ids) if self.policy.label_odd else len(ids) - len(wrong)
@@ -715,8 +714,9 @@ class Annotator:
         return True
 
     def review(self, ids: list[int], screen: Screen, similar: bool = True) -> dict[int, str]:
-        """Look at the grid; keep the most common label among the unlabeled, drop the rest, label.
-        Returns what the grid showed (item -> true label)."""
+        """Look at the grid: the most common label among the unlabeled is the one to click; each odd one
+        out gets its own label by key first (or, with label_odd off, is dropped); labeled images that
+        do not belong are dropped. Returns what the grid showed (item -> true label)."""
         truth = self.oracle.look(ids)
         self.note_predictions(ids, truth, screen)
         shown = dict(zip(self.session.rows.tolist(), screen.label.tolist()))
@@ -750,6 +750,14 @@ class Annotator:
         self.outcomes[self.key].labeled += grown
         self.label_rest(out)
         return truth
+
+    def fix(self, wrong: list[int], truth: dict[int, str]) -> None:
+        """The odd ones out of a review: each labeled by its key, or dropped (label_odd off)."""
+        for item in wrong:
+            if self.policy.label_odd:
+                self.desk.label_item(item, truth[item])
+            else:
+                self.desk.drop(item)
 
     def label_rest(self, out: Outcome) -> None:
         """The images dropped before labeling stay selected: label their own majority while that costs
@@ -785,8 +793,7 @@ class Annotator:
             truth = self.oracle.look(new)
             self.note_predictions(new, truth, screen)
             wrong = [i for i in new if truth[i] != name]
-            for item in wrong:
-                self.desk.label_item(item, truth[item]) if self.policy.label_odd else self.desk.drop(item)
+            self.fix(wrong, truth)
             right = len(new) - len(wrong)
             history.add(len(new), right, len(new) if self.policy.label_odd else right, 1 + len(wrong))
             added += right

@@ -74,7 +74,7 @@ class Review:
         return True
 
 
-@dataclass(frozen=True)
+@dataclass
 class Check:
     """A random sample of the model's unlabeled predictions at or above a confidence, shown for review."""
 
