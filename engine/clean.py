@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import ImageReadError, InputError, decode_image, read_image_bytes
+from .neighbors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -275,10 +276,8 @@ def _unit_rows(features) -> np.ndarray:
     rows = np.array(features, dtype=np.float32)
     if rows.ndim != 2:
         raise InputError(f"Features must be a (rows, dims) matrix, not shape {rows.shape}.")
-    rows[~np.isfinite(rows).all(1)] = 0.0
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    np.divide(rows, norms, out=rows, where=norms > 0)
-    return rows
+    rows[~np.isfinite(rows).all(1)] = 0.0        # never pairs: a zero row stays zero
+    return normalize_rows(rows)
 
 
 def duplicate_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -110,7 +110,7 @@ def _row_norms(block: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", block, block))
 
 
-def _normalize_rows(block: np.ndarray) -> np.ndarray:
+def normalize_rows(block: np.ndarray) -> np.ndarray:
     """L2-normalize float32 rows in place; zero rows stay zero, NaN/inf rows get NaN."""
     norms = _row_norms(block)[:, None]
     with np.errstate(invalid="ignore"):  # inf / inf in non-finite rows -> NaN
@@ -120,7 +120,7 @@ def _normalize_rows(block: np.ndarray) -> np.ndarray:
 
 def _query_matrix(seed_rows: np.ndarray, seed_idx: np.ndarray, aggregate: str) -> np.ndarray:
     """(d, m) float32 matrix of normalized query vectors (m = 1 for "mean")."""
-    rows = _normalize_rows(np.array(seed_rows, dtype=np.float32))
+    rows = normalize_rows(np.array(seed_rows, dtype=np.float32))
     bad = ~np.isfinite(rows).all(axis=1)
     if bad.any():
         raise NeighborsError(
@@ -289,7 +289,7 @@ class SimilarityIndex:
 
         def work(start: int, stop: int) -> None:
             block = np.array(source[start:stop], dtype=np.float32)
-            self.rows[start:stop] = _normalize_rows(block)
+            self.rows[start:stop] = normalize_rows(block)
 
         _for_each_chunk(n, _chunk_step(self.chunk_rows, d), work, threaded=True)
         logger.info("SimilarityIndex of %d x %d rows stored as %s", n, d, np.dtype(dtype))
@@ -316,7 +316,7 @@ def knn_accuracy(features: Any, labels: Any, *, k: int = 10, chunk_rows: int = 1
     """
     labels = np.asarray(labels)
     keep = np.flatnonzero(labels >= 0)
-    rows = _normalize_rows(np.asarray(_check_features(features)[keep], dtype=np.float32))
+    rows = normalize_rows(np.asarray(_check_features(features)[keep], dtype=np.float32))
     labels = labels[keep]
     k = min(_check_k(k), len(rows) - 1)
     if k < 1:

@@ -99,6 +99,16 @@ def write_excl(conn: sqlite3.Connection, row_by_item: dict[int, list | None]) ->
                      [(item, *row) for item, row in row_by_item.items() if row is not None])
 
 
+def set_excluded(conn: sqlite3.Connection, items: list[int], row: list | None, changes: Changes) -> int:
+    """Exclude the items (row) or bring them back (None), noting the diff in `changes`; an item already
+    in that state keeps its row. Returns how many items changed."""
+    before = read_excl(conn, items)
+    after = {item: row for item, current in before.items() if (current is None) != (row is None)}
+    changes.add_excl(before, after)
+    write_excl(conn, after)
+    return len(after)
+
+
 def read_decided(conn: sqlite3.Connection, item_ids) -> dict[int, list]:
     """Each item's cleaning decision rows `[queue, decision, label, created, actor]`, sorted by queue."""
     found: dict[int, list] = {int(item): [] for item in item_ids}

@@ -34,7 +34,7 @@ class CleanSession:
         self.queue = QUEUES[0]
         self.hide_decided = False
         self._focus: dict[str, int] = {}          # queue -> focused item id (kept when switching queue)
-        self._shown: dict[tuple, tuple] = {}      # (queue, hide) -> (store version, table shown)
+        self._shown: dict[str, list] = {}        # queue -> [store version, table, table without decided]
         if queues is not None:
             self.set_queues(queues)
 
@@ -71,21 +71,24 @@ class CleanSession:
         queue = queue or self.queue
         hide = self.hide_decided if hide_decided is None else hide_decided
         version = self.store.version
-        cached = self._shown.get((queue, hide))
+        cached = self._shown.get(queue)
         if cached is None or cached[0] != version:   # every key press asks; the store changes less often
-            cached = self._shown[(queue, hide)] = (version, self._make_table(queue, hide))
-        return cached[1]
+            cached = self._shown[queue] = [version, self._make_table(queue), None]
+        if not hide:
+            return cached[1]
+        if cached[2] is None:
+            cached[2] = cached[1][cached[1]["decision"] == ""].reset_index(drop=True)
+        return cached[2]
 
-    def _make_table(self, queue: str, hide: bool) -> pd.DataFrame:
-        frame = self._with_earlier_decisions(queue, self.frames[queue])
-        texts = self.decision_texts(queue)
+    def _make_table(self, queue: str) -> pd.DataFrame:
+        decisions = self.store.decisions()
+        frame = self._with_earlier_decisions(queue, self.frames[queue], decisions[decisions["queue"] == queue])
+        texts = self.decision_texts(queue, decisions)
         ids = frame["item_id"].to_numpy(dtype=np.int64)
         frame = frame.assign(decision=[texts.get(int(i), "") for i in ids], label=self._current_labels(ids))
-        if hide:
-            frame = frame[frame["decision"] == ""]
         return frame.reset_index(drop=True)
 
-    def decision_texts(self, queue: str) -> dict[int, str]:
+    def decision_texts(self, queue: str, decisions: pd.DataFrame | None = None) -> dict[int, str]:
         """What each decided item shows: 'kept', 'relabeled: cat' or 'excluded'.
 
         The queue's own decision wins; relabels and exclusions made in another queue change the
@@ -93,7 +96,7 @@ class CleanSession:
         shows 'excluded'.
         """
         texts: dict[int, str] = {}
-        table = self.store.decisions()
+        table = self.store.decisions() if decisions is None else decisions
         for row in table[(table["queue"] != queue) & (table["decision"] != "keep")].itertuples():
             texts[int(row.item_id)] = f"{_decision_text(row.decision, row.label)} ({QUEUE_TITLES.get(row.queue, row.queue)})"
         for row in table[table["queue"] == queue].itertuples():
@@ -103,8 +106,7 @@ class CleanSession:
                 texts[item] = "excluded"
         return texts
 
-    def _with_earlier_decisions(self, queue: str, frame: pd.DataFrame) -> pd.DataFrame:
-        decided = self.store.decisions(queue)
+    def _with_earlier_decisions(self, queue: str, frame: pd.DataFrame, decided: pd.DataFrame) -> pd.DataFrame:
         gone = decided[~decided["item_id"].isin(frame["item_id"])]
         if gone.empty:
             return frame

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from ._changes import Changes, read_decided, read_excl, write_decided, write_excl
+from ._changes import Changes, read_decided, set_excluded, write_decided
 from ._labels import plural, validate_name
 from .errors import LabelStoreError
 
@@ -39,7 +39,7 @@ class CleaningDecisions:
             changes = Changes()
             if decision == "relabel":
                 self._assign_rows(conn, {item: [name] for item in items}, "human", changes)
-            _set_excluded(conn, items, [f"cleaning: {queue}", time.time(), self.actor] if decision == "exclude"
+            set_excluded(conn, items, [f"cleaning: {queue}", time.time(), self.actor] if decision == "exclude"
                           else None, changes)
             _set_decided(conn, items, [queue, decision, name, time.time(), self.actor], changes)
             what = f" {name!r}" if name else ""
@@ -75,14 +75,6 @@ def _check_decision(decision, label) -> str:
     if label is None:
         raise LabelStoreError("A 'relabel' decision needs the new label: decide(items, queue, 'relabel', 'cat').")
     return validate_name(label)
-
-
-def _set_excluded(conn, items: list[int], row: list | None, changes: Changes) -> None:
-    """Exclude the items (row) or bring them back (None); an item already in that state keeps its row."""
-    before = read_excl(conn, items)
-    after = {item: row for item, current in before.items() if (current is None) != (row is None)}
-    changes.add_excl(before, after)
-    write_excl(conn, after)
 
 
 def _set_decided(conn, items: list[int], row: list, changes: Changes) -> None:

@@ -90,7 +90,7 @@ class _Context:
         excluded = project.store.excluded()
         # rows in play: present and not excluded
         self.active = np.array([not item.missing and item.id not in excluded for item in self.items], dtype=bool)
-        self._cache = self._stats = self._given = None
+        self._cache = self._stats = self._given = self._labels = None
 
     @property
     def n(self) -> int:
@@ -126,10 +126,16 @@ class _Context:
             self._stats = (found.stats.reindex(range(self.n)), signatures)
         return self._stats
 
+    def labels(self) -> tuple[list[str], np.ndarray]:
+        """The store's label_matrix (names, matrix) for every item, read once per build."""
+        if self._labels is None:
+            self._labels = self.project.store.label_matrix(self.n)
+        return self._labels
+
     def given(self) -> list[str]:
         """Each item's current label(s) as text ('' when unlabeled; multi-label joined by a space)."""
         if self._given is None:
-            names, matrix = self.project.store.label_matrix(self.n)
+            names, matrix = self.labels()
             if matrix.ndim == 2:
                 self._given = [" ".join(names[k] for k in np.flatnonzero(row)) for row in matrix]
             else:
@@ -173,7 +179,7 @@ def label_issue_features(cache: FeatureCache, layers: Sequence[str] | None, back
 
 def label_issue_queue(context: _Context, layers=None) -> pd.DataFrame:
     """Every labeled item ranked by cleanlab's issue score (1 - label quality) of k-fold probabilities."""
-    names, matrix = context.project.store.label_matrix(context.n)
+    names, matrix = context.labels()
     multi = matrix.ndim == 2
     candidates = context.with_features() & (matrix.any(1) if multi else matrix >= 0)
     rows = np.flatnonzero(candidates)
@@ -226,7 +232,7 @@ def top_loss_queue(context: _Context, model, targets=None) -> pd.DataFrame:
         if task not in ("classify", "multilabel"):
             raise CleaningError(f"Top losses of a {task} model need its targets (masks or points): pass "
                                 f"targets=MaskLabel(...) or PointsLabel(...) as for training.")
-        names, matrix = context.project.store.label_matrix(context.n)
+        names, matrix = context.labels()
         if task == "classify" and matrix.ndim == 2:
             raise CleaningError(f"{model} is a single-label classifier but the project is multi-label.")
         labeled = (matrix.any(1) if matrix.ndim == 2 else matrix >= 0)[rows]

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from . import _db
-from ._changes import Changes, read_assign, read_defs, read_excl, write_assign, write_def, write_excl
+from ._changes import Changes, read_assign, read_defs, set_excluded, write_assign, write_def
 from ._decisions import CleaningDecisions
 from ._history import Event, UndoableStore
 from ._labels import Label, next_colour, plural, validate_colour, validate_name, validate_source
@@ -324,12 +324,9 @@ class LabelStore(CleaningDecisions, UndoableStore):
         with self._write() as conn:
             if row is not None:
                 self._check_items_exist(conn, items)
-            before = read_excl(conn, items)
-            after = {item: row for item, current in before.items() if (current is None) != (row is None)}
             changes = Changes()
-            changes.add_excl(before, after)
-            write_excl(conn, after)
-            return self._record(conn, kind, f"{kind} {plural(len(after), 'item')}", len(after), changes)
+            count = set_excluded(conn, items, row, changes)
+            return self._record(conn, kind, f"{kind} {plural(count, 'item')}", count, changes)
 
     @staticmethod
     def _item_list(item_ids) -> list[int]:
