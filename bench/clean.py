@@ -107,13 +107,18 @@ def first_model_ranking(project: Project) -> list[int]:
     """Labeled items by the app's first model's k-fold probability of their given label, lowest first."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    from engine.backbones import get_backbone_cfg
     from engine.features import FeatureCache
-    from engine.firstmodel import _pipeline
+    from engine.firstmodel import ColumnBlocks, _pipeline
+    from engine.pooling import DEFAULT_POOLING
     cache = FeatureCache(project.workspace.features_dir("mobilenet_v2", 160), backbone="mobilenet_v2", size=160)
     _, labels = project.store.label_matrix(len(project.items))
     rows = np.flatnonzero((labels >= 0) & cache.done_mask(len(labels)))
-    X = np.asarray(cache.load("features.18", "avg")[rows], dtype=np.float32)
-    probs = cross_val_predict(_pipeline(0), X, labels[rows], method="predict_proba",
+    # what Train fits (labeler/session.py): the grid-pooled columns of every layer, through PCA past 256 rows
+    features = ColumnBlocks(cache.load(layer, DEFAULT_POOLING) for layer in get_backbone_cfg("mobilenet_v2").layers)
+    X = features[rows]
+    fold_rows = len(rows) - int(np.ceil(len(rows) / 5))
+    probs = cross_val_predict(_pipeline(0, fold_rows, X.shape[1]), X, labels[rows], method="predict_proba",
                               cv=StratifiedKFold(5, shuffle=True, random_state=0))
     given = probs[np.arange(len(rows)), labels[rows]]
     return rows[np.argsort(given, kind="stable")].tolist()
