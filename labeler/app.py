@@ -342,10 +342,13 @@ class LabelApp(pn.viewable.Viewer):
 
     def _label_one(self, item: int, name: str) -> None:
         """A label's key pressed over one image of the review: that image alone."""
+        at = self.grid.ids.index(item) if item in self.grid.ids else -1
         if self._guard(self.session.label_item, item, name):
-            self._show(f"Labeled 1 image “{name}”.", "success")
-            self.grid.hovered = None
+            # no message: the alert above the map would push the grid down, from under the mouse
+            self.status = f"Labeled 1 image “{name}”."
             self.grid.show(self.session.review)
+            # the next image slides into the labeled one's cell, under the mouse: the next key is for it
+            self.grid.hovered = self.grid.ids[at] if 0 <= at < len(self.grid.ids) else None
             self._update_review_text()
             self._after_change()
 

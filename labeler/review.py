@@ -62,8 +62,9 @@ class ReviewGrid:
         self.review = review
         self.ids = list(review.ids)[:MAX_SHOWN]
         rows = max(1, -(-len(self.ids) // self.columns))
-        self.figure.height = rows * self.tile_px
-        self.figure.y_range.start, self.figure.y_range.end = 0, rows
+        if self.figure.height != rows * self.tile_px:      # resize only when the rows change: no needless re-layout
+            self.figure.height = rows * self.tile_px
+            self.figure.y_range.start, self.figure.y_range.end = 0, rows
         positions = np.arange(len(self.ids))
         x = positions % self.columns + 0.5
         y = rows - positions // self.columns - 0.5
