@@ -58,7 +58,8 @@ class LabelApp(pn.viewable.Viewer):
         self._map_source = ColumnDataSource(dict(x=[], y=[], id=[], color=[], alpha=[]))
         self._tile_source = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
         self._plot = self._make_plot()
-        self.grid = ReviewGrid(thumbs, on_change=self._update_review_text)
+        self.grid = ReviewGrid(thumbs, on_change=self._update_review_text,
+                               colours=lambda: label_colours(self.session.store.label_defs()))
         self.clean = CleanView(project, thumbs=thumbs, backbone=self._opening.backbone, size=self._opening.size)
         self._widgets()
         self._layout[:] = [self._tabs()]

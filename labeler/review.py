@@ -22,15 +22,16 @@ MAX_SHOWN = 240
 class ReviewGrid:
     """A Bokeh grid of the review's thumbnails (one composite JPEG) with clickable cells."""
 
-    def __init__(self, thumbs, on_change, *, columns: int = COLUMNS, tile_px: int = TILE_PX):
+    def __init__(self, thumbs, on_change, *, columns: int = COLUMNS, tile_px: int = TILE_PX, colours=None):
         self.thumbs, self.on_change = thumbs, on_change
+        self.colours = colours or (lambda: {})   # label name -> colour: a predicted label's caption wears it
         self.columns, self.tile_px = columns, tile_px
         self.review = None                  # the session's Review: dropping edits it directly
         self.ids: list[int] = []
         self.hovered: int | None = None     # the image under the mouse
         self._hover_id = Div(text="", visible=False, name="review-hover-id")
         self._hover_id.on_change("text", self._on_hover)
-        self._cells = ColumnDataSource(dict(x=[], y=[], id=[], veil=[], cross=[], score=[]))
+        self._cells = ColumnDataSource(dict(x=[], y=[], id=[], veil=[], cross=[], score=[], tag=[]))
         self._image = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
         self.figure = self._make_figure()
         self.panel = pn.pane.Bokeh(self.figure, visible=False)
@@ -47,8 +48,8 @@ class ReviewGrid:
         fig.scatter("x", "y", source=self._cells, marker="x", size=self.tile_px * 0.6, line_width=4,
                     color="#d32f2f", alpha="cross")
         fig.text("x", "y", text="score", source=self._cells, x_offset=-self.tile_px / 2 + 3, y_offset=self.tile_px / 2 - 3,
-                 text_font_size="10px", text_color="#ffffff", background_fill_color="#000000",
-                 background_fill_alpha=0.6)
+                 text_font_size="10px", text_color="#ffffff", background_fill_color="tag",
+                 background_fill_alpha=0.8)
         fig.add_tools(TapTool(renderers=[cells]))
         fig.add_tools(HoverTool(renderers=[cells], tooltips=None, callback=CustomJS(
             args=dict(div=self._hover_id, source=self._cells),
@@ -70,7 +71,9 @@ class ReviewGrid:
         y = rows - positions // self.columns - 0.5
         scores = [review.predicted[i] if i in review.predicted else
                   f"{review.similarity[i]:.2f}" if i in review.similarity else "" for i in self.ids]
-        self._cells.data = dict(x=x, y=y, id=self.ids, veil=self._veil(), cross=self._cross(), score=scores)
+        colours = self.colours() if review.predicted else {}
+        tags = [colours.get(review.predicted.get(i), "#000000") for i in self.ids]
+        self._cells.data = dict(x=x, y=y, id=self.ids, veil=self._veil(), cross=self._cross(), score=scores, tag=tags)
         self._image.data = self._composite(rows) if self.ids else dict(url=[], x=[], y=[], w=[], h=[])
         self.panel.visible = bool(self.ids)
 
