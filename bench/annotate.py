@@ -59,7 +59,6 @@ LEVELS = (0.5, 0.8, 0.9)
 FACES_LOW, FACES_HIGH = 0.40, 0.60        # nose tip position between the jaw ends: left / frontal / right
 SURVEY_SIZE = 10                          # images per lasso while surveying the map before the first model
 CHECK_RUNGS = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5)   # confidences the annotator checks and accepts at, top down
-CHECK_SIZE = 48                           # images in one check of predictions
 CHECK_MIN_PURITY = 0.6                    # below this a check labels under ~1.4 images per action: lasso instead
 ACCEPT_MIN_CHECKED = 40                   # checked predictions in a band before accepting it unseen...
 ACCEPT_MIN_PRECISION = 0.85              # ...and their precision's 95% lower bound (the error budget uses
@@ -202,11 +201,11 @@ class Desk:
         self._on_change()
         return count
 
-    def check(self, threshold: float, size: int) -> list[int]:
+    def check(self, threshold: float) -> list[int]:
         """Check predictions: a random sample of unlabeled images predicted at >= threshold, each shown
         with its predicted label."""
         self._spend("check")
-        review = self.session.check_predictions(threshold, size, seed=self.actions + 100_003 * self.seed)
+        review = self.session.check_predictions(threshold, seed=self.actions + 100_003 * self.seed)
         self.shown.update(review.ids)
         return list(review.ids)
 
@@ -605,7 +604,7 @@ class Annotator:
             break
         else:
             return False
-        ids = self.desk.check(threshold, CHECK_SIZE)
+        ids = self.desk.check(threshold)
         truth = self.oracle.look(ids)
         shown = self.session.review.predicted
         wrong = [i for i in ids if truth[i] != shown[i]]

@@ -29,7 +29,6 @@ from labeler.shortcuts import SHORTCUTS, Shortcuts
 
 logger = logging.getLogger(__name__)
 TILE_PX = 32
-CHECK_SIZE = 48             # images in one check of predictions
 # WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
 BACKENDS = ("webgl", "canvas")
 
@@ -407,7 +406,7 @@ class LabelApp(pn.viewable.Viewer):
         self._after_change()
 
     def _on_check(self, event=None) -> None:
-        review = self._guard(self.session.check_predictions, float(self._threshold.value), CHECK_SIZE)
+        review = self._guard(self.session.check_predictions, float(self._threshold.value))
         if review is not None:
             self.grid.show(review)
             self._update_review_text()
