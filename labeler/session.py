@@ -105,7 +105,7 @@ class Session:
         self._coords: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self.refresh_rows()
-        if self.predictions() is not None:
+        if self.latest_model() is not None:
             self.views.append(PREDICTED_VIEW)
 
     # -- what is on the map -----------------------------------------------------------------
@@ -282,6 +282,11 @@ class Session:
             self.views.append(PREDICTED_VIEW)
         return model.report
 
+    def latest_model(self) -> str | None:
+        """The id of the latest stored model (read without its predictions), or None."""
+        models = self.store.prediction_models()
+        return models[-1] if models else None
+
     def predictions(self):
         """(classes, item ids, probs) of the latest stored model, or None."""
         found = self.store.predictions()
@@ -311,11 +316,11 @@ class Session:
         The person drops the wrong ones and accepts the rest (accept_review): being random over every
         image above the threshold, what they keep is a fair estimate of the precision that "Accept"
         at that threshold would have, unlike a look at the model's surest images."""
-        found = self.store.predictions()
+        found = self.row_predictions()
         if found is None:
             raise LabelerError("Checking predictions needs a trained model: press Train first.")
-        model_id = found[0]
-        classes, probs, has = self.row_predictions()
+        model_id = self.latest_model()
+        classes, probs, has = found
         _, labels = self.human_labels()
         confidence, predicted = probs.max(1), probs.argmax(1)
         seen = np.isin(self.rows, list(self.checked_items(model_id=model_id)))     # each image is checked once per model
@@ -352,31 +357,27 @@ class Session:
         [threshold, below), from checks drawn at `threshold` or lower: each is a uniform sample of
         the images at or above its threshold, so of this band too (`below`: where everything above
         was accepted already)."""
-        found = self.store.predictions()
-        if found is None:
+        model_id = self.latest_model()
+        if model_id is None:
             return 0, 0
-        seen = [agreed for _, drawn_at, confidence, agreed in self.store.checks(found[0])
+        seen = [agreed for _, drawn_at, confidence, agreed in self.store.checks(model_id)
                 if drawn_at <= threshold <= confidence < below]
         return sum(seen), len(seen)
 
     def checked_items(self, right: bool | None = None, model_id: str | None = None) -> set[int]:
         """Items whose prediction by `model_id` (default: the latest model) a check showed: kept (right=True),
         dropped (False) or either."""
+        model_id = model_id or self.latest_model()
         if model_id is None:
-            found = self.store.predictions()
-            if found is None:
-                return set()
-            model_id = found[0]
+            return set()
         return {item for item, _, _, agreed in self.store.checks(model_id) if right is None or agreed == right}
 
     def accept(self, threshold: float) -> int:
         """Label the unlabeled images predicted at `threshold` or above with their prediction, except those
         a check showed to be wrong; returns how many were labeled."""
-        found = self.store.predictions()
-        if found is None:
+        model_id = self.latest_model()
+        if model_id is None:
             return 0
-        model_id, _, ids, _ = found
-        refused = self.checked_items(right=False, model_id=model_id)
         before = sum(self.store.counts().values())
-        self.store.accept_predictions(model_id, threshold, item_ids=[i for i in ids.tolist() if i not in refused])
+        self.store.accept_predictions(model_id, threshold, skip=self.checked_items(right=False, model_id=model_id))
         return sum(self.store.counts().values()) - before

@@ -442,8 +442,9 @@ class LabelStore(CleaningDecisions, UndoableStore):
                                 (str(model_id),)).fetchall()
         return [(int(i), float(t), float(c), bool(a)) for i, t, c, a in rows]
 
-    def accept_predictions(self, model_id: str, threshold: float, item_ids=None) -> int:
-        """Label unlabeled, non-excluded items with the classes predicted at >= threshold (source 'model').
+    def accept_predictions(self, model_id: str, threshold: float, item_ids=None, skip=()) -> int:
+        """Label unlabeled, non-excluded items with the classes predicted at >= threshold (source 'model');
+        only `item_ids` when given, never those in `skip` (e.g. predictions a person said are wrong).
 
         One undoable event; returns its id (0 when no item qualified). `event(id).count` is the number labeled.
         """
@@ -456,7 +457,7 @@ class LabelStore(CleaningDecisions, UndoableStore):
             found_id, classes, ids, probs = found
             keep = np.ones(len(ids), dtype=bool) if wanted_items is None else np.isin(ids, list(wanted_items))
             busy = {row[0] for row in conn.execute("SELECT item_id FROM assignments UNION SELECT item_id FROM exclusions")}
-            keep &= ~np.isin(ids, list(busy))
+            keep &= ~np.isin(ids, list(busy | set(self._item_list(skip))))
             wanted = confident_labels(classes, ids[keep], probs[keep], threshold, self._multi(conn))
             changes = Changes()
             count = self._assign_rows(conn, wanted, "model", changes)
