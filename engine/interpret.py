@@ -16,9 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class InterpretError(ValueError):
-    """A target or layer that Grad-CAM cannot use."""
+from .errors import InterpretError  # noqa: F401  (raised here; importable from here)
 
 
 # -- targets: model output -> one scalar per image -------------------------------------------

@@ -20,14 +20,11 @@ from torch.nn import functional as F
 
 from . import metrics
 from .models import create_model
+from .errors import LearnerError  # noqa: F401  (raised here; importable from here)
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "labeler-model/1"
-
-
-class LearnerError(ValueError):
-    """A task, learning rate or exported file the learner cannot use."""
 
 
 # --- tasks -----------------------------------------------------------------------------
@@ -230,7 +227,6 @@ def task_for(data, label_smoothing: float = 0.0, loss: str = "mse") -> Task:
     if data.task not in factories:
         raise LearnerError(f"Unknown task {data.task!r}. Choose one of: {', '.join(factories)}.")
     return factories[data.task]()
-
 
 
 # --- callbacks -------------------------------------------------------------------------

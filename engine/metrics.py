@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, fbeta_score
 
-
-class MetricError(ValueError):
-    """Predictions and targets that cannot be compared (shapes, empty sets)."""
+from .errors import MetricError  # noqa: F401  (raised here; importable from here)
 
 
 def _numpy(values) -> np.ndarray:

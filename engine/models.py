@@ -18,12 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .backbones import create_backbone, get_backbone_cfg
+from .errors import ModelError  # noqa: F401  (raised here; importable from here)
 
 logger = logging.getLogger(__name__)
-
-
-class ModelError(ValueError):
-    """An unknown task or a model configuration that cannot be built."""
 
 
 @dataclass(frozen=True)

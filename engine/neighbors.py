@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import feature_matrix
+from .errors import NeighborsError  # noqa: F401  (raised here; importable from here)
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ HALF_PRECISION_VALUES = 200_000_000
 
 Seeds = Iterable[int] | np.ndarray
 Exclude = Iterable[int] | np.ndarray | None
-
-
-class NeighborsError(ValueError):
-    """A similarity query cannot be answered with the given arguments."""
 
 
 # -------------------------------------------------------------------- checks

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import PoolingError
+
 if TYPE_CHECKING:  # torch is imported only where pooling runs, so reading a cache stays light
     import torch
 
@@ -29,7 +31,7 @@ def pool(fmap: "torch.Tensor") -> "torch.Tensor":
     import torch.nn.functional as F
 
     if fmap.ndim != 4:
-        raise ValueError(f"expected a (batch, channels, height, width) feature map, got shape {tuple(fmap.shape)}")
+        raise PoolingError(f"expected a (batch, channels, height, width) feature map, got shape {tuple(fmap.shape)}")
     avg = fmap.mean(dim=(2, 3))
     grid = F.adaptive_avg_pool2d(fmap, GRID).flatten(1)
     return torch.cat([avg, grid], dim=1)
@@ -42,10 +44,10 @@ def stored_dim(channels: int) -> int:
 def select(features: np.ndarray, pooling: str = DEFAULT_POOLING) -> np.ndarray:
     """Columns of a stored feature array for one pooling ("avg", "grid" or "both"); a view, no copy."""
     if pooling not in POOLINGS:
-        raise ValueError(f"Unknown pooling {pooling!r}. Choose one of: {', '.join(POOLINGS)}.")
+        raise PoolingError(f"Unknown pooling {pooling!r}. Choose one of: {', '.join(POOLINGS)}.")
     channels, rest = divmod(features.shape[1], 1 + CELLS)
     if rest:
-        raise ValueError(f"a stored feature array has a multiple of {1 + CELLS} columns, not {features.shape[1]}")
+        raise PoolingError(f"a stored feature array has a multiple of {1 + CELLS} columns, not {features.shape[1]}")
     if pooling == "avg":
         return features[:, :channels]
     if pooling == "grid":

@@ -27,16 +27,14 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.utils.validation import check_is_fitted
 
+from .errors import ProjectionError  # noqa: F401  (raised here; importable from here)
+
 logger = logging.getLogger(__name__)
 
 CHUNK_VALUES = 1 << 23  # values converted to float32 at a time
 RANDOMIZED_MIN_VALUES = 1_000_000  # n * d above which PCA uses the randomized solver
 CACHE_FORMAT = 1  # bump when the meaning of cached files changes
 MIN_UMAP_ROWS = 5
-
-
-class ProjectionError(ValueError):
-    """A projection cannot be computed with the given data or parameters."""
 
 
 # ------------------------------------------------------------------ validation

@@ -19,7 +19,7 @@ from engine.embedding import DEFAULT_SIZE, embed
 from engine.features import FeatureCache
 from engine.pooling import DEFAULT_POOLING, POOLINGS
 from engine.workspace import Workspace
-from labeler.errors import LabelerError
+from labeler.errors import USER_ERRORS, LabelerError
 
 logger = logging.getLogger("labeler")
 
@@ -34,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except Exception as err:
-        if not isinstance(err, (LabelerError, InputError)):
-            from engine.errors import ENGINE_ERRORS  # imported late: it pulls in sklearn and torch
-            if not isinstance(err, ENGINE_ERRORS):
-                raise
+    except USER_ERRORS as err:
         print(f"labeler {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .errors import CompositeError
 from .thumbs import encode_jpeg, resize_tiles
 
 ThumbsGetter = Callable[[np.ndarray, int], np.ndarray]  # (ids, tile_px) -> uint8 (k, s, s, 3)
@@ -131,7 +132,7 @@ def _fetch_tiles(thumbs_getter: ThumbsGetter, ids: np.ndarray, tile_px: int) -> 
     raw = np.asarray(thumbs_getter(ids, tile_px))
     if raw.dtype != np.uint8 or raw.ndim != 4 or raw.shape[0] != len(ids) or raw.shape[1] != raw.shape[2] \
             or raw.shape[3] != 3:
-        raise ValueError(f"thumbs_getter must return uint8 tiles of shape ({len(ids)}, s, s, 3); "
+        raise CompositeError(f"thumbs_getter must return uint8 tiles of shape ({len(ids)}, s, s, 3); "
                          f"got {raw.dtype} {raw.shape}.")
     tiles = resize_tiles(raw, tile_px)
     return tiles.copy() if np.shares_memory(tiles, raw) else tiles
@@ -156,7 +157,7 @@ def _draw_frames(tiles: np.ndarray, colours: np.ndarray, thickness: int) -> None
 def _points(xy) -> np.ndarray:
     xy = np.asarray(xy, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"xy must be an (n, 2) array of point positions; got shape {xy.shape}.")
+        raise CompositeError(f"xy must be an (n, 2) array of point positions; got shape {xy.shape}.")
     return xy
 
 
@@ -164,9 +165,9 @@ def _span(value, name: str) -> tuple[float, float]:
     try:
         start, end = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (start, end); got {value!r}.") from None
+        raise CompositeError(f"{name} must be a pair (start, end); got {value!r}.") from None
     if not (np.isfinite(start) and np.isfinite(end) and start < end):
-        raise ValueError(f"{name} must be finite with start < end; got ({start}, {end}). "
+        raise CompositeError(f"{name} must be finite with start < end; got ({start}, {end}). "
                          f"Skip drawing until the plot's ranges are known.")
     return start, end
 
@@ -175,13 +176,13 @@ def _canvas(canvas_px) -> tuple[int, int]:
     try:
         width, height = canvas_px
     except (TypeError, ValueError):
-        raise ValueError(f"canvas_px must be (width, height) in pixels; got {canvas_px!r}.") from None
+        raise CompositeError(f"canvas_px must be (width, height) in pixels; got {canvas_px!r}.") from None
     return _positive_int(width, "canvas width"), _positive_int(height, "canvas height")
 
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int of pixels; got {value!r}.")
+        raise CompositeError(f"{name} must be a positive int of pixels; got {value!r}.")
     return int(value)
 
 
@@ -189,5 +190,5 @@ def _per_item(values, n: int, name: str, columns: int | None = None) -> np.ndarr
     values = np.asarray(values)
     expected = (n,) if columns is None else (n, columns)
     if values.shape != expected:
-        raise ValueError(f"{name} must have shape {expected}, one entry per point; got {values.shape}.")
+        raise CompositeError(f"{name} must have shape {expected}, one entry per point; got {values.shape}.")
     return values

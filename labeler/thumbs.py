@@ -39,6 +39,8 @@ from engine._atomic import grow_npy, save_npy, write_text
 from engine.features import DONE, FAILED, PENDING, ROW_DTYPE, RowStates
 from engine.workspace import Item, Workspace
 
+from .errors import ThumbnailError
+
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
@@ -229,7 +231,7 @@ class ThumbCache(RowStates):
 
 def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"Thumbnail size must be a positive int of pixels (e.g. 64), not {size!r}.")
+        raise ThumbnailError(f"Thumbnail size must be a positive int of pixels (e.g. 64), not {size!r}.")
     return int(size)
 
 
@@ -353,6 +355,6 @@ def _bounded_map(pool: Executor, folder: str, chunks: list, size: int, in_flight
 def _check_dense(items: list[Item]) -> None:
     for index, item in enumerate(items):
         if item.id != index:
-            raise ValueError(f"build() needs the workspace's whole item list in id order (row i = item i); "
+            raise ThumbnailError(f"build() needs the workspace's whole item list in id order (row i = item i); "
                              f"position {index} holds item {item.id}. Pass workspace.items() or leave items out.")
 

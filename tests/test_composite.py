@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from labeler.composite import choose_tiles, render_composite, to_data_uri
+from labeler.errors import CompositeError
 
 VIEW = dict(x_range=(0.0, 10.0), y_range=(0.0, 10.0), canvas_px=(100, 100))
 
@@ -91,12 +92,12 @@ def test_choose_tiles_handles_100k_points():
 ])
 def test_bad_view_is_refused_with_the_value(bad, message):
     args = dict(VIEW, tile_px=10) | bad
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(CompositeError, match=message):
         choose_tiles(np.zeros((3, 2)), None, args["x_range"], args["y_range"], args["canvas_px"], args["tile_px"])
 
 
 def test_per_item_arrays_of_the_wrong_length_are_refused():
-    with pytest.raises(ValueError, match=r"priority must have shape \(3,\)"):
+    with pytest.raises(CompositeError, match=r"priority must have shape \(3,\)"):
         choose_tiles(np.zeros((3, 2)), None, tile_px=10, priority=np.zeros(2), **VIEW)
 
 
@@ -152,7 +153,7 @@ def test_nothing_in_view_renders_nothing():
 
 
 def test_a_getter_returning_the_wrong_shape_is_named():
-    with pytest.raises(ValueError, match="thumbs_getter must return uint8 tiles"):
+    with pytest.raises(CompositeError, match="thumbs_getter must return uint8 tiles"):
         render_composite(np.array([[5.0, 5.0]]), lambda ids, px: np.zeros((1, 8, 8)), tile_px=8, **VIEW)
 
 

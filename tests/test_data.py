@@ -74,8 +74,11 @@ def test_image_read_error_str_is_path_colon_reason_and_survives_pickling():
     assert (copy.path, copy.reason, str(copy)) == ("a/b.jpg", "file not found", str(err))
 
 
-def test_input_error_is_a_value_error():
-    assert issubclass(InputError, ValueError)
+def test_every_engine_error_derives_from_one_base():
+    import engine.errors as errors
+    types = [getattr(errors, name) for name in errors.__all__]
+    assert InputError in types and ImageReadError in types
+    assert all(issubclass(kind, errors.EngineError) for kind in types)
 
 
 # --------------------------------------------------------------------------
@@ -396,9 +399,9 @@ def test_without_size_a_jpeg_keeps_its_full_size(tmp_path):
     assert load_image(path).size == (640, 480)
 
 
-def test_invalid_size_is_a_programming_error(tmp_path):
+def test_invalid_size_names_the_size(tmp_path):
     path = _touch_image(tmp_path / "x.png")
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="size must be a positive int, not 0"):
         load_image(path, size=0)
 
 

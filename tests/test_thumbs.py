@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from engine import Workspace
+from labeler.errors import ThumbnailError
 from labeler.thumbs import CROSS_RGB, FAILED_RGB, PAD_RGB, ThumbCache, failed_tile, resize_tiles
 
 RED = (200, 30, 30)
@@ -180,12 +181,12 @@ def test_hover_preview_falls_back_to_the_tile_when_the_file_is_gone(folder):
 
 def test_build_refuses_a_partial_item_list(folder):
     ws = _workspace(folder)
-    with pytest.raises(ValueError, match="whole item list in id order"):
+    with pytest.raises(ThumbnailError, match="whole item list in id order"):
         ThumbCache(ws).build(ws.items()[1:], workers=0)
 
 
 def test_bad_size_is_refused_with_the_value(folder):
-    with pytest.raises(ValueError, match="positive int of pixels .* not 0"):
+    with pytest.raises(ThumbnailError, match="positive int of pixels .* not 0"):
         ThumbCache(None, size=0)
-    with pytest.raises(ValueError, match="not 2.5"):
+    with pytest.raises(ThumbnailError, match="not 2.5"):
         ThumbCache(_workspace(folder)).get([0], size=2.5)
