@@ -7,11 +7,7 @@ from pathlib import Path
 
 import panel as pn
 
-from engine.errors import ENGINE_ERRORS
-
-from .errors import LabelerError
-
-USER_ERRORS = (LabelerError, *ENGINE_ERRORS)   # shown to the person as a message; anything else is a bug
+from .errors import USER_ERRORS  # noqa: F401  (the views catch these)
 
 
 def with_document_lock(action) -> None:

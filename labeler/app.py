@@ -241,7 +241,7 @@ class LabelApp(pn.viewable.Viewer):
         try:
             jpeg = render_composite(np.nan_to_num(self._xy, nan=-1e9), self.thumbs.get, x_range, y_range,
                                     (width, height), TILE_PX, visible_mask=visible, border=self._frames()).jpeg
-        except (ValueError, *USER_ERRORS) as err:
+        except USER_ERRORS as err:
             logger.warning("no thumbnails: %s", err)
             return
         if jpeg is None:

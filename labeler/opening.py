@@ -105,8 +105,7 @@ class Opening:
                 listener(self._rows_with_features(), len(self._project.items), True, error)
 
     def _work(self) -> None:
-        from engine.errors import ENGINE_ERRORS
-        from labeler.errors import LabelerError
+        from labeler.errors import USER_ERRORS
 
         def progress(stage):
             def report(done, total):
@@ -119,7 +118,7 @@ class Opening:
                       progress=progress(f"Computing features ({self.backbone})"))
             self._project.refresh_items()
             self._state["finished"] = True
-        except (LabelerError, *ENGINE_ERRORS) as err:
+        except USER_ERRORS as err:
             self._state["error"] = str(err)
 
 
