@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import pooling
 from ._fuse import fuse_conv_bn
 from ._hooks import truncated_forward
+from ._workers import worker_start_method
 from .backbones import create_backbone
-from .embedding import worker_start_method
 from .data import ImageReadError, decode_image, read_image_bytes, to_model_array
 from .features import DONE, FAILED, FeatureCache
 from .workspace import Workspace

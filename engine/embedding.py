@@ -5,14 +5,12 @@ a project), answering takes a folder scan and two small file reads.
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._workers import default_workers
 from .backbones import DEFAULT_BACKBONE, get_backbone_cfg
 from .features import DONE, FAILED, FeatureCache
 from .workspace import Item, Workspace
@@ -35,19 +33,6 @@ class EmbedResult:
     def to_json(self) -> dict:
         return {"embedded": self.embedded, "cached": self.cached, "skipped": self.skipped,
                 "layers": self.layers, "backbone": self.backbone, "size": self.size, "items": self.n_items}
-
-
-def default_workers() -> int:
-    """Decoding processes beside the one running the network: one core is kept for the network."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def worker_start_method() -> str:
-    """How decoding processes start: fork from a single-threaded process (a script or the CLI: quick,
-    and no `__main__` guard needed); spawn from one with threads (the app's server), where a forked
-    child can deadlock on a lock some other thread held."""
-    single = threading.active_count() == 1
-    return "fork" if single and "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE,

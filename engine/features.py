@@ -8,6 +8,7 @@ renaming it over the old one, so a crash leaves either the old or the new array.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -85,6 +86,18 @@ class FeatureCache(RowStates):
             )
         array = np.load(self.dir / f"{_safe(layer)}.npy", mmap_mode="r" if mmap else None)
         return array if pooling_name is None else pooling.select(array, pooling_name)
+
+    def projection_key(self, layer: str, pooling_name: str, rows) -> str:
+        """The cache key of a projection of `layer`'s `pooling_name` columns over the item ids `rows`.
+
+        `engine.projection.cached_projection` adds the method and its parameters; the app and the
+        CLI both key their projections here, so each reuses what the other computed. The key names
+        this cache's version (re-embedded features miss) and the exact rows (a projection over other
+        images, even as many, is another projection).
+        """
+        ids = np.ascontiguousarray(np.asarray(rows, dtype=np.int64))
+        digest = hashlib.sha1(ids.tobytes()).hexdigest()[:16]
+        return f"{self.backbone}-{self.size}/{layer}/{pooling_name}/v{self.version}/rows-{len(ids)}-{digest}"
 
     # -- writing -------------------------------------------------------------------------
     def prepare(self, layers: list[str], dims: dict[str, int], n_rows: int) -> None:

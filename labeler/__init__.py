@@ -10,11 +10,12 @@ _EXPORTS = {
     "errors": ["LabelerError", "LabelFileError", "LabelStoreError"],
     "store": ["Event", "Label", "LabelStore"],
     "project": ["Project"],
-    "app": ["LabelApp"],
+    "ui.app": ["LabelApp"],
     "session": ["Session"],
+    "jobs": ["Job"],
     "io": ["ExportReport", "ImportReport", "export_cleaned", "export_folders", "export_hf_metadata",
            "export_labels_csv", "export_predictions_csv", "import_folders", "import_labels_csv"],
-    "clean_view": ["CleanView"],
+    "ui.clean_view": ["CleanView"],
     "cleaning": ["QUEUES", "QUEUE_TITLES", "build_queues"],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -51,13 +51,14 @@ def empty_queue() -> pd.DataFrame:
                          "keep": pd.Series(dtype=bool)})
 
 
-def build_queues(project, *, backbone="mobilenet_v2", size=160, layers=None, model=None,
+def build_queues(project, *, backbone=None, size=None, layers=None, model=None,
                  duplicate_threshold=None, queues=QUEUES, targets=None,
                  progress: Progress | None = None) -> dict[str, pd.DataFrame]:
     """The cleaning queues of `project` (a labeler.project.Project), by name, in `queues`' order.
 
     Args:
-        backbone, size: which feature cache to use (computed with the engine's embed if needed).
+        backbone, size: which feature cache to use (computed with the engine's embed if needed); default
+            the project's.
         layers: layers whose features predict labels out of sample (default LABEL_ISSUE_LAYERS, else
             the last offered); duplicates use engine.clean.DUPLICATE_LAYERS.
         model: path of a model exported by `labeler train --out`; None leaves top_losses empty.
@@ -70,7 +71,7 @@ def build_queues(project, *, backbone="mobilenet_v2", size=160, layers=None, mod
     unknown = [name for name in queues if name not in QUEUES]
     if unknown:
         raise CleaningError(f"Unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}.")
-    context = _Context(project, backbone, size, progress)
+    context = _Context(project, backbone or project.backbone, size or project.size, progress)
     builders = {
         "label_issues": lambda: label_issue_queue(context, layers),
         "top_losses": lambda: top_loss_queue(context, model, targets),

@@ -251,9 +251,8 @@ def _project(args) -> int:
     features = cache.load(layer, args.pooling)
     y = _labels_vector(args.labels, items, rows) if args.method in SUPERVISED else None
     params = {"components": tuple(int(c) for c in args.components.split(","))} if args.method == "pca" else {}
-    key = f"{args.backbone}-{args.size}/{layer}/{args.pooling}/v{cache.version}"
     coords = cached_projection(features[rows], args.method, params, cache_dir=ws.cache_dir("projections"),
-                               key=key, y=y)
+                               key=cache.projection_key(layer, args.pooling, rows), y=y)
     table = [(items[r].path, float(x), float(yv)) for r, (x, yv) in zip(rows, coords)]
     if args.out:
         with open(args.out, "w", newline="") as f:
@@ -401,7 +400,7 @@ def _clean(args) -> int:
 
 
 def _serve(args) -> int:
-    from labeler.serve import serve
+    from labeler.ui.serve import serve
     serve(args.folder, port=args.port, address=args.address, workspace=args.workspace, show=args.show,
           backbone=args.backbone, size=args.size, backend=args.backend)
     return 0

@@ -7,13 +7,22 @@
 
 Reopening the same folder restores everything: item ids are stable (files found later get new
 ids), vanished files are marked missing and keep their labels.
+
+A project also owns its caches, all rebuildable from the images: thumbnails (`project.thumbs`),
+per-layer features of its backbone (`project.features()`) and projections (`projections_dir`).
+Opening a folder in the app is one pipeline of stages, `project.prepare(progress)`: thumbnails
+first (about ten times quicker), then features; each stage computes only what is new.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from functools import cached_property
 from pathlib import Path
 
+from engine.backbones import DEFAULT_BACKBONE
+from engine.embedding import DEFAULT_SIZE
 from engine.workspace import Item, Workspace
 
 from ._labels import SOURCES
@@ -23,6 +32,16 @@ from .store import LabelStore
 logger = logging.getLogger(__name__)
 
 _SHOWN_UNKNOWN = 10
+StageProgress = Callable[[str, int, int], None]   # (stage, done, total)
+_WORKSPACE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def workspace_lock(root) -> threading.Lock:
+    """One lock per workspace in this process: two tabs (or the Clean tab and the opening) never
+    compute the same caches at once. It holds no user state."""
+    with _LOCKS_GUARD:
+        return _WORKSPACE_LOCKS.setdefault(str(root), threading.Lock())
 
 
 class Project:
@@ -34,11 +53,14 @@ class Project:
         multi_label: True/False to choose the mode of a new project (an error if it contradicts
             one that already has labels); None keeps what the project has (single-label when new).
         actor: who makes the changes (default "hostname:pid"), for undo per app instance.
+        backbone, size: the pretrained CNN and image edge whose features the project's map uses.
     """
 
-    def __init__(self, folder, workspace=None, *, multi_label: bool | None = None, actor: str | None = None):
+    def __init__(self, folder, workspace=None, *, multi_label: bool | None = None, actor: str | None = None,
+                 backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE):
         self.workspace = Workspace(folder, workspace)
         self.folder: Path = self.workspace.folder
+        self.backbone, self.size = backbone, size
         self.store = LabelStore(self.workspace.db_path, actor=actor)
         try:
             if multi_label is not None:
@@ -70,6 +92,48 @@ class Project:
     @property
     def multi_label(self) -> bool:
         return self.store.multi_label
+
+    # ---- caches: thumbnails, features, projections -------------------------------------------
+
+    @cached_property
+    def thumbs(self):
+        """The thumbnail cache (a uint8 memmap of small tiles, row i = item i)."""
+        from .thumbs import ThumbCache
+        return ThumbCache(self.workspace)
+
+    def features(self):
+        """The feature cache of the project's backbone and size, as it is on disk now."""
+        from engine.features import FeatureCache
+        return FeatureCache(self.workspace.features_dir(self.backbone, self.size), backbone=self.backbone,
+                            size=self.size)
+
+    @property
+    def projections_dir(self) -> Path:
+        return self.workspace.cache_dir("projections")
+
+    def needs_preparing(self) -> bool:
+        """Whether some present image lacks a thumbnail or features (or changed since they were made)."""
+        from engine.embedding import rows_to_compute
+        items = self.items
+        if rows_to_compute(items, self.features()):
+            return True
+        return not self.thumbs.done_mask().all() and any(not item.missing for item in items)
+
+    def prepare(self, progress: StageProgress | None = None) -> None:
+        """Bring every cache up to date, stage by stage: thumbnails, then features.
+
+        `progress(stage, done, total)` hears about each stage. Other readers (the app's map) see
+        computed feature rows every few seconds while this runs.
+        """
+        from engine.embedding import embed
+
+        def stage(name: str):
+            return (lambda done, total: progress(name, done, total)) if progress else None
+        with workspace_lock(self.workspace.root):
+            self.thumbs.build(progress=stage("Making thumbnails"))
+            embed(self.workspace, backbone=self.backbone, size=self.size,
+                  progress=stage(f"Computing features ({self.backbone})"))
+        self.refresh_items()
 
     # ---- file names and item ids -------------------------------------------------------------
 

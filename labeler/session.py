@@ -1,6 +1,6 @@
 """One person's working state on a project, without any widget: testable without a browser.
 
-The app (labeler/app.py) wires widgets to these methods. State here is per session (per
+The app (labeler/ui/app.py) wires widgets to these methods. State here is per session (per
 browser tab); everything that must survive (labels, predictions) goes to the shared label
 store at once, so two tabs on one project never overwrite each other.
 """
@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from engine.backbones import get_backbone_cfg
-from engine.features import FeatureCache
 from engine.pooling import DEFAULT_POOLING
-from labeler.errors import LabelerError
+
+from .checks import CHECK_SIZE, PredictionChecks  # noqa: F401  (part of the session's API)
+from .errors import SessionError
+from .palette import label_colours, label_frames, paler
+from .selection import Check, Review  # noqa: F401  (part of the session's API)
 
 logger = logging.getLogger(__name__)
 
 UNLABELED_COLOUR = "#9a9a9a"
+UNLABELED_ALPHA = 0.45     # unlabeled points stay light over the thumbnails
 
 
 @dataclass(frozen=True)
@@ -49,53 +53,19 @@ BASE_VIEWS = (
 # Offered once a model has predicted: each label owns a point on a circle, unlabeled images sit
 # between the labels by the predicted probabilities, labeled ones just outside (engine class_layout).
 PREDICTED_VIEW = View("Predicted", "predicted")
-# images in one check of predictions (8 rows of the review grid): on cifar10 the simulated annotator
-# (bench/annotate.py) needed 712 actions for 90% with checks of 96, 816 with checks of 48
-CHECK_SIZE = 96
 
 
-@dataclass
-class Review:
-    """The selection under review: ids in order, the ones dropped, similarity where found."""
+class Session(PredictionChecks):
+    """Layer and view navigation, selection and review, labeling, find-similar, separate, train,
+    colours, undo; and (PredictionChecks) checks and accepting of the model's predictions.
 
-    ids: list[int] = field(default_factory=list)
-    dropped: set[int] = field(default_factory=set)
-    similarity: dict[int, float] = field(default_factory=dict)
-    predicted: dict[int, str] = field(default_factory=dict)     # a check: the label shown under each image
-    check: "Check | None" = None
+    The features are the project's (`project.backbone`, `project.size`).
+    """
 
-    @property
-    def kept(self) -> list[int]:
-        return [i for i in self.ids if i not in self.dropped]
-
-    def toggle(self, item_id: int) -> bool:
-        """Drop an item from the review, or take it back; returns True when it is now dropped."""
-        if item_id in self.dropped:
-            self.dropped.discard(item_id)
-            return False
-        self.dropped.add(item_id)
-        return True
-
-
-@dataclass
-class Check:
-    """A random sample of the model's unlabeled predictions at or above a confidence, shown for review."""
-
-    model_id: str
-    threshold: float
-    pool: int                     # unlabeled images predicted at >= threshold when the sample was drawn
-    confidence: dict[int, float]  # item -> the probability of its shown prediction
-
-
-class Session:
-    """Layer and view navigation, selection and review, labeling, find-similar, separate, train."""
-
-    def __init__(self, project, *, backbone: str = "mobilenet_v2", size: int = 160,
-                 pooling: str = DEFAULT_POOLING):
+    def __init__(self, project, *, pooling: str = DEFAULT_POOLING):
         self.project, self.store = project, project.store
-        self.cfg = get_backbone_cfg(backbone)
+        self.cfg = get_backbone_cfg(project.backbone)
         self.pooling = pooling
-        self._cache_args = (project.workspace.features_dir(backbone, size), backbone, size)
         self.layers = list(self.cfg.layers)
         self.layer_index = max(0, len(self.layers) - 2)   # a middle layer: pose and parts, not only class
         self.views: list[View] = list(BASE_VIEWS)
@@ -111,8 +81,7 @@ class Session:
     # -- what is on the map -----------------------------------------------------------------
     def refresh_rows(self) -> None:
         """Items drawn: with features, present on disk, not excluded (features may still be arriving)."""
-        folder, backbone, size = self._cache_args
-        self.cache = FeatureCache(folder, backbone=backbone, size=size)
+        self.cache = self.project.features()
         self.project.refresh_items()
         n = len(self.project.items)
         ok = self.cache.done_mask(n) & ~np.array([it.missing for it in self.project.items], dtype=bool)
@@ -150,20 +119,23 @@ class Session:
         if view.method == "predicted":
             return self._predicted_coords(layer)
         y = self._label_vector(view.labels) if view.supervised else None
-        key = (layer, view, len(self.rows), self.cache.version, None if y is None else y.tobytes())
+        key = self._coords_key(layer, view, y)
         with self._lock:
             if key not in self._coords:
                 features = self.features(layer)[self.rows]
                 self._coords[key] = cached_projection(
-                    features, view.method, dict(view.params), y=y,
-                    cache_dir=self.project.workspace.cache_dir("projections"),
-                    key=f"{self.cfg.name}-{self.cache.size}/{layer}/{self.pooling}/v{self.cache.version}/n{len(self.rows)}")
+                    features, view.method, dict(view.params), y=y, cache_dir=self.project.projections_dir,
+                    key=self.cache.projection_key(layer, self.pooling, self.rows))
             return self._coords[key]
+
+    def _coords_key(self, layer: str, view: View, y: np.ndarray | None) -> tuple:
+        return (layer, view, self.rows.tobytes(), self.cache.version, None if y is None else y.tobytes())
 
     def _predicted_coords(self, layer: str) -> np.ndarray:
         """The Predicted view: labels on a circle, each unlabeled image between them by the latest
         model's probabilities, spread locally by the layer's PCA 1-2; labeled ones outside the circle."""
-        from engine.projection import ProjectionError, class_layout
+        from engine.errors import ProjectionError
+        from engine.class_layout import class_layout
         found = self.row_predictions()
         if found is None:
             raise ProjectionError("The Predicted view needs a trained model: press Train first.")
@@ -180,8 +152,7 @@ class Session:
         layer, view = layer or self.layer, view or self.view
         if view.method == "predicted":
             return self.is_ready(layer, BASE_VIEWS[0])
-        y = self._label_vector(view.labels) if view.supervised else None
-        return (layer, view, len(self.rows), self.cache.version, None if y is None else y.tobytes()) in self._coords
+        return self._coords_key(layer, view, self._label_vector(view.labels) if view.supervised else None) in self._coords
 
     # -- labels --------------------------------------------------------------------------
     def label_names(self) -> list[str]:
@@ -225,12 +196,9 @@ class Session:
         unless it is the predicted label."""
         item_id, review = int(item_id), self.review
         if item_id not in review.ids:
-            raise LabelerError(f"Image {item_id} is not in the review; select it first.")
+            raise SessionError(f"Image {item_id} is not in the review; select it first.")
         self.store.assign([item_id], name.strip(), source="human")
-        check = review.check
-        if check is not None and item_id in check.confidence:
-            self.store.record_checks(check.model_id, [(item_id, check.threshold, check.confidence.pop(item_id),
-                                                       review.predicted.get(item_id) == name.strip())])
+        self._record_check(item_id, name.strip())
         review.ids.remove(item_id)
         review.dropped.discard(item_id)
         review.predicted.pop(item_id, None)
@@ -256,6 +224,8 @@ class Session:
 
     def separate(self, labels: list[str], method: str = "lda") -> View:
         """Switch to a view of the current layer fitted to pull `labels` apart."""
+        if len(set(labels)) < 2:
+            raise SessionError("Choose two or more labels to separate.")
         view = View(f"Separate {', '.join(labels)}", method, (), tuple(labels))
         self.views = [v for v in self.views if not v.supervised] + [view]
         self.view_index = len(self.views) - 1
@@ -282,102 +252,79 @@ class Session:
             self.views.append(PREDICTED_VIEW)
         return model.report
 
-    def latest_model(self) -> str | None:
-        """The id of the latest stored model (read without its predictions), or None."""
-        models = self.store.prediction_models()
-        return models[-1] if models else None
+    # -- what the page shows of the store: counts, colours, undo ---------------------------
+    @property
+    def n_items(self) -> int:
+        return len(self.project.items)
 
-    def predictions(self):
-        """(classes, item ids, probs) of the latest stored model, or None."""
-        found = self.store.predictions()
-        if found is None:
-            return None
-        _, classes, ids, probs = found
-        return classes, ids, probs
+    @property
+    def version(self) -> int:
+        """Changes whenever the labels change (in this tab or another)."""
+        return self.store.version
 
-    def row_predictions(self):
-        """(classes, probs, has) of the latest stored model over the drawn rows, or None: probs is
-        (len(rows), len(classes)), zero where `has` is False (the row had no features at training)."""
-        found = self.predictions()
-        if found is None:
-            return None
-        classes, ids, probs = found
-        where = {int(i): k for k, i in enumerate(ids)}
-        at = np.array([where.get(int(i), -1) for i in self.rows], dtype=np.int64)
-        has = at >= 0
-        by_row = np.zeros((len(self.rows), len(classes)), dtype=np.float32)
-        by_row[has] = probs[at[has]]
-        return classes, by_row, has
+    def item_path(self, item_id: int) -> str:
+        return self.project.items[int(item_id)].path
 
-    def check_predictions(self, threshold: float, n: int = CHECK_SIZE, seed: int | None = None) -> Review:
-        """Select a random sample of up to `n` unlabeled images that the latest model predicts at
-        `threshold` or above, grouped by the predicted label, which the review shows under each image.
+    def label_counts(self) -> dict[str, int]:
+        """Images per label, in the labels' order (their number keys follow it)."""
+        return self.store.counts()
 
-        The person drops the wrong ones and accepts the rest (accept_review): being random over every
-        image above the threshold, what they keep is a fair estimate of the precision that "Accept"
-        at that threshold would have, unlike a look at the model's surest images."""
-        found = self.row_predictions()
-        if found is None:
-            raise LabelerError("Checking predictions needs a trained model: press Train first.")
-        model_id = self.latest_model()
-        classes, probs, has = found
-        _, labels = self.human_labels()
-        confidence, predicted = probs.max(1), probs.argmax(1)
-        seen = np.isin(self.rows, list(self.checked_items(model_id=model_id)))     # each image is checked once per model
-        pool = np.flatnonzero(has & (labels[self.rows] < 0) & (confidence >= threshold) & ~seen)
-        if not len(pool):
-            raise LabelerError(f"No unchecked, unlabeled image is predicted at {threshold:g} or above; lower "
-                               f"the threshold or train again.")
-        pick = np.random.default_rng(seed).choice(pool, size=min(n, len(pool)), replace=False)
-        pick = pick[np.lexsort((-confidence[pick], predicted[pick]))]
-        ids = self.rows[pick].tolist()
-        self.review = Review(ids=ids, predicted={i: classes[c] for i, c in zip(ids, predicted[pick])},
-                             check=Check(model_id, float(threshold), len(pool),
-                                         {i: float(p) for i, p in zip(ids, confidence[pick])}))
-        return self.review
+    def label_colours(self) -> dict[str, str]:
+        return label_colours(self.store.label_defs())
 
-    def accept_review(self) -> int:
-        """Label each kept image of a check with the prediction shown under it (one undoable action);
-        the dropped ones stay selected, as after any label. Both count toward the precision estimate."""
-        review = self.review
-        if not review.predicted:
-            raise LabelerError("Accept shown needs a check of predictions in the review: press Check first.")
-        kept = [i for i in review.kept if i in review.predicted]
-        if kept:
-            self.store.assign_many({i: review.predicted[i] for i in kept}, source="human")
-        if review.check is not None:
-            check = review.check
-            self.store.record_checks(check.model_id, [(i, check.threshold, check.confidence[i], i not in review.dropped)
-                                                      for i in review.ids if i in check.confidence])
-        self.review = Review(ids=[i for i in review.ids if i in review.dropped])
-        return len(kept)
+    def label_for_key(self, number: int) -> str | None:
+        """The label a number key (1...9) names, or None."""
+        names = list(self.label_counts())
+        return names[number - 1] if 1 <= number <= len(names) else None
 
-    def checked_precision(self, threshold: float, below: float = np.inf) -> tuple[int, int]:
-        """(right, seen) among the checked predictions of the latest model with a confidence in
-        [threshold, below), from checks drawn at `threshold` or lower: each is a uniform sample of
-        the images at or above its threshold, so of this band too (`below`: where everything above
-        was accepted already)."""
-        model_id = self.latest_model()
-        if model_id is None:
-            return 0, 0
-        seen = [agreed for _, drawn_at, confidence, agreed in self.store.checks(model_id)
-                if drawn_at <= threshold <= confidence < below]
-        return sum(seen), len(seen)
+    @property
+    def can_undo(self) -> bool:
+        return self.store.can_undo()
 
-    def checked_items(self, right: bool | None = None, model_id: str | None = None) -> set[int]:
-        """Items whose prediction by `model_id` (default: the latest model) a check showed: kept (right=True),
-        dropped (False) or either."""
-        model_id = model_id or self.latest_model()
-        if model_id is None:
-            return set()
-        return {item for item, _, _, agreed in self.store.checks(model_id) if right is None or agreed == right}
+    @property
+    def can_redo(self) -> bool:
+        return self.store.can_redo()
 
-    def accept(self, threshold: float) -> int:
-        """Label the unlabeled images predicted at `threshold` or above with their prediction, except those
-        a check showed to be wrong; returns how many were labeled."""
-        model_id = self.latest_model()
-        if model_id is None:
-            return 0
-        before = sum(self.store.counts().values())
-        self.store.accept_predictions(model_id, threshold, skip=self.checked_items(right=False, model_id=model_id))
-        return sum(self.store.counts().values()) - before
+    def undo(self):
+        """Take back the latest action (of any tab); returns what was undone, or None."""
+        return self.store.undo()
+
+    def redo(self):
+        return self.store.redo()
+
+    def colours(self, vary_opacity: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Per item: colour (a label's own, paler for a prediction, grey unlabeled) and alpha.
+
+        With `vary_opacity`, what the model predicts confidently fades (and labeled images almost
+        vanish), so the eye goes to what is left to label.
+        """
+        n = self.n_items
+        names, labels = self.human_labels()
+        colours = self.label_colours()
+        colour = np.full(n, UNLABELED_COLOUR, dtype=object)
+        alpha = np.full(n, UNLABELED_ALPHA, dtype=np.float32)
+        predictions = self.predictions()
+        if predictions is not None:
+            classes, ids, probs = predictions
+            ids = np.asarray(ids, dtype=np.int64)
+            keep = ids < n                       # predictions of images this session does not know yet
+            ids, probs = ids[keep], probs[keep]
+            pale = np.array([paler(colours.get(c, UNLABELED_COLOUR)) for c in classes], dtype=object)
+            colour[ids] = pale[probs.argmax(1)]
+            if vary_opacity:
+                chance = 1.0 / max(2, len(classes))
+                alpha[ids] = np.clip(1 - (probs.max(1) - chance) / (1 - chance), 0.06, 1.0)
+        has = labels >= 0
+        alpha[has] = 0.08 if vary_opacity else 0.95
+        table = np.array([colours.get(name, UNLABELED_COLOUR) for name in names] or ["#000"], dtype=object)
+        colour[has] = table[labels[has]]
+        return colour, alpha
+
+    def frames(self) -> np.ndarray:
+        """(n, 3) RGB frame per item in its label's colour (-1: no frame), recomputed when labels change."""
+        version = self.version
+        if getattr(self, "_frames_for", None) != version:
+            names, labels = self.human_labels()
+            self._frames = label_frames(names, labels, self.label_colours())
+            self._frames_for = version
+        return self._frames

@@ -49,12 +49,21 @@ def start_server(folder: Path, workspace: Path | None = None, timeout: float = 1
     raise RuntimeError(f"server did not start in {timeout:.0f} s")
 
 
-def stop_server(proc) -> None:
+def stop_server(proc) -> str:
+    """Stop a server from `start_server`; returns what it logged."""
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    return Path(proc.log_path).read_text(errors="replace")
+
+
+def assert_no_traceback(log: str) -> None:
+    """A server log without a traceback: every error a person met was a message, not a crash."""
+    if "Traceback" in log:
+        start = log.index("Traceback")
+        raise AssertionError(f"the server logged a traceback:\n{log[max(0, start - 500):start + 3000]}")
 
 
 def canvases(page) -> list[dict]:
@@ -81,3 +90,52 @@ def wait_until(condition, timeout: float = 20.0) -> None:
         if time.time() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.2)
+
+
+def model_value(page, name: str, attr: str = "text"):
+    """An attribute of the page's Bokeh model called `name` (e.g. the hidden hover-id Divs), or None."""
+    return page.evaluate("""([name, attr]) => {
+        for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+          const model = doc.get_model_by_name(name);
+          if (model) { return model[attr]; }
+        }
+        return null;
+      }""", [name, attr])
+
+
+def hover_review_cell(page, cell: dict, timeout: float = 20.0) -> str:
+    """Move the mouse over a review grid cell and wait until the page knows which image is under it
+    (its id travels to the server before any key pressed next); returns that id."""
+    page.mouse.move(cell["x"] + 36, cell["y"] + 36)
+    wait_until(lambda: bool(model_value(page, "review-hover-id")), timeout)
+    return model_value(page, "review-hover-id")
+
+
+def leave_review_grid(page, timeout: float = 20.0) -> None:
+    """Move the mouse off the review grid and wait until the page has forgotten the hovered image."""
+    page.mouse.move(5, 990)
+    wait_until(lambda: not model_value(page, "review-hover-id"), timeout)
+
+
+INJECTED_JS = """() => {
+  // every element of the page, shadow roots included (Panel puts its widgets in shadow DOM)
+  const all = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      all.push(el);
+      if (el.shadowRoot) { walk(el.shadowRoot); }
+    }
+  };
+  walk(document);
+  return {
+    images_with_src_x: all.filter((el) => el.tagName === 'IMG' && el.getAttribute('src') === 'x').length,
+    bold_x: all.filter((el) => el.tagName === 'B' && el.textContent === 'x').length,
+    scripts_with_pwned: all.filter((el) => el.tagName === 'SCRIPT' && el.textContent.includes('PWNED')).length,
+    italic_typed: all.filter((el) => el.tagName === 'I' && el.textContent === 'typed').length,
+  };
+}"""
+
+
+def injected_elements(page) -> dict:
+    """Counts of elements that would exist only if label names had been put into the page as HTML."""
+    return page.evaluate(INJECTED_JS)

@@ -34,7 +34,8 @@ import numpy as np
 from PIL import Image
 
 from engine.data import ImageReadError, decode_image, read_image_bytes
-from engine.embedding import default_workers, rows_to_compute, worker_start_method
+from engine._workers import default_workers, worker_start_method
+from engine.embedding import rows_to_compute
 from engine._atomic import grow_npy, save_npy, write_text
 from engine.features import DONE, FAILED, PENDING, ROW_DTYPE, RowStates
 from engine.workspace import Item, Workspace

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from _helpers import write_image
 
-from labeler._clean_session import PAGE_SIZE, CleanSession
-from labeler.clean_view import CleanView
+from labeler.clean_session import PAGE_SIZE, CleanSession
+from labeler.ui.clean_view import CleanView
 from labeler.cleaning import QUEUES, empty_queue
 from labeler.errors import LabelerError
 from labeler.project import Project
@@ -222,14 +222,17 @@ def test_download_is_the_cleaned_csv(view, project):
 def test_compute_fills_the_queues_and_a_failure_is_a_message(project, queues):
     calls = []
 
+    opened_with = []
+
     def builder(opened, **kwargs):
         calls.append(kwargs)
+        opened_with.append((opened.backbone, opened.size))
         return queues
 
     view = CleanView(project, builder=builder)
     assert "Find issues" in view._empty.object and view._empty.visible
     view.compute(wait=True)
-    assert calls[0]["backbone"] == "mobilenet_v2" and calls[0]["model"] is None
+    assert calls[0]["model"] is None and opened_with[0] == ("mobilenet_v2", 160)
     assert list(view._queue_select.options) == ["Likely label errors (3)", "Top losses (4)", "Duplicates (4)",
                                                 "Odd files (0)"]
     assert view.status == "Found 3 likely label errors, 4 top losses, 4 duplicates, 0 odd files."

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeler.composite import choose_tiles, render_composite, to_data_uri
+from labeler.ui.composite import choose_tiles, render_composite, to_data_uri
 from labeler.errors import CompositeError
 
 VIEW = dict(x_range=(0.0, 10.0), y_range=(0.0, 10.0), canvas_px=(100, 100))

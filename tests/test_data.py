@@ -56,9 +56,7 @@ def _read_reason(path, **kwargs):
     return info.value.reason
 
 
-# --------------------------------------------------------------------------
-# constants and exceptions
-# --------------------------------------------------------------------------
+# ---- constants and exceptions ----------------------------------------------------------------
 
 
 def test_image_extensions_are_the_lower_case_supported_suffixes():
@@ -81,9 +79,7 @@ def test_every_engine_error_derives_from_one_base():
     assert all(issubclass(kind, errors.EngineError) for kind in types)
 
 
-# --------------------------------------------------------------------------
-# discover_images
-# --------------------------------------------------------------------------
+# ---- discover_images -------------------------------------------------------------------------
 
 
 def test_discover_returns_sorted_relative_posix_paths_recursively(tmp_path):
@@ -155,9 +151,7 @@ def test_discover_raises_input_error_when_given_a_file(tmp_path):
         discover_images(path)
 
 
-# --------------------------------------------------------------------------
-# read_image_list
-# --------------------------------------------------------------------------
+# ---- read_image_list -------------------------------------------------------------------------
 
 
 def test_image_list_skips_a_header_row_and_uses_the_first_column(tmp_path):
@@ -230,9 +224,7 @@ def test_image_list_missing_or_undecodable_file_raises_input_error(tmp_path):
         read_image_list(tmp_path)
 
 
-# --------------------------------------------------------------------------
-# load_image / decode_image: colour modes
-# --------------------------------------------------------------------------
+# ---- load_image / decode_image: colour modes -------------------------------------------------
 
 
 def test_load_returns_fully_decoded_rgb_of_the_same_size(tmp_path):
@@ -376,9 +368,7 @@ def test_animated_gif_returns_only_the_first_frame(tmp_path):
     assert load_image(path).getpixel((4, 4)) == RED
 
 
-# --------------------------------------------------------------------------
-# load_image: reduced-size JPEG decoding
-# --------------------------------------------------------------------------
+# ---- load_image: reduced-size JPEG decoding --------------------------------------------------
 
 
 def test_size_decodes_a_large_jpeg_at_a_reduced_scale_still_covering_size(tmp_path):
@@ -405,9 +395,7 @@ def test_invalid_size_names_the_size(tmp_path):
         load_image(path, size=0)
 
 
-# --------------------------------------------------------------------------
-# load_image: failures
-# --------------------------------------------------------------------------
+# ---- load_image: failures --------------------------------------------------------------------
 
 
 def test_zero_byte_file_is_reported_as_empty(tmp_path):
@@ -478,9 +466,7 @@ def test_decoding_leaves_pillow_settings_and_warning_filters_unchanged(tmp_path)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-# --------------------------------------------------------------------------
-# to_model_array
-# --------------------------------------------------------------------------
+# ---- to_model_array --------------------------------------------------------------------------
 
 
 def test_model_array_is_uint8_size_by_size_by_3_when_shrinking():

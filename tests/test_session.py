@@ -16,9 +16,9 @@ def test_the_map_grows_as_features_arrive_and_reviews_label_only_kept_items(imag
     later.mkdir()
     for path in discover_images(image_folder)[5:]:                  # only 5 images have features at first
         (image_folder / path).rename(later / path.replace("/", "_"))
-    project = Project(image_folder)
+    project = Project(image_folder, backbone="resnet18", size=32)
     embed(project.workspace, **EMBED)
-    session = Session(project, backbone="resnet18", size=32)
+    session = Session(project)
     assert len(session.rows) == 5
     assert session.coords().shape == (5, 2)
     for path in later.iterdir():                                     # the rest arrive
@@ -38,9 +38,9 @@ def test_the_map_grows_as_features_arrive_and_reviews_label_only_kept_items(imag
 
 
 def test_training_offers_the_predicted_view_which_places_images_by_the_models_probabilities(image_folder):
-    project = Project(image_folder)
+    project = Project(image_folder, backbone="resnet18", size=32)
     embed(project.workspace, **EMBED)
-    session = Session(project, backbone="resnet18", size=32)
+    session = Session(project)
     assert "Predicted" not in [v.name for v in session.views]
     paths = {item.id: item.path for item in project.items}
     a = [int(i) for i in session.rows if paths[int(i)].startswith("a/")]
@@ -53,8 +53,10 @@ def test_training_offers_the_predicted_view_which_places_images_by_the_models_pr
     names = [v.name for v in session.views]
     assert "Predicted" in names
     session.view_index = names.index("Predicted")
-    assert session.view.follows_labels and session.is_ready() in (True, False)
+    assert session.view.follows_labels
+    assert session.is_ready() is False                 # no coordinates computed yet in this session
     xy = session.coords()
+    assert session.is_ready() is True                  # the Predicted view stands on PCA 1-2, now computed
     assert xy.shape == (len(session.rows), 2) and np.isfinite(xy).all()
     radius = np.linalg.norm(xy, axis=1)
     labeled = np.isin(session.rows, a[:3] + b[:3])
@@ -68,13 +70,13 @@ def test_training_offers_the_predicted_view_which_places_images_by_the_models_pr
     leans = np.array([p_a[int(i)] for i in free])
     assert np.corrcoef(tops, leans)[0, 1] > 0.8
     # a new session on the same project offers it at once (the predictions are stored)
-    assert "Predicted" in [v.name for v in Session(project, backbone="resnet18", size=32).views]
+    assert "Predicted" in [v.name for v in Session(project).views]
 
 
 def test_images_dropped_from_a_review_stay_selected_for_their_own_label(image_folder):
-    project = Project(image_folder)
+    project = Project(image_folder, backbone="resnet18", size=32)
     embed(project.workspace, **EMBED)
-    session = Session(project, backbone="resnet18", size=32)
+    session = Session(project)
     ids = [int(i) for i in session.rows[:5]]
     review = session.select(ids)
     review.toggle(ids[1])
@@ -89,9 +91,9 @@ def test_images_dropped_from_a_review_stay_selected_for_their_own_label(image_fo
 
 def _session_with_predictions(image_folder, probs_a):
     """Six images labeled (3 a, 3 b), and stored predictions for the six others: P(a) as given."""
-    project = Project(image_folder)
+    project = Project(image_folder, backbone="resnet18", size=32)
     embed(project.workspace, **EMBED)
-    session = Session(project, backbone="resnet18", size=32)
+    session = Session(project)
     rows = [int(i) for i in session.rows]
     session.select(rows[:3])
     session.label_review("a")
@@ -129,7 +131,7 @@ def test_accepting_a_check_labels_what_was_kept_and_measures_the_precision(image
     assert session.checked_precision(0.9) == (2, 3)
     assert session.checked_precision(0.995) == (0, 0)
     # what the checks showed is kept in the label store: a reload (a new session) still knows it
-    assert Session(session.project, backbone="resnet18", size=32).checked_precision(0.9) == (2, 3)
+    assert Session(session.project).checked_precision(0.9) == (2, 3)
     # the next check draws from the images not checked yet; accept skips the one shown to be wrong
     assert session.check_predictions(0.9, n=10, seed=0).ids == [i for i in (free[0], free[1], free[5], free[2])
                                                                if i not in shown]

@@ -1,8 +1,8 @@
 """LabelStore: label definitions, assignments, undo/redo of every operation, predictions, bad input."""
+import logging
 import sqlite3
-import threading
-import time
-from contextlib import closing
+from collections import Counter
+from contextlib import closing, contextmanager
 
 import numpy as np
 import pytest
@@ -154,28 +154,46 @@ def test_undo_restores_the_state_before_and_redo_the_state_after(store, name, mu
     assert store.undo() and snapshot(store) == before
 
 
-def test_bulk_assign_of_10000_items_undoes_and_redoes_exactly(tmp_path):
+@contextmanager
+def traced(store):
+    """The SQL statements `store` runs inside the block (one entry per execution, so executemany counts each row)."""
+    statements = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        store._conn.set_trace_callback(None)
+
+
+def statement_kinds(statements):
+    return Counter(statement.split()[0].upper() for statement in statements)
+
+
+def test_bulk_assign_of_10000_items_is_one_transaction_one_compact_event_and_undoes_exactly(tmp_path):
     workspace = Workspace(tmp_path)
     workspace.sync_items(paths=[f"img_{i:05d}.png" for i in range(10_000)])
     with LabelStore(workspace.db_path, actor="me") as store:
         store.assign(range(0, 10_000, 2), "even")
         before = snapshot(store)
-        started = time.perf_counter()
-        event = store.assign(range(10_000), "cat")
-        assigned = time.perf_counter() - started
+        with traced(store) as assigning:
+            event = store.assign(range(10_000), "cat")
         after = snapshot(store)
-        started = time.perf_counter()
-        description = store.undo()
-        undone = time.perf_counter() - started
+        with traced(store) as undoing:
+            description = store.undo()
         assert description == "label 10,000 items 'cat'" and snapshot(store) == before
-        started = time.perf_counter()
-        store.redo()
-        redone = time.perf_counter() - started
+        with traced(store) as redoing:
+            store.redo()
         assert snapshot(store) == after and store.event(event).count == 10_000
         with closing(sqlite3.connect(store.db_path)) as conn:
             payload = conn.execute("SELECT length(payload) FROM events WHERE id=?", (event,)).fetchone()[0]
-    print(f"\n10,000 items: assign {assigned * 1000:.0f} ms, undo {undone * 1000:.0f} ms, "
-          f"redo {redone * 1000:.0f} ms, event payload {payload / 1024:.0f} KiB")
+            n_events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    for name, statements in (("assign", assigning), ("undo", undoing), ("redo", redoing)):
+        kinds = statement_kinds(statements)
+        assert (kinds["BEGIN"], kinds["COMMIT"]) == (1, 1), f"{name} is not one transaction: {kinds}"
+        # items are read in chunks of ids (20 for 10,000), never one query per item
+        assert kinds["SELECT"] < 50, f"{name} ran {kinds['SELECT']} SELECTs for 10,000 items"
+    assert sum("INSERT INTO events" in statement for statement in assigning) == 1 and n_events == 2
+    assert payload < 10 * 10_000, f"the event's diff takes {payload} bytes for 10,000 items"
 
 
 def test_undo_and_redo_return_none_when_there_is_nothing_to_do(store):
@@ -279,15 +297,34 @@ def test_reopening_creates_nothing_twice_and_keeps_the_schema_version(tmp_path):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_write_waits_past_the_busy_timeout_while_another_process_holds_the_lock(tmp_path, monkeypatch):
+class ReleaseAfterRetries(logging.Handler):
+    """Commits `blocker`'s transaction once the store has logged `retries` retries of its lock wait."""
+
+    def __init__(self, blocker, retries):
+        super().__init__(logging.DEBUG)
+        self.blocker, self.retries, self.seen = blocker, retries, 0
+
+    def emit(self, record):
+        if "retrying" in record.getMessage():
+            self.seen += 1
+            if self.seen == self.retries:
+                self.blocker.execute("COMMIT")
+
+
+def test_a_write_waits_past_the_busy_timeout_while_another_process_holds_the_lock(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr("engine._sqlite.BUSY_TIMEOUT_MS", 20)
+    caplog.set_level(logging.DEBUG, logger="engine._sqlite")
     store = LabelStore(tmp_path / "labels.sqlite", timeout=10)
     blocker = sqlite3.connect(store.db_path, isolation_level=None, check_same_thread=False)
     blocker.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.5, lambda: blocker.execute("COMMIT")).start()
-    started = time.perf_counter()
-    store.assign([1], "cat")
-    assert time.perf_counter() - started >= 0.4 and store.counts() == {"cat": 1}
+    release = ReleaseAfterRetries(blocker, retries=3)   # the lock outlasts three busy timeouts
+    logging.getLogger("engine._sqlite").addHandler(release)
+    try:
+        store.assign([1], "cat")
+    finally:
+        logging.getLogger("engine._sqlite").removeHandler(release)
+    assert release.seen == 3 and not blocker.in_transaction
+    assert store.counts() == {"cat": 1}
     store.close()
     blocker.close()
 

@@ -42,12 +42,15 @@ for index in range(start, len(plan)):
     print(f"ack {index}", flush=True)
 """
 
-# Two children labeling the same store at once, one item per transaction, starting together.
+# Two children labeling the same store at once, one item per transaction, starting together:
+# each says it is ready (store open) by creating a file, then waits for the parent's go file.
 WRITER = """
 import os, sys, time
+from pathlib import Path
 from labeler.store import LabelStore
-db, actor, label, first, last, go = sys.argv[1:7]
+db, actor, label, first, last, go, ready = sys.argv[1:8]
 store = LabelStore(db, actor=actor)
+Path(ready).touch()
 while not os.path.exists(go):
     time.sleep(0.001)
 for item in range(int(first), int(last)):
@@ -156,10 +159,12 @@ def test_two_processes_labeling_at_once_lose_no_update_and_never_see_a_lock(tmp_
     with LabelStore(db) as store:
         store.set_multi_label(multi_label)
     go = tmp_path / "go"
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), actor, label, first, last, str(go)],
+    spec = (("alice", "a", "0", "200"), ("bob", "b", "100", "300"))
+    ready = [tmp_path / f"ready-{actor}" for actor, *_ in spec]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), actor, label, first, last, str(go), str(flag)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-               for actor, label, first, last in (("alice", "a", "0", "200"), ("bob", "b", "100", "300"))]
-    time.sleep(1.0)   # both have imported and opened the store
+               for (actor, label, first, last), flag in zip(spec, ready)]
+    wait_until_ready(writers, ready, timeout=120)   # both have imported and opened the store
     go.touch()
     outputs = [writer.communicate(timeout=120) for writer in writers]
     for writer, (out, err) in zip(writers, outputs):
@@ -175,6 +180,20 @@ def test_two_processes_labeling_at_once_lose_no_update_and_never_see_a_lock(tmp_
     else:
         expected = _latest_label_per_item(db)
     assert got == expected
+
+
+def wait_until_ready(children, flags, timeout):
+    """Return once every child has created its flag file; fail with its stderr if one exits first."""
+    deadline = time.monotonic() + timeout
+    while not all(flag.exists() for flag in flags):
+        for child in children:
+            if child.poll() is not None:
+                raise AssertionError(f"a writer exited before opening the store: {child.communicate()[1]}")
+        if time.monotonic() > deadline:
+            for child in children:
+                child.kill()
+            raise AssertionError(f"writers not ready after {timeout}s")
+        time.sleep(0.01)
 
 
 def _latest_label_per_item(db):

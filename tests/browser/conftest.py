@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labeler.testing import CHROMIUM_FLAGS, chromium_path, start_server, stop_server
+from labeler.testing import CHROMIUM_FLAGS, assert_no_traceback, chromium_path, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def small_digits(tmp_path_factory) -> Path:
 def served(small_digits, tmp_path):
     proc, url = start_server(small_digits, tmp_path / "workspace")
     yield url
-    stop_server(proc)
+    assert_no_traceback(stop_server(proc))
 
 
 @pytest.fixture(scope="session")

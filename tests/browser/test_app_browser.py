@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from labeler.testing import canvases, lasso, wait_until
+from labeler.testing import canvases, hover_review_cell, lasso, leave_review_grid, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -123,14 +123,12 @@ def test_shortcut_undo_redo_separate_view_accept_and_predictions_download(served
         page.screenshot(path=os.path.join(os.environ["LABELER_SCREENSHOTS"], "check.png"), full_page=True)
     map_top = canvases(page)[0]["y"]
     grid = [b for b in canvases(page) if b["y"] > map_top + 100][0]
-    page.mouse.move(grid["x"] + 36, grid["y"] + 36)             # over the first image of the check
-    page.wait_for_timeout(500)
+    hover_review_cell(page, grid)                                # over the first image of the check
     page.keyboard.press("1")
     page.get_by_text(f"Checking {shown - 1} random").wait_for(timeout=20_000)     # that image alone
     page.keyboard.press("1")                                     # again, unmoved: the image now under the mouse
     page.get_by_text(f"Checking {shown - 2} random").wait_for(timeout=20_000)
-    page.mouse.move(5, 990)
-    page.wait_for_timeout(300)
+    leave_review_grid(page)
     grid = [b for b in canvases(page) if b["y"] > map_top + 100][0]
     page.mouse.click(grid["x"] + 36, grid["y"] + 36)             # drop what is now the first image
     page.get_by_text("1 dropped").wait_for(timeout=20_000)

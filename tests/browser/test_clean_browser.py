@@ -7,7 +7,7 @@ import pytest
 from _helpers import colour_folder
 
 from labeler.project import Project
-from labeler.testing import start_server, stop_server
+from labeler.testing import assert_no_traceback, start_server, stop_server, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 FLIPPED = 3          # labels given wrong on purpose: the likeliest label errors
@@ -29,7 +29,7 @@ def labeled_colours(tmp_path):
 def served_colours(labeled_colours):
     proc, url = start_server(*labeled_colours)
     yield url
-    stop_server(proc)
+    assert_no_traceback(stop_server(proc))
 
 
 def _open_clean_tab(page, url):
@@ -48,8 +48,10 @@ def _page_to(page, name):
     for _ in range(10):
         if _card(page, name).count():
             return _card(page, name)
+        shown = page.get_by_text(re.compile(r"· page \d+ of \d+")).first
+        before = shown.inner_text()
         page.get_by_role("button", name="page ▶").click()
-        page.wait_for_timeout(500)
+        wait_until(lambda: shown.inner_text() != before)
     raise AssertionError(f"{name} is on none of the queue's pages")
 
 

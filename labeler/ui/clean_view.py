@@ -14,7 +14,6 @@ focus on. Excluding only marks an item: the user's files are never moved or dele
 from __future__ import annotations
 
 import logging
-import threading
 from typing import ClassVar
 
 import pandas as pd
@@ -22,17 +21,35 @@ import panel as pn
 import param
 from panel.custom import JSComponent
 
-from ._clean_session import COLUMNS, PAGE_SIZE, CleanSession
-from ._ui import USER_ERRORS, export_to_buffer, with_document_lock
-from .cleaning import QUEUE_TITLES, QUEUES
+from labeler.clean_session import COLUMNS, PAGE_SIZE, CleanSession
+from labeler.cleaning import QUEUE_TITLES, QUEUES
+from labeler.jobs import Job
+
+from ._panel import Message, esc, export_to_buffer, guarded, poll_job, with_document_lock
 from .composite import to_data_uri
-from .shortcuts import CLEAN_KEYS, CLEAN_SHORTCUTS, Shortcuts
+from .keys import DIGITS, Binding, KeyTable, Shortcuts
 
 logger = logging.getLogger(__name__)
 
 CARD_PX = 112           # thumbnail edge in the grid
 PREVIEW_PX = 240        # the focused item, beside the grid
 RELABEL_PLACEHOLDER = "relabel as…, then Enter"
+# one item has the focus; every decision applies to it
+KEYS = KeyTable(
+    Binding(("ArrowLeft", "ArrowRight"), "← / →", "previous / next item", "_key_move"),
+    Binding(("ArrowUp", "ArrowDown"), "↑ / ↓", "item above / below", "_key_move"),
+    Binding(("PageUp", "PageDown"), "PgUp / PgDn", "previous / next page", "_key_page"),
+    Binding(("[", "]"), "[ / ]", "previous / next queue", "_key_queue"),
+    Binding(DIGITS, "1 … 9", "relabel the item with the label of that number", "_key_relabel"),
+    Binding(("r",), "r", "type a label (then Enter) to relabel the item", focus=RELABEL_PLACEHOLDER),
+    Binding(("a",), "a", "accept the suggestion (label; duplicates: keep or exclude as suggested)", "_key_decide"),
+    Binding(("k",), "k", "keep the item as it is", "_key_decide"),
+    Binding(("x", "Delete"), "x or Delete", "exclude the item (its file is never moved or deleted)", "_key_decide"),
+    Binding(("h",), "h", "hide / show decided items", "_key_hide"),
+    Binding(("ctrl+z",), "Ctrl+Z", "undo the last decision", "_key_decide"),
+    Binding(("ctrl+shift+z",), "Ctrl+Shift+Z", "redo", "_key_decide"),
+)
+MOVES = {"ArrowLeft": -1, "ArrowRight": 1, "ArrowUp": -COLUMNS, "ArrowDown": COLUMNS}
 EMPTY_TEXT = {
     "label_issues": "No likely label errors: label a few images of at least two labels (a handful each), then "
                     "find issues again.",
@@ -143,7 +160,7 @@ class CleanView(pn.viewable.Viewer):
         project: a labeler.project.Project, or an image folder (opened as one).
         queues: {queue: DataFrame} from `labeler.cleaning.build_queues`; None: "Find issues" computes them.
         thumbs: the project's ThumbCache (default: opened from the workspace).
-        backbone, size: the feature cache the queues are computed from.
+        The queues are computed from the project's features (`project.backbone`, `project.size`).
         builder: the function that computes queues (default `labeler.cleaning.build_queues`).
     """
 
@@ -153,17 +170,17 @@ class CleanView(pn.viewable.Viewer):
     status = param.String(default="", doc="the last message shown to the user")
     computing = param.Boolean(default=False, doc="whether the queues are being computed")
 
-    def __init__(self, project, *, queues=None, thumbs=None, backbone="mobilenet_v2", size=160, builder=None,
-                 **params):
+    def __init__(self, project, *, queues=None, thumbs=None, builder=None, **params):
         super().__init__(**params)
         if not hasattr(project, "store"):
-            from .project import Project
+            from labeler.project import Project
             project = Project(project)
-        from .thumbs import ThumbCache
         self.project = project
-        self.thumbs = thumbs if thumbs is not None else ThumbCache(project.workspace)
-        self._backbone, self._size = backbone, size
+        self.thumbs = thumbs if thumbs is not None else project.thumbs
         self._builder = builder
+        self._message = Message()
+        self._run = guarded(self._show)
+        self._job: Job | None = None
         self.session = CleanSession(project, queues)
         self._computed = queues is not None
         self._uris: dict[tuple[int, int], str] = {}
@@ -183,7 +200,6 @@ class CleanView(pn.viewable.Viewer):
         self._model_path = pn.widgets.TextInput.from_param(self.param.model_path, name="",
                                                            placeholder="model.pt for top losses (optional)",
                                                            sizing_mode="stretch_width")
-        self._message = pn.pane.Alert("", alert_type="light", sizing_mode="stretch_width", visible=False)
         self._progress = pn.indicators.Progress(value=-1, max=100, sizing_mode="stretch_width", visible=False)
         self._page_text = pn.pane.HTML("", sizing_mode="stretch_width")
         self._prev_page = pn.widgets.Button(label="◀ page", width=80)
@@ -198,31 +214,32 @@ class CleanView(pn.viewable.Viewer):
         self._relabel = pn.widgets.TextInput(placeholder=RELABEL_PLACEHOLDER, sizing_mode="stretch_width")
         self._undo = pn.widgets.Button(label="Undo", **button)
         self._redo = pn.widgets.Button(label="Redo", **button)
-        from .io import export_cleaned
-        self._download = pn.widgets.FileDownload(callback=lambda: export_to_buffer(export_cleaned, self.project),
-                                                 filename="cleaned.csv", label="Download cleaned.csv", **button)
-        self._shortcuts = Shortcuts(keys=CLEAN_KEYS, focus_keys={"r": RELABEL_PLACEHOLDER})
+        from labeler.io import export_cleaned
+        self._download = pn.widgets.FileDownload(
+            callback=lambda: export_to_buffer(export_cleaned, self.project, self._show,
+                                              empty="No labeled image to write yet: cleaned.csv holds only its header."),
+            filename="cleaned.csv", label="Download cleaned.csv", **button)
+        self._shortcuts = Shortcuts.for_table(KEYS)
         # callbacks
         self._queue_select.param.watch(lambda e: setattr(self, "queue", e.new), "value")
-        self._find.on_click(lambda e: self.compute())
+        self._find.on_click(lambda e: self._run(self.compute))
         self._prev_page.on_click(lambda e: self._act(self.session.step_page, -1))
         self._next_page.on_click(lambda e: self._act(self.session.step_page, 1))
-        self._grid.param.watch(self._on_click, "focus")
+        self._grid.param.watch(lambda e: self._run(self._on_click, e), "focus")
         self._keep.on_click(lambda e: self._decide(self.session.keep))
         self._exclude.on_click(lambda e: self._decide(self.session.exclude))
         self._accept.on_click(lambda e: self._decide(self.session.accept))
         self._relabel.param.watch(self._on_relabel_typed, "enter_pressed")
         self._undo.on_click(lambda e: self._decide(self.session.undo))
         self._redo.on_click(lambda e: self._decide(self.session.redo))
-        self._shortcuts.on_key(self._handle_key)
+        self._shortcuts.on_key(lambda key: self._run(KEYS.dispatch, self, key))
 
     def _page(self):
-        keys = "".join(f"<tr><td><kbd>{key}</kbd></td><td>{what}</td></tr>" for key, what in CLEAN_SHORTCUTS)
         side = pn.Column(
             self._detail, self._keep, self._exclude, self._accept,
             pn.pane.HTML("<b>Relabel as</b> (click, or press its number)"), self._labels_box, self._relabel,
             pn.Row(self._undo, self._redo, sizing_mode="stretch_width"), self._download,
-            pn.Card(pn.pane.HTML(f"<table>{keys}</table>"), title="Shortcuts", collapsed=True,
+            pn.Card(pn.pane.HTML(KEYS.help_html()), title="Shortcuts", collapsed=True,
                     sizing_mode="stretch_width"),
             self._shortcuts, width=300, scroll=True, sizing_mode="stretch_height")
         main = pn.Column(
@@ -329,7 +346,7 @@ class CleanView(pn.viewable.Viewer):
 
     def _show(self, text: str, kind: str = "info") -> None:
         self.status = text
-        self._message.object, self._message.alert_type, self._message.visible = text, kind, bool(text)
+        self._message.show(text, kind)
 
     # -- actions ---------------------------------------------------------------------------------
     @param.depends("queue", watch=True)
@@ -345,17 +362,13 @@ class CleanView(pn.viewable.Viewer):
         self.refresh()
 
     def _act(self, action, *args) -> None:
-        try:
-            action(*args)
-        except USER_ERRORS as err:
-            self._show(str(err), "warning")
+        self._run(action, *args)
         self.refresh()
 
     def _decide(self, action, *args) -> None:
-        try:
-            self._show(action(*args), "success")
-        except USER_ERRORS as err:
-            self._show(str(err), "warning")
+        said = self._run(action, *args)
+        if said is not None:
+            self._show(said, "success")
         self.refresh()
 
     def _on_click(self, event) -> None:
@@ -373,23 +386,26 @@ class CleanView(pn.viewable.Viewer):
             # enter_pressed arrives outside the document lock; Bokeh models may only change under it
             with_document_lock(lambda: self._decide(self.session.relabel, name))
 
-    def _handle_key(self, key: str) -> None:
+    # -- keys (the KEYS table names these) -------------------------------------------------------
+    def _key_move(self, key: str) -> None:
+        self._act(self.session.move, MOVES[key])
+
+    def _key_page(self, key: str) -> None:
+        self._act(self.session.step_page, -1 if key == "PageUp" else 1)
+
+    def _key_queue(self, key: str) -> None:
+        self.queue = self.session.step_queue(1 if key == "]" else -1)
+
+    def _key_hide(self, key: str) -> None:
+        self.hide_decided = not self.hide_decided
+
+    def _key_decide(self, key: str) -> None:
         s = self.session
-        moves = {"ArrowLeft": -1, "ArrowRight": 1, "ArrowUp": -COLUMNS, "ArrowDown": COLUMNS}
-        decisions = {"a": s.accept, "k": s.keep, "x": s.exclude, "Delete": s.exclude,
-                     "ctrl+z": s.undo, "ctrl+shift+z": s.redo}
-        if key in moves:
-            self._act(s.move, moves[key])
-        elif key in ("PageUp", "PageDown"):
-            self._act(s.step_page, -1 if key == "PageUp" else 1)
-        elif key in ("[", "]"):
-            self.queue = s.step_queue(1 if key == "]" else -1)
-        elif key == "h":
-            self.hide_decided = not self.hide_decided
-        elif key in decisions:
-            self._decide(decisions[key])
-        elif key.isdigit():
-            self._decide(s.relabel_by_number, int(key))
+        self._decide({"a": s.accept, "k": s.keep, "x": s.exclude, "Delete": s.exclude,
+                      "ctrl+z": s.undo, "ctrl+shift+z": s.redo}[key])
+
+    def _key_relabel(self, key: str) -> None:
+        self._decide(self.session.relabel_by_number, int(key))
 
     # -- computing the queues --------------------------------------------------------------------
     def show(self) -> None:
@@ -400,62 +416,45 @@ class CleanView(pn.viewable.Viewer):
             self.refresh()
 
     def compute(self, *, wait: bool = False) -> None:
-        """Compute every queue (in a background thread unless `wait`); decisions already made are kept."""
+        """Compute every queue (in a background job unless `wait`); decisions already made are kept."""
         if self.computing:
             return
         self.computing = True
         self._find.disabled = True
         self._show("Finding likely label errors, duplicates and odd files…", "info")
         self._progress.value, self._progress.visible = -1, True
-        state = {"stage": "starting", "done": 0, "total": 0, "queues": None, "error": None, "finished": False}
+        self._job = Job(self._work, name="labeler-clean")
         if wait:
-            self._work(state)
-            self._finish(state)
+            self._finish(self._job.run())
             return
-        threading.Thread(target=self._work, args=(state,), daemon=True, name="labeler-clean").start()
-        poll = {}
+        self._job.start()
+        poll_job(self._job, on_progress=self._on_progress, on_done=self._finish, period_ms=300)
 
-        def check():
-            if state["finished"]:
-                poll["callback"].stop()
-                self._finish(state)
-            elif state["total"]:
-                self._progress.value = int(100 * state["done"] / state["total"])
-                self._show(f"Finding issues: {state['stage']} ({state['done']:,} of {state['total']:,})…", "info")
-        poll["callback"] = pn.state.add_periodic_callback(check, period=300)
+    def _on_progress(self, job: Job) -> None:
+        if job.total:
+            self._progress.value = int(100 * job.done / job.total)
+            self._show(f"Finding issues: {job.stage} ({job.done:,} of {job.total:,})…", "info")
 
-    def _work(self, state: dict) -> None:
-        """In the worker thread: compute the queues into `state`, errors as messages."""
-        from .opening import _workspace_lock
-        from .project import Project
+    def _work(self, job: Job):
+        """In the job's thread: the queues, computed from a Project of its own (its own connection and
+        item list), not while the app is still embedding."""
+        from labeler.project import Project, workspace_lock
+        build = self._builder
+        if build is None:
+            from labeler.cleaning import build_queues as build
+        with workspace_lock(self.project.workspace.root), \
+                Project(self.project.folder, self.project.workspace.root, backbone=self.project.backbone,
+                        size=self.project.size) as project:
+            return build(project, model=self.model_path.strip() or None, progress=job.report)
 
-        def progress(stage, done, total):
-            state.update(stage=stage, done=done, total=total)
-        try:
-            build = self._builder
-            if build is None:
-                from .cleaning import build_queues as build
-            # not while the app is still embedding; a Project of its own (its own connection and item list)
-            with _workspace_lock(self.project.workspace.root), \
-                    Project(self.project.folder, self.project.workspace.root) as project:
-                state["queues"] = build(project, backbone=self._backbone, size=self._size,
-                                        model=self.model_path.strip() or None, progress=progress)
-        except USER_ERRORS as err:
-            state["error"] = str(err)
-        except Exception as err:  # a bug must not leave the view spinning: log it whole, tell the person briefly
-            logger.exception("computing the cleaning queues failed")
-            state["error"] = f"{type(err).__name__}: {err} (the server log has the details)"
-        finally:
-            state["finished"] = True
-
-    def _finish(self, state: dict) -> None:
+    def _finish(self, job: Job) -> None:
         self.computing = False
         self._find.disabled, self._find.label = False, "Find issues again"
         self._progress.visible = False
-        if state["error"]:
-            self._show(f"Could not find issues: {state['error']}", "danger")
+        if job.error:
+            self._show(f"Could not find issues: {job.error}", "danger")
         else:
-            self.session.set_queues(state["queues"])
+            self.session.set_queues(job.result)
             self._computed = True
             self._queue_select.options = self._queue_options()
             counts = self.session.counts()

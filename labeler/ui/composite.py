@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import CompositeError
-from .thumbs import encode_jpeg, resize_tiles
+from labeler.errors import CompositeError
+from labeler.thumbs import encode_jpeg, resize_tiles
 
 ThumbsGetter = Callable[[np.ndarray, int], np.ndarray]  # (ids, tile_px) -> uint8 (k, s, s, 3)
 _NO_ITEM = np.iinfo(np.int64).max

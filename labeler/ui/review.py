@@ -11,8 +11,9 @@ import panel as pn
 from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, ImageURL, Range1d, TapTool
 from bokeh.plotting import figure
 
-from labeler.composite import to_data_uri
 from labeler.thumbs import encode_jpeg
+
+from .composite import to_data_uri
 
 COLUMNS = 12
 TILE_PX = 72

@@ -1,42 +1,61 @@
-"""Keyboard shortcuts: a tiny JS component that forwards key presses on the page to Python."""
+"""Keyboard shortcuts: one table of bindings per view, and a tiny JS component that forwards keys.
+
+A view's `KeyTable` is the one place its keys are defined: the component forwards exactly the
+table's keys from the page, the view's handler dispatches each key through the same table to the
+method it names, and the Shortcuts card is written from it. A key added to a table is forwarded,
+handled and documented at once.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import param
 from panel.custom import JSComponent
 
-from ._ui import with_document_lock
+from ._panel import esc, with_document_lock
 
-SHORTCUTS = (
-    ("← / →", "previous / next layer"),
-    ("↑ / ↓", "previous / next view (projection)"),
-    ("1 … 9", "label the selection with the label of that number; over an image in the review, that image alone"),
-    ("s", "find similar to the selection"),
-    ("t", "train a model on the labels so far"),
-    ("Esc", "clear the selection"),
-    ("Ctrl+Z", "undo"),
-    ("Ctrl+Shift+Z", "redo"),
-    ("mouse drag", "lasso select (box select in the toolbar); wheel zooms, toolbar pans"),
-)
-LABEL_KEYS = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Escape", "s", "t", "ctrl+z", "ctrl+shift+z",
-              "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+DIGITS = tuple("123456789")
 
-# the cleaning view (labeler/clean_view.py): one item has the focus; every decision applies to it
-CLEAN_SHORTCUTS = (
-    ("← / →", "previous / next item"),
-    ("↑ / ↓", "item above / below"),
-    ("PgUp / PgDn", "previous / next page"),
-    ("[ / ]", "previous / next queue"),
-    ("1 … 9", "relabel the item with the label of that number"),
-    ("r", "type a label (then Enter) to relabel the item"),
-    ("a", "accept the suggestion (label; duplicates: keep or exclude as suggested)"),
-    ("k", "keep the item as it is"),
-    ("x or Delete", "exclude the item (its file is never moved or deleted)"),
-    ("h", "hide / show decided items"),
-    ("Ctrl+Z", "undo the last decision"),
-    ("Ctrl+Shift+Z", "redo"),
-)
-CLEAN_KEYS = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "PageUp", "PageDown", "[", "]", "a", "k", "x",
-              "Delete", "h", "ctrl+z", "ctrl+shift+z", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+
+@dataclass(frozen=True)
+class Binding:
+    """Keys, how the help card writes them, what they do, and the view's method that does it."""
+
+    keys: tuple[str, ...]          # what the page sends: e.key names, or "ctrl+z" / "ctrl+shift+z"
+    shown: str                     # the keys as the help card writes them
+    does: str                      # what they do, for the help card
+    action: str | None = None      # the view's method, called with the key; None: help only (mouse)
+    focus: str | None = None       # instead of forwarding: focus the text field with this placeholder
+
+
+class KeyTable:
+    """The bindings of one view."""
+
+    def __init__(self, *bindings: Binding):
+        self.bindings = bindings
+        self._by_key = {key: binding for binding in bindings if binding.action for key in binding.keys}
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys the page forwards to the view."""
+        return list(self._by_key)
+
+    @property
+    def focus_keys(self) -> dict[str, str]:
+        """Key -> placeholder of the text field the key focuses (handled in the page)."""
+        return {key: binding.focus for binding in self.bindings if binding.focus for key in binding.keys}
+
+    def dispatch(self, view, key: str) -> bool:
+        """Call the view's method bound to `key` with the key; False when the key is not bound."""
+        binding = self._by_key.get(key)
+        if binding is None:
+            return False
+        getattr(view, binding.action)(key)
+        return True
+
+    def help_html(self) -> str:
+        rows = "".join(f"<tr><td><kbd>{esc(b.shown)}</kbd></td><td>{esc(b.does)}</td></tr>" for b in self.bindings)
+        return f"<table>{rows}</table>"
 
 
 class Shortcuts(JSComponent):
@@ -48,7 +67,7 @@ class Shortcuts(JSComponent):
 
     pressed = param.List(default=[], doc="the latest shortcuts pressed, as [counter, key] pairs (the last 50): "
                                          "the page may send several presses at once, and none is lost")
-    keys = param.List(default=LABEL_KEYS, item_type=str, doc="the keys forwarded (e.key names, 'ctrl+z', 'ctrl+shift+z')")
+    keys = param.List(default=[], item_type=str, doc="the keys forwarded (e.key names, 'ctrl+z', 'ctrl+shift+z')")
     focus_keys = param.Dict(default={}, doc="key -> placeholder of a text field that the key focuses (not forwarded)")
 
     _esm = """
@@ -112,6 +131,11 @@ class Shortcuts(JSComponent):
       return el;
     }
     """
+
+    @classmethod
+    def for_table(cls, table: KeyTable, **params) -> Shortcuts:
+        """The component forwarding `table`'s keys (and focusing its fields)."""
+        return cls(keys=table.keys, focus_keys=table.focus_keys, **params)
 
     def __init__(self, **params):
         super().__init__(**params)

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import logging
 
+from engine.backbones import DEFAULT_BACKBONE
+from engine.embedding import DEFAULT_SIZE
+
 logger = logging.getLogger(__name__)
 
 
 def serve(folder=None, *, port: int = 5006, address: str = "127.0.0.1", workspace=None, show: bool = False,
-          backbone: str = "mobilenet_v2", size: int = 160, backend: str = "webgl") -> None:
+          backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE, backend: str = "webgl") -> None:
     """Serve the app; every browser tab gets its own LabelApp (its own selection and view)."""
     import panel as pn
-    from labeler.app import LabelApp
+
+    from .app import LabelApp
 
     def app():
         return LabelApp(folder, workspace=workspace, backbone=backbone, size=size, backend=backend)

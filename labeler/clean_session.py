@@ -1,6 +1,6 @@
 """One person's cleaning pass, without widgets: the queues, the focused item, decisions, undo.
 
-The cleaning view (labeler/clean_view.py) wires widgets and keys to these methods. Every
+The cleaning view (labeler/ui/clean_view.py) wires widgets and keys to these methods. Every
 decision goes to the label store at once (`LabelStore.decide`, one undoable event), and what
 each item shows as decided is read back from the store, so nothing is lost when the view
 switches queue, the page reloads or the server restarts.

@@ -1,0 +1,144 @@
+"""What the Panel views share: text that stays text, messages, the document lock, jobs, downloads.
+
+Text that comes from files or people (label names, file names, reasons, CSV cells) reaches the
+page only escaped (`esc`) or through a widget that shows text as text. `Message` is the views'
+status line: plain text in an alert box, never HTML or Markdown (Panel's `Alert` renders
+Markdown, so a label such as `<img onerror=...>` would have run).
+
+`guarded(show)` wraps every action a person can trigger: user errors become a message, and a
+bug becomes a brief message too, with its traceback in the server log, so no button can leave
+the page hanging or show a traceback.
+"""
+from __future__ import annotations
+
+import html
+import io
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import panel as pn
+import param
+
+from labeler.errors import USER_ERRORS
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("info", "success", "warning", "danger")
+_MESSAGE_CSS = """
+:host { display: block; }
+.labeler-message { border-radius: 6px; padding: 8px 12px; font: 14px/1.4 system-ui, sans-serif;
+                   border: 1px solid transparent; white-space: pre-wrap; overflow-wrap: anywhere; }
+.labeler-message.info { background: #e7f1fb; border-color: #b9d6f3; color: #0c4a7e; }
+.labeler-message.success { background: #e6f4ea; border-color: #b7dfc2; color: #1b5e20; }
+.labeler-message.warning { background: #fff6db; border-color: #f5df9a; color: #6b4e00; }
+.labeler-message.danger { background: #fde8e8; border-color: #f5b8b8; color: #8b1a1a; }
+"""
+
+
+def esc(value) -> str:
+    """`value` as text inside HTML: every <, >, & and quote escaped."""
+    return html.escape(str(value), quote=True)
+
+
+def html_table(header: Sequence[str], rows: Iterable[Sequence], **attrs) -> str:
+    """An HTML table whose every cell is escaped text."""
+    head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    extra = "".join(f' {name}="{esc(value)}"' for name, value in attrs.items())
+    return f"<table{extra}><tr>{head}</tr>{body}</table>"
+
+
+class Message(pn.viewable.Viewer):
+    """A status line: plain text in a coloured box, hidden while empty."""
+
+    text = param.String(default="", doc="the message, shown as text (never as HTML)")
+    kind = param.Selector(default="info", objects=list(KINDS), doc="info, success, warning or danger")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._pane = pn.pane.HTML("", sizing_mode="stretch_width", visible=False, stylesheets=[_MESSAGE_CSS],
+                                  margin=(5, 10))
+        self.param.watch(self._render, ["text", "kind"])
+        self._render()
+
+    def show(self, text: str, kind: str = "info") -> None:
+        self.param.update(text=text, kind=kind)
+
+    def _render(self, *_) -> None:
+        self._pane.object = (f'<div class="labeler-message {self.kind}" role="status">{esc(self.text)}</div>'
+                             if self.text else "")
+        self._pane.visible = bool(self.text)
+
+    def __panel__(self):
+        return self._pane
+
+
+def guarded(show: Callable[[str, str], None]):
+    """A runner for actions: `run(action, *args)` returns its result, or None after showing why it failed."""
+    def run(action, *args):
+        try:
+            return action(*args)
+        except USER_ERRORS as err:
+            show(str(err), "warning")
+        except Exception as err:  # a bug: the person gets a message, the log the traceback
+            logger.exception("%s failed", getattr(action, "__name__", "an action"))
+            show(f"Something went wrong ({type(err).__name__}: {err}); the server log has the details.", "danger")
+        return None
+    return run
+
+
+def with_document_lock(action) -> None:
+    """Run `action` on the server's next tick (holding the document lock), or now outside a server."""
+    doc = pn.state.curdoc
+    if doc is not None and getattr(doc, "session_context", None) is not None:
+        doc.add_next_tick_callback(action)
+    else:
+        action()
+
+
+def locked(action):
+    """A widget callback that runs `action()` under the document lock.
+
+    Panel hands a widget event to its callback outside the lock when other changes from the
+    page are still being processed; Panel's own objects cope with that, but Bokeh models the
+    app changes directly (plot sources, the review grid) must only change under the lock.
+    """
+    return lambda event=None: with_document_lock(action)
+
+
+def poll_job(job, *, on_progress: Callable | None = None, on_done: Callable, period_ms: int = 400) -> None:
+    """Watch a started `labeler.jobs.Job` on the server's tick: `on_progress(job)` while it runs,
+    `on_done(job)` once when it has finished (with `job.error` or `job.result`)."""
+    holder = {}
+
+    def tick():
+        if job.finished:
+            holder["callback"].stop()
+            on_done(job)
+        elif on_progress is not None:
+            on_progress(job)
+    holder["callback"] = pn.state.add_periodic_callback(tick, period=period_ms)
+
+
+def export_to_buffer(export, project, show: Callable[[str, str], None] | None = None,
+                     empty: str = "") -> io.BytesIO:
+    """The bytes `export(project, path)` writes, for a download button.
+
+    With `show`, a download that cannot be made gives an empty file and the reason as a message,
+    and one with no rows says `empty` (a download callback has no other way to tell the person).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.csv"
+        try:
+            report = export(project, out)
+        except USER_ERRORS as err:
+            if show is None:
+                raise
+            show(f"Nothing to download: {err}", "warning")
+            return io.BytesIO(b"")
+        rows = report if isinstance(report, int) else getattr(report, "rows", None)
+        if show is not None and empty and rows == 0:
+            show(empty, "warning")
+        return io.BytesIO(out.read_bytes())

@@ -1,0 +1,425 @@
+"""The labeler app: images scattered by a CNN layer; lasso, review, label, find similar, separate, train.
+
+`LabelApp(folder)` is a Panel Viewer: served by `apps/label.py` / `labeler serve`, or shown
+inline in Jupyter. Every instance holds its own session state (one per browser tab). Two
+tabs: "Label" (the map) and "Clean" (`clean_view`: likely label errors, top losses,
+duplicates and odd files, computed the first time the tab opens).
+
+This module is wiring: what to do lives in `labeler.session.Session` (plain, testable code),
+how the map draws in `map`, the review grid in `review`, keys in `keys`. Every action a person
+can trigger runs through one guard (`_panel.guarded`), so a wrong-time click shows a message.
+"""
+from __future__ import annotations
+
+import logging
+
+import panel as pn
+import param
+
+from engine.backbones import DEFAULT_BACKBONE
+from engine.embedding import DEFAULT_SIZE
+from engine.class_layout import CLASS_LAYOUT_EXTENT
+from labeler.errors import LabelerError
+from labeler.session import Session
+
+from ._panel import Message, esc, export_to_buffer, guarded, html_table, locked, with_document_lock
+from .clean_view import CleanView
+from .composite import to_data_uri
+from .keys import DIGITS, Binding, KeyTable, Shortcuts
+from .map import BACKENDS, MapView, unit_square
+from .review import ReviewGrid
+
+logger = logging.getLogger(__name__)
+NEW_LABEL_PLACEHOLDER = "new label, then Enter"
+SIMILAR_K = 50
+# a long label name ends in an ellipsis instead of spilling out of its button
+ONE_LINE_BUTTON = ".bk-btn { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }"
+REPORT_CSS = "table { table-layout: fixed; width: 100%; font-size: 12px; } td:first-child { overflow-wrap: anywhere; }"
+
+KEYS = KeyTable(
+    Binding(("ArrowLeft", "ArrowRight"), "← / →", "previous / next layer", "_key_layer"),
+    Binding(("ArrowUp", "ArrowDown"), "↑ / ↓", "previous / next view (projection)", "_key_view"),
+    Binding(DIGITS, "1 … 9", "label the selection with the label of that number; over an image in the review, "
+                             "that image alone", "_key_label"),
+    Binding(("s",), "s", "find similar to the selection", "_key_similar"),
+    Binding(("t",), "t", "train a model on the labels so far", "_key_train"),
+    Binding(("Escape",), "Esc", "clear the selection", "_key_clear"),
+    Binding(("ctrl+z",), "Ctrl+Z", "undo", "_key_undo"),
+    Binding(("ctrl+shift+z",), "Ctrl+Shift+Z", "redo", "_key_redo"),
+    Binding((), "mouse drag", "lasso select (box select in the toolbar); wheel zooms, toolbar pans"),
+)
+
+
+class LabelApp(pn.viewable.Viewer):
+    """Label a folder of images in the browser or a notebook."""
+
+    status = param.String(default="", doc="the last message shown to the user")
+    vary_opacity = param.Boolean(default=False, doc="fade what the model already predicts confidently")
+
+    def __init__(self, folder=None, *, workspace=None, backbone=DEFAULT_BACKBONE, size=DEFAULT_SIZE,
+                 backend="webgl", **params):
+        super().__init__(**params)
+        if backend not in BACKENDS:
+            raise LabelerError(f"Unknown plot backend {backend!r}. Choose one of: {', '.join(BACKENDS)}.")
+        self._backend = backend
+        from .opening import Opening
+        self._opening = Opening(folder, workspace=workspace, backbone=backbone, size=size)
+        self._layout = pn.Column(self._opening.panel, sizing_mode="stretch_both", min_height=700)
+        self._message = Message()
+        self._run = guarded(self._show)
+        self._opening.on_ready(self._build)
+
+    # -- layout ----------------------------------------------------------------------------
+    def _build(self, project) -> None:
+        self.session = Session(project)
+        self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
+                           on_hover=lambda item_id: self._run(self._on_hover, item_id))
+        self.grid = ReviewGrid(project.thumbs, on_change=self._update_review_text, colours=self.session.label_colours)
+        self.clean = CleanView(project, thumbs=project.thumbs)
+        self._widgets()
+        self._layout[:] = [self._tabs()]
+        self._redraw(reset_view=True)
+        self._opening.on_more(self._on_more_rows)
+        if len(self.session.rows) < self.session.n_items:
+            self._show(f"Still computing features: the map shows {len(self.session.rows):,} of "
+                       f"{self.session.n_items:,} images so far and grows as the rest arrive.", "info")
+
+    def _widgets(self) -> None:
+        button = dict(sizing_mode="stretch_width")
+        self._layer_name = pn.pane.HTML(sizing_mode="stretch_width", name="layer-name")
+        self._view_name = pn.pane.HTML(sizing_mode="stretch_width", name="view-name")
+        self._prev_layer = pn.widgets.Button(name="◀ layer", **button)
+        self._next_layer = pn.widgets.Button(name="layer ▶", **button)
+        self._prev_view = pn.widgets.Button(name="▲ view", **button)
+        self._next_view = pn.widgets.Button(name="view ▼", **button)
+        self._labels_box = pn.Column(sizing_mode="stretch_width")
+        self._new_label = pn.widgets.TextInput(placeholder=NEW_LABEL_PLACEHOLDER, sizing_mode="stretch_width")
+        self._undo = pn.widgets.Button(name="Undo", **button)
+        self._redo = pn.widgets.Button(name="Redo", **button)
+        self._similar = pn.widgets.Button(name="Find similar", button_type="primary", **button)
+        self._clear = pn.widgets.Button(name="Clear selection", **button)
+        self._separate_choice = pn.widgets.MultiChoice(name="Separate my labels", options={},
+                                                       sizing_mode="stretch_width")
+        self._separate = pn.widgets.Button(name="Separate", **button)
+        self._train = pn.widgets.Button(name="Train", button_type="success", **button)
+        self._report = pn.pane.HTML("Label about a hundred images, then train.", sizing_mode="stretch_width",
+                                    stylesheets=[REPORT_CSS])
+        self._checked = pn.pane.HTML("", sizing_mode="stretch_width", name="checked")
+        self._opacity = pn.widgets.Checkbox.from_param(self.param.vary_opacity, name="Vary opacity by confidence")
+        self._threshold = pn.widgets.FloatSlider(name="Accept predictions above", start=0.5, end=0.99, step=0.01,
+                                                 value=0.9, sizing_mode="stretch_width")
+        self._check = pn.widgets.Button(name="Check predictions", **button)
+        self._accept_shown = pn.widgets.Button(name="Accept shown", disabled=True, **button)
+        self._accept = pn.widgets.Button(name="Accept all above", **button)
+        self._download_labels = pn.widgets.FileDownload(callback=self._labels_csv, filename="labels.csv",
+                                                        label="Download labels CSV", **button)
+        self._download_preds = pn.widgets.FileDownload(callback=self._predictions_csv, filename="predictions.csv",
+                                                       label="Download predictions CSV", **button)
+        self._review_text = pn.pane.HTML("Lasso a group of images to review it here.", sizing_mode="stretch_width")
+        self._preview = pn.pane.HTML("", width=260, height=280)
+        self._shortcuts = Shortcuts.for_table(KEYS)
+        self._callbacks()
+
+    def _callbacks(self) -> None:
+        clicks = {self._prev_layer: lambda: self._step_layer(-1), self._next_layer: lambda: self._step_layer(1),
+                  self._prev_view: lambda: self._step_view(-1), self._next_view: lambda: self._step_view(1),
+                  self._undo: self._on_undo, self._redo: self._on_redo, self._similar: self._on_similar,
+                  self._clear: lambda: self._set_selection([]), self._separate: self._on_separate,
+                  self._train: self._on_train, self._check: self._on_check, self._accept_shown: self._on_accept_shown,
+                  self._accept: self._on_accept}
+        for widget, action in clicks.items():
+            widget.on_click(locked(lambda action=action: self._run(action)))
+        self._new_label.param.watch(self._on_new_label, "enter_pressed")
+        self.param.watch(locked(lambda: self._run(self._recolour)), "vary_opacity")
+        self._threshold.param.watch(locked(lambda: self._run(self._show_checked)), "value")
+        self._shortcuts.on_key(lambda key: self._run(KEYS.dispatch, self, key))
+
+    def _page(self):
+        help_card = pn.Card(pn.pane.HTML(KEYS.help_html()), title="Shortcuts", collapsed=True,
+                            sizing_mode="stretch_width")
+        side = pn.Column(
+            self._layer_name, pn.Row(self._prev_layer, self._next_layer, sizing_mode="stretch_width"),
+            self._view_name, pn.Row(self._prev_view, self._next_view, sizing_mode="stretch_width"),
+            pn.pane.HTML("<b>Labels</b> (click to label the selection)"), self._labels_box, self._new_label,
+            pn.Row(self._undo, self._redo, sizing_mode="stretch_width"),
+            pn.Row(self._similar, self._clear, sizing_mode="stretch_width"),
+            self._separate_choice, self._separate,
+            self._train, self._report, self._opacity, self._threshold,
+            pn.Row(self._check, self._accept_shown, sizing_mode="stretch_width"), self._checked, self._accept,
+            self._download_labels, self._download_preds, help_card, self._shortcuts,
+            width=300, scroll=True, sizing_mode="stretch_height",
+        )
+        review = pn.Column(self._review_text, self.grid.panel, sizing_mode="stretch_both")
+        main = pn.Column(self._message, pn.Row(self.map.panel, self._preview, sizing_mode="stretch_both",
+                                               min_height=420),
+                         review, sizing_mode="stretch_both")
+        return pn.Row(side, main, sizing_mode="stretch_both")
+
+    def _tabs(self):
+        tabs = pn.Tabs(("Label", self._page()), ("Clean", self.clean), sizing_mode="stretch_both")
+        self._version_seen = self.session.version
+        tabs.param.watch(lambda event: with_document_lock(lambda: self._run(self._on_tab, event.new)), "active")
+        return tabs
+
+    def _on_tab(self, active: int) -> None:
+        """Each tab shows what the other changed: the map recolours, the cleaning queues redraw."""
+        if active == 1:
+            self._version_seen = self.session.version
+            self.clean.show()
+        elif self.session.version != self._version_seen:
+            self._after_change()
+
+    # -- drawing ---------------------------------------------------------------------------
+    def _redraw(self, reset_view=False) -> None:
+        s = self.session
+        self._layer_name.object = f"<b>Layer</b>: {esc(s.layer)} <small>({esc(s.layer_title)})</small>"
+        self._view_name.object = f"<b>View</b>: {esc(s.view.name)}"
+        xy = unit_square(s.coords(), fixed=CLASS_LAYOUT_EXTENT if s.view.method == "predicted" else None)
+        colour, alpha = s.colours(self.vary_opacity)
+        self.map.draw(xy, s.rows, s.n_items, colour, alpha, s.frames(), reset_view=reset_view)
+        self._refresh_labels()
+
+    def _recolour(self) -> None:
+        self.map.recolour(*self.session.colours(self.vary_opacity), self.session.frames())
+
+    def _refresh_labels(self) -> None:
+        s = self.session
+        counts, colours = s.label_counts(), s.label_colours()
+        buttons = []
+        for index, (name, count) in enumerate(counts.items()):
+            key = f"{index + 1}: " if index < len(DIGITS) else ""
+            # a Bokeh button shows its label as text, never as HTML
+            btn = pn.widgets.Button(name=f"{key}{name} ({count})", sizing_mode="stretch_width",
+                                    styles={"border-left": f"6px solid {colours.get(name, '#999')}"},
+                                    stylesheets=[ONE_LINE_BUTTON])
+            btn.on_click(locked(lambda name=name: self._run(self._label, name)))
+            buttons.append(btn)
+        self._labels_box[:] = buttons
+        # Bokeh's MultiChoice (Choices.js) renders option labels as HTML: give it escaped labels
+        self._separate_choice.options = {esc(name): name for name in counts}
+        self._undo.disabled, self._redo.disabled = not s.can_undo, not s.can_redo
+
+    def _update_review_text(self) -> None:
+        review = self.session.review
+        self._accept_shown.disabled = not review.predicted
+        if not review.ids:
+            self._review_text.object = "Lasso a group of images to review it here."
+        elif review.check is not None and review.predicted:
+            self._review_text.object = (
+                f"<b>Checking {len(review.ids)}</b> random predictions of the {review.check.pool} unlabeled images "
+                f"predicted at {review.check.threshold:.2f} or above (each shows its predicted label), "
+                f"{len(review.dropped)} dropped. Click the wrong ones to drop them, or press a label's number over "
+                f"one to correct it; then <b>Accept shown</b> labels the other "
+                f"{len([i for i in review.kept if i in review.predicted])} as shown.")
+        else:
+            self._review_text.object = (f"<b>{len(review.ids)} selected</b>, {len(review.dropped)} dropped: "
+                                        f"labeling now labels <b>{len(review.kept)}</b>. Click an image to drop it "
+                                        f"(again to keep it).")
+
+    def _show(self, text: str, kind: str = "info") -> None:
+        self.status = text
+        self._message.show(text, kind)
+
+    def _show_checked(self) -> None:
+        """What checks showed of the latest model above the threshold: a fair estimate of Accept's precision."""
+        checked = self.session.checked(float(self._threshold.value))
+        if not checked.seen:
+            self._checked.object = (f"<small>No check of this model at {checked.threshold:.2f} or above yet: "
+                                    f"Check predictions shows a random sample to judge.</small>")
+            return
+        self._checked.object = (f"<small>Checked at {checked.threshold:.2f} or above: <b>{checked.right} of "
+                                f"{checked.seen}</b> right (precision at least {checked.lower_bound:.0%}, 95% "
+                                f"confidence).</small>")
+
+    # -- actions (each runs through self._run: errors become messages) ---------------------
+    def _step_layer(self, step: int) -> None:
+        self.session.step_layer(step)
+        self._show("")
+        self._redraw()
+
+    def _step_view(self, step: int) -> None:
+        self.session.step_view(step)
+        if not self.session.is_ready():
+            # shown until the projection is computed: the message goes when the redraw is done
+            self._show(f"Computing {self.session.view.name} for {self.session.layer}…", "info")
+            with_document_lock(lambda: self._run(self._redraw_then_clear))
+        else:
+            self._redraw()
+
+    def _redraw_then_clear(self) -> None:
+        self._redraw()
+        self._show("")
+
+    def _set_selection(self, ids, from_plot=False) -> None:
+        self.session.select(ids)
+        self.grid.show(self.session.review)
+        self._update_review_text()
+        if not from_plot:
+            self.map.clear_selection()
+
+    def _label(self, name: str) -> None:
+        count = self.session.label_review(name)
+        if not count:
+            self._show("Select images first (lasso or box on the map).", "warning")
+            return
+        rest = self.session.review.ids
+        self._show(f"Labeled {count} images “{name}”." + (
+            f" The {len(rest)} you dropped stay selected: label them, drop more, or lasso anew." if rest else ""),
+            "success")
+        self._set_selection(rest)
+        self._after_change()
+
+    def _label_one(self, item: int, name: str) -> None:
+        """A label's key pressed over one image of the review: that image alone."""
+        at = self.grid.ids.index(item) if item in self.grid.ids else -1
+        self.session.label_item(item, name)
+        # no message: the alert above the map would push the grid down, from under the mouse
+        self.status = f"Labeled 1 image “{name}”."
+        self.grid.show(self.session.review)
+        # the next image slides into the labeled one's cell, under the mouse: the next key is for it
+        self.grid.hovered = self.grid.ids[at] if 0 <= at < len(self.grid.ids) else None
+        self._update_review_text()
+        self._after_change()
+
+    def _on_new_label(self, event) -> None:
+        name = self._new_label.value_input or self._new_label.value
+        if name and name.strip():
+            self._new_label.value = ""
+            # enter_pressed arrives outside the document lock; Bokeh models may only change under it
+            with_document_lock(lambda: self._run(self._label, name.strip()))
+
+    def _on_undo(self) -> None:
+        done = self.session.undo()
+        self._show(f"Undid: {done}" if done else "Nothing to undo.", "info")
+        self._after_change()
+
+    def _on_redo(self) -> None:
+        done = self.session.redo()
+        self._show(f"Redid: {done}" if done else "Nothing to redo.", "info")
+        self._after_change()
+
+    def _after_change(self) -> None:
+        self.session.refresh_rows()
+        if self.session.view.follows_labels or len(self.session.rows) != len(self.map.ids):
+            self._redraw()
+        else:
+            self._recolour()
+            self._refresh_labels()
+
+    def _on_similar(self) -> None:
+        if not self.session.review.kept:
+            self._show("Select a few images first; find similar looks for more like them.", "warning")
+            return
+        review = self.session.find_similar(SIMILAR_K)
+        self.grid.show(review)
+        self._update_review_text()
+        self._show(f"Added {len(review.similarity)} similar images to the review (similarity shown).", "info")
+
+    def _on_separate(self) -> None:
+        self.session.separate(list(self._separate_choice.value))
+        self._redraw(True)
+
+    def _on_train(self) -> None:
+        self._show("Training on cached features…", "info")
+        report = self.session.train()
+        rows = [(name, v["n"], f"{v['precision']:.0%}", f"{v['recall']:.0%}") for name, v in report.per_label.items()]
+        self._report.object = (f"<b>{esc(report.summary())}</b>"
+                               + html_table(("label", "n", "precision", "recall"), rows))
+        self._show("Trained. Unlabeled images now show the predicted label (paler); the view list now offers "
+                   "Predicted, which places them between the labels by the model's probabilities. Check predictions "
+                   "shows a random sample above the threshold to confirm or correct.", "success")
+        self._show_checked()
+        self._after_change()
+
+    def _on_check(self) -> None:
+        review = self.session.check_predictions(float(self._threshold.value))
+        self.grid.show(review)
+        self._update_review_text()
+        self._show("")
+
+    def _on_accept_shown(self) -> None:
+        count = self.session.accept_review()
+        rest = self.session.review.ids
+        self._show(f"Labeled {count} images as predicted." + (
+            f" The {len(rest)} you dropped stay selected: label them, or lasso anew." if rest else ""), "success")
+        self._set_selection(rest)
+        self._show_checked()
+        self._after_change()
+
+    def _on_accept(self) -> None:
+        accepted = self.session.accept_above(float(self._threshold.value))
+        checked, wrong = accepted.checked, accepted.likely_wrong
+        judged = (f" Checks put about {wrong} of them wrong ({checked.right} of {checked.seen} checked right)."
+                  if wrong is not None else " None was checked: Check predictions first to know how many are wrong.")
+        self._show(f"Accepted {accepted.count} predictions above {accepted.threshold:.2f} (undoable).{judged}",
+                   "success")
+        self._after_change()
+
+    # -- keys (the KEYS table names these) -------------------------------------------------
+    def _key_layer(self, key: str) -> None:
+        self._step_layer(-1 if key == "ArrowLeft" else 1)
+
+    def _key_view(self, key: str) -> None:
+        self._step_view(-1 if key == "ArrowUp" else 1)
+
+    def _key_label(self, key: str) -> None:
+        name = self.session.label_for_key(int(key))
+        if name is None:
+            return
+        hovered = self.grid.hovered
+        if hovered is not None and hovered in self.session.review.ids:
+            self._label_one(hovered, name)
+        else:
+            self._label(name)
+
+    def _key_similar(self, key: str) -> None:
+        self._on_similar()
+
+    def _key_train(self, key: str) -> None:
+        self._on_train()
+
+    def _key_clear(self, key: str) -> None:
+        self._set_selection([])
+
+    def _key_undo(self, key: str) -> None:
+        self._on_undo()
+
+    def _key_redo(self, key: str) -> None:
+        self._on_redo()
+
+    # -- events from the map and the opening -----------------------------------------------
+    def _on_hover(self, item_id: int) -> None:
+        uri = to_data_uri(self.session.project.thumbs.preview_jpeg(item_id, 256))
+        self._preview.object = (f'<img src="{uri}" style="max-width:256px;max-height:256px"><br>'
+                                f'<small>{esc(self.session.item_path(item_id))}</small>')
+
+    def _on_more_rows(self, rows: int, total: int, finished: bool, error: str | None) -> None:
+        """More images have features: redraw, unless a review is open (labeling redraws it later)."""
+        if error:
+            self._show(f"Computing features stopped: {error}", "warning")
+        elif finished:
+            self._show("")
+        else:
+            self._show(f"Still computing features: {rows:,} of {total:,} images so far; the map grows as "
+                       f"the rest arrive.", "info")
+        if not self.session.review.ids:
+            self.session.refresh_rows()
+            self._run(self._redraw)
+
+    # -- downloads and notebook API --------------------------------------------------------
+    def _labels_csv(self):
+        from labeler.io import export_labels_csv
+        return export_to_buffer(export_labels_csv, self.session.project, self._show,
+                                empty="No labels yet: labels.csv holds only its header row. Label some images first.")
+
+    def _predictions_csv(self):
+        from labeler.io import export_predictions_csv
+        return export_to_buffer(export_predictions_csv, self.session.project, self._show)
+
+    @property
+    def labels(self):
+        """The human and accepted labels as a pandas DataFrame."""
+        return self._opening.project.labels
+
+    def __panel__(self):
+        return self._layout

@@ -1,0 +1,142 @@
+"""The map: every drawn image as a point coloured by its label, thumbnails where there is room.
+
+`map_figure` builds the Bokeh plot the app draws (and `bench/ui_latency.py` measures):
+points in a `ColumnDataSource`, a lasso that sends one selection per drag, box select, wheel
+zoom. `MapView` adds what the app needs around it: the thumbnails as one composite JPEG of the
+current view (rebuilt by the server on zoom and pan; see `composite`), the hovered image's id
+(for the large preview), and the positions of every item.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import panel as pn
+from bokeh.events import RangesUpdate
+from bokeh.models import (BoxSelectTool, ColumnDataSource, CustomJS, Div, HoverTool, ImageURL, LassoSelectTool,
+                          Range1d, WheelZoomTool)
+from bokeh.plotting import figure
+
+from labeler.errors import USER_ERRORS
+
+from .composite import render_composite, to_data_uri
+
+logger = logging.getLogger(__name__)
+TILE_PX = 32
+# WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
+BACKENDS = ("webgl", "canvas")
+MARGIN = 0.03      # the unit square the map is scaled into, with this much room around it
+
+
+def map_figure(source: ColumnDataSource, backend: str = "webgl", *, point_size: int = 4, **size):
+    """The map's plot and its points renderer: columns x, y, color, alpha of `source`; lasso active.
+
+    `size`: width/height for a fixed plot, default stretching to fill its container.
+    """
+    fixed = {"width", "height"} <= set(size)
+    plot = figure(tools="pan,reset", output_backend=backend, toolbar_location="above", name="map", match_aspect=False,
+                  **(size if fixed else {"sizing_mode": "stretch_both", "min_height": 400}))
+    plot.x_range, plot.y_range = Range1d(-MARGIN, 1 + MARGIN), Range1d(-MARGIN, 1 + MARGIN)
+    plot.lod_timeout, plot.lod_interval = 100, 100     # else every zoom waits 500 ms
+    plot.axis.visible = False
+    plot.grid.visible = False
+    points = plot.scatter("x", "y", source=source, size=point_size, color="color", alpha="alpha",
+                          nonselection_alpha=0.25, selection_color="color", name="points")
+    # one selection per drag: the default sends one per mouse move (seconds for a single lasso)
+    lasso = LassoSelectTool(continuous=False, renderers=[points])
+    plot.add_tools(lasso, BoxSelectTool(continuous=False, renderers=[points]), WheelZoomTool())
+    plot.toolbar.active_drag = lasso
+    plot.toolbar.active_scroll = plot.select_one(WheelZoomTool)
+    return plot, points
+
+
+class MapView:
+    """The plot with thumbnails under the points; tells `on_select(ids)` and `on_hover(id)`."""
+
+    def __init__(self, thumbs, backend: str, *, on_select: Callable, on_hover: Callable):
+        self.thumbs, self._on_select_ids, self._on_hover_id = thumbs, on_select, on_hover
+        self.source = ColumnDataSource(dict(x=[], y=[], id=[], color=[], alpha=[]))
+        self._tiles = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
+        self.plot, points = map_figure(self.source, backend)
+        # the composite goes under the points, so they keep their hover, selection and colours
+        tiles = self.plot.add_glyph(self._tiles, ImageURL(url="url", x="x", y="y", w="w", h="h", anchor="top_left"))
+        self.plot.renderers = [tiles, *(r for r in self.plot.renderers if r is not tiles)]
+        self._hover_id = Div(text="", visible=False, name="hover-id")
+        self.plot.add_tools(HoverTool(renderers=[points], tooltips=None, callback=CustomJS(
+            args=dict(div=self._hover_id, source=self.source),
+            code="const i = cb_data.index.indices; if (i.length) { div.text = String(source.data.id[i[0]]); }")))
+        self._hover_id.on_change("text", lambda attr, old, new: new.isdigit() and self._on_hover_id(int(new)))
+        self.source.selected.on_change("indices", self._on_indices)
+        self.plot.on_event(RangesUpdate, lambda event: self.draw_tiles())
+        self.panel = pn.pane.Bokeh(self.plot, sizing_mode="stretch_both")
+        self._xy = np.zeros((0, 2), dtype=np.float32)
+        self._frames = None
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.asarray(self.source.data["id"], dtype=np.int64)
+
+    def draw(self, xy: np.ndarray, ids: np.ndarray, n_items: int, colour: np.ndarray, alpha: np.ndarray,
+             frames: np.ndarray, *, reset_view: bool = False) -> None:
+        """Show `ids` at `xy` (already in the unit square); colour and alpha are per item (all items)."""
+        self._xy = np.full((n_items, 2), np.nan, dtype=np.float32)
+        self._xy[ids] = xy
+        self._frames = frames
+        self.source.data = dict(x=xy[:, 0], y=xy[:, 1], id=ids, color=colour[ids], alpha=alpha[ids])
+        self.source.selected.indices = []
+        if reset_view:
+            self.plot.x_range.start, self.plot.x_range.end = -MARGIN, 1 + MARGIN
+            self.plot.y_range.start, self.plot.y_range.end = -MARGIN, 1 + MARGIN
+        self.draw_tiles()
+
+    def recolour(self, colour: np.ndarray, alpha: np.ndarray, frames: np.ndarray) -> None:
+        ids = self.ids
+        self._frames = frames
+        self.source.data.update(color=colour[ids], alpha=alpha[ids])
+        self.draw_tiles()
+
+    def clear_selection(self) -> None:
+        self.source.selected.indices = []
+
+    def draw_tiles(self) -> None:
+        """The thumbnails of the current view, as one JPEG covering it."""
+        plot = self.plot
+        x_range, y_range = (plot.x_range.start, plot.x_range.end), (plot.y_range.start, plot.y_range.end)
+        visible = np.zeros(len(self._xy), dtype=bool)
+        visible[self.ids] = True
+        try:
+            jpeg = render_composite(np.nan_to_num(self._xy, nan=-1e9), self.thumbs.get, x_range, y_range,
+                                    _plot_px(plot), TILE_PX, visible_mask=visible, border=self._frames).jpeg
+        except USER_ERRORS as err:
+            logger.warning("no thumbnails: %s", err)
+            return
+        if jpeg is None:
+            self._tiles.data = dict(url=[], x=[], y=[], w=[], h=[])
+        else:
+            self._tiles.data = dict(url=[to_data_uri(jpeg)], x=[x_range[0]], y=[y_range[1]],
+                                    w=[x_range[1] - x_range[0]], h=[y_range[1] - y_range[0]])
+
+    def _on_indices(self, attr, old, new) -> None:
+        self._on_select_ids(self.ids[np.asarray(new, dtype=np.int64)].tolist() if len(new) else [])
+
+
+def _plot_px(plot) -> tuple[int, int]:
+    """The plot's drawing area in pixels once the browser has laid it out, else a typical size."""
+    from bokeh.core.property.descriptors import UnsetValueError
+    try:
+        return max(200, int(plot.inner_width)), max(200, int(plot.inner_height))
+    except (UnsetValueError, TypeError):
+        return 1000, 560
+
+
+def unit_square(xy: np.ndarray, fixed: float | None = None) -> np.ndarray:
+    """Scale a projection into the unit square (robust to a few far outliers); `fixed`: the layout
+    already lies in [-fixed, fixed] on both axes, keep its shape (the Predicted view's circle)."""
+    if fixed is not None:
+        return ((xy + fixed) / (2 * fixed)).astype(np.float32)
+    if not len(xy):
+        return np.zeros((0, 2), dtype=np.float32)
+    low, high = np.percentile(xy, 0.5, axis=0), np.percentile(xy, 99.5, axis=0)
+    span = np.where(high - low > 0, high - low, 1.0)
+    return ((xy - low) / span).astype(np.float32)

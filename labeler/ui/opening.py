@@ -1,0 +1,84 @@
+"""Opening a folder in the app: the project prepares its caches in the background, with a progress bar.
+
+A project whose thumbnails and features are cached opens at once. Otherwise `Project.prepare`
+(thumbnails, then features) runs as a background `Job` while the page shows its progress; the
+map opens as soon as the first EARLY_ROWS images have features (the engine makes computed rows
+visible every few seconds), and grows as the rest arrive: `on_more` callbacks hear about it.
+"""
+from __future__ import annotations
+
+import logging
+
+import panel as pn
+
+from engine.backbones import DEFAULT_BACKBONE
+from engine.embedding import DEFAULT_SIZE
+from labeler.jobs import Job
+
+from ._panel import esc, poll_job
+
+logger = logging.getLogger(__name__)
+EARLY_ROWS = 1000        # images with features before the map opens while the rest are computed
+GROWTH_TO_REDRAW = 0.1   # share of the images that must arrive before an open map is redrawn
+
+
+class Opening:
+    """The state of opening one project; `on_ready(callback)` calls back with the project."""
+
+    def __init__(self, folder, *, workspace=None, backbone=DEFAULT_BACKBONE, size=DEFAULT_SIZE):
+        from engine.demo import demo_folder
+        from labeler.project import Project
+        self.project = Project(folder if folder else demo_folder(), workspace, backbone=backbone, size=size)
+        self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", name="opening-progress")
+        self.text = pn.pane.HTML(f"Opening {esc(self.project.folder)}…")
+        self.panel = pn.Column(self.text, self.progress, sizing_mode="stretch_width", max_width=700)
+        self._listeners: list = []
+        self._shown = {"built": False, "rows": 0}
+        self.job = Job(lambda job: self.project.prepare(job.report), name="labeler-opening")
+
+    def on_ready(self, callback) -> None:
+        """Call `callback(project)` once the map can be drawn (at once when everything is cached)."""
+        if not self.project.needs_preparing():
+            callback(self.project)
+            return
+        self._ready = callback
+        self.job.start()
+        poll_job(self.job, on_progress=self._on_progress, on_done=self._on_done)
+
+    def on_more(self, listener) -> None:
+        """`listener(rows_with_features, n_items, finished, error)` as features arrive after the map opened."""
+        self._listeners.append(listener)
+
+    def _rows_with_features(self) -> int:
+        return int(self.project.features().done_mask().sum())
+
+    def _on_progress(self, job: Job) -> None:
+        rows, n_items = self._rows_with_features(), len(self.project.items)
+        if not self._shown["built"]:
+            if job.stage.startswith("Computing") and rows >= min(EARLY_ROWS, n_items):
+                self._build(rows)
+                return
+            self.progress.value = int(100 * job.done / max(1, job.total))
+            self.text.object = (f"{esc(job.stage)}: {job.done:,} of {job.total:,} images ({job.elapsed:.0f} s)")
+        elif rows - self._shown["rows"] >= GROWTH_TO_REDRAW * n_items:
+            self._shown["rows"] = rows
+            self._tell(rows, finished=False, error=None)
+
+    def _on_done(self, job: Job) -> None:
+        if job.error:
+            self.text.object = f"<b>Could not open the folder</b>: {esc(job.error)}"
+            if self._shown["built"]:
+                self._tell(self._rows_with_features(), finished=True, error=job.error)
+            return
+        if not self._shown["built"]:
+            self._build(self._rows_with_features())
+        else:
+            self._tell(self._rows_with_features(), finished=True, error=None)
+
+    def _build(self, rows: int) -> None:
+        self._shown.update(built=True, rows=rows)
+        self._ready(self.project)
+
+    def _tell(self, rows: int, finished: bool, error: str | None) -> None:
+        for listener in self._listeners:
+            listener(rows, len(self.project.items), finished, error)
