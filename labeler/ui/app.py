@@ -77,8 +77,8 @@ class LabelApp(pn.viewable.Viewer):
         self.grid = ReviewGrid(project.thumbs, on_change=self._update_review_text, colours=self.session.label_colours)
         self.clean = CleanView(project, thumbs=project.thumbs)
         self._widgets()
+        self._redraw(reset_view=True)           # before the page gets the plot: it arrives drawn, in one piece
         self._layout[:] = [self._tabs()]
-        self._redraw(reset_view=True)
         self._opening.on_more(self._on_more_rows)
         if len(self.session.rows) < self.session.n_items:
             self._show(f"Still computing features: the map shows {len(self.session.rows):,} of "
