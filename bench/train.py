@@ -3,9 +3,9 @@
 Both sides get the same items and split, image size (squished to size x size), batch size,
 augmentation parameters (flip, rotate 10, zoom 1.1, warp 0.2, lighting 0.2), backbone
 (torchvision mobilenet_v2 with the same IMAGENET1K_V1 weights, loaded offline), three layer
-groups (features[:7], features[7:], head), and the fine-tune schedule of `labeler train`:
-one-cycle 1 epoch with the body frozen at lr, then unfreeze and one-cycle N epochs at
-slice(lr/200, lr/2), pct_start 0.25 in both stages, and the same label smoothing (fastai's
+groups (features[:7], features[7:], head), and the fine-tune schedule of `labeler train`
+(ours: `Learner.fine_tune`): one-cycle 1 epoch with the body frozen at lr, then unfreeze and
+one-cycle N epochs at slice(lr/200, lr/2), pct_start 0.25 in both stages, and the same label smoothing (fastai's
 LabelSmoothingCrossEntropyFlat) when --label-smoothing is given. The final metric of both is
 computed with this engine's own metric functions on each side's validation predictions.
 
@@ -35,7 +35,10 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -49,20 +52,26 @@ from engine.datablock import FuncSplit, ListSplit, MaskLabel, RandomSplit, label
 from engine.learner import task_for  # noqa: E402
 
 BACKBONE = "mobilenet_v2"
-METRIC = {"classify": "accuracy", "segment": "pixel_accuracy"}
 
 
 # ----------------------------------------------------------------------------- task setup
 
-def split_items(task: str, folder: Path, args) -> tuple[list[str], list[str]]:
+def folder_items(folder: Path, args) -> tuple[list[str], object]:
+    """cifar10: every image, split 80/20 at random (seeded)."""
+    return discover_images(folder), RandomSplit(0.2, seed=args.seed)
+
+
+def camvid_items(folder: Path, args) -> tuple[list[str], object]:
+    """CamVid: images/*, split by valid.txt."""
+    items = [f"images/{name}" for name in sorted(p.name for p in (folder / "images").iterdir())
+             if name.lower().endswith((".jpg", ".jpeg", ".png"))]
+    return items, ListSplit(folder / "valid.txt")
+
+
+def split_items(bench: BenchTask, folder: Path, args) -> tuple[list[str], list[str]]:
     """(train items, valid items) as paths relative to `folder`; train cut to --subset (seeded)."""
-    if task == "classify":
-        items = discover_images(folder)
-        train_idx, valid_idx = RandomSplit(0.2, seed=args.seed)(items)
-    else:
-        items = [f"images/{name}" for name in sorted(p.name for p in (folder / "images").iterdir())
-                 if name.lower().endswith((".jpg", ".jpeg", ".png"))]
-        train_idx, valid_idx = ListSplit(folder / "valid.txt")(items)
+    items, splitter = bench.items(folder, args)
+    train_idx, valid_idx = splitter(items)
     train = [items[i] for i in train_idx]
     if args.subset and args.subset < len(train):
         order = np.random.default_rng(args.seed).permutation(len(train))[:args.subset]
@@ -72,6 +81,10 @@ def split_items(task: str, folder: Path, args) -> tuple[list[str], list[str]]:
 
 def mask_of(folder: Path):
     return lambda item: folder / "labels" / f"{Path(item).stem}_P.png"
+
+
+def camvid_masks(folder: Path, args) -> MaskLabel:
+    return MaskLabel(mask_of(folder), folder / "codes.txt", void_code=args.void)
 
 
 def mobilenet_with_weights(state_dict: dict):
@@ -96,37 +109,46 @@ def three_groups(model):
 
 def run_ours(task: str, folder: Path, train: list[str], valid: list[str], args) -> dict:
     start = time.perf_counter()
-    valid_set = set(valid)
-    if task == "classify":
-        labeler = label_from_folder
-    else:
-        labeler = MaskLabel(mask_of(folder), folder / "codes.txt", void_code=args.void)
-    data = build_data(folder, train + valid, FuncSplit(lambda item: item in valid_set), labeler, task=task,
-                      size=args.size, batch_size=args.batch_size, backbone=BACKBONE, augment=True,
+    bench, valid_set = BENCH[task], set(valid)
+    data = build_data(folder, train + valid, FuncSplit(lambda item: item in valid_set), bench.labeler(folder, args),
+                      task=task, size=args.size, batch_size=args.batch_size, backbone=BACKBONE, augment=True,
                       workers=args.workers, seed=args.seed)
     torch.manual_seed(args.seed)
-    task_obj = task_for(data, label_smoothing=args.label_smoothing)
-    learner = Learner(data, create_model(data.task, BACKBONE, data.n_out), task=task_obj)
-    lr = args.lr
-    learner.freeze()
-    learner.fit_one_cycle(1, lr)
-    learner.unfreeze()
-    lr /= 2
-    if args.epochs:
-        learner.fit_one_cycle(args.epochs, slice(lr / 100, lr))
+    learner = Learner(data, create_model(data.task, BACKBONE, data.n_out),
+                      task=task_for(data, label_smoothing=args.label_smoothing))
+    learner.fine_tune(args.epochs, args.lr, freeze_epochs=1)
     metrics = learner.validate()
     seconds = time.perf_counter() - start
-    if task == "classify":
-        metrics["accuracy_tta"] = learner.validate(tta=True)["accuracy"]
+    if bench.tta:
+        metrics[f"{bench.metric}_tta"] = learner.validate(tta=True)[bench.metric]
     return {"metrics": {k: float(v) for k, v in metrics.items()}, "time_s": seconds,
             "train": len(data.items_train), "valid": len(data.items_valid)}
 
 
+def fastai_classifier(folder: Path, args, common: dict, arch):
+    from fastai.losses import LabelSmoothingCrossEntropyFlat
+    from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, parent_label, vision_learner
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=parent_label, **common)
+    dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
+    torch.manual_seed(args.seed)
+    loss = LabelSmoothingCrossEntropyFlat(eps=args.label_smoothing) if args.label_smoothing else None
+    return vision_learner(dls, arch, pretrained=True, normalize=False, loss_func=loss)
+
+
+def fastai_unet(folder: Path, args, common: dict, arch):
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.vision.all import DataBlock, ImageBlock, MaskBlock, unet_learner
+    codes = (folder / "codes.txt").read_text(encoding="utf-8").split()
+    to_mask = mask_of(folder)
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=lambda p: to_mask(p), **common)
+    dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
+    torch.manual_seed(args.seed)
+    return unet_learner(dls, arch, pretrained=True, normalize=False,
+                        loss_func=CrossEntropyLossFlat(axis=1, ignore_index=args.void))
+
+
 def run_fastai(task: str, folder: Path, train: list[str], valid: list[str], args, state_dict: dict) -> dict:
-    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
-    from fastai.vision.all import (CategoryBlock, DataBlock, FuncSplitter, ImageBlock, MaskBlock, Normalize,
-                                   Resize, aug_transforms, imagenet_stats, model_meta, parent_label,
-                                   unet_learner, vision_learner)
+    from fastai.vision.all import FuncSplitter, Normalize, Resize, aug_transforms, imagenet_stats, model_meta
     start = time.perf_counter()
     paths = [folder / item for item in train + valid]
     valid_paths = {folder / item for item in valid}
@@ -138,20 +160,7 @@ def run_fastai(task: str, folder: Path, train: list[str], valid: list[str], args
     arch = mobilenet_with_weights(state_dict)
     # fastai's way to describe a custom arch (vision_learner does not pass its own `cut` on)
     model_meta[arch] = {"cut": lambda m: m.features, "split": three_groups, "stats": imagenet_stats}
-    if task == "classify":
-        block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=parent_label, **common)
-        dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
-        torch.manual_seed(args.seed)
-        loss = LabelSmoothingCrossEntropyFlat(eps=args.label_smoothing) if args.label_smoothing else None
-        learn = vision_learner(dls, arch, pretrained=True, normalize=False, loss_func=loss)
-    else:
-        codes = (folder / "codes.txt").read_text(encoding="utf-8").split()
-        to_mask = mask_of(folder)
-        block = DataBlock(blocks=(ImageBlock, MaskBlock(codes)), get_y=lambda p: to_mask(p), **common)
-        dls = block.dataloaders(folder, bs=args.batch_size, num_workers=args.workers, device="cpu")
-        torch.manual_seed(args.seed)
-        learn = unet_learner(dls, arch, pretrained=True, normalize=False,
-                             loss_func=CrossEntropyLossFlat(axis=1, ignore_index=args.void))
+    learn = BENCH[task].fastai(folder, args, common, arch)
     lr = args.lr
     with learn.no_bar(), learn.no_logging():
         learn.freeze()
@@ -160,13 +169,12 @@ def run_fastai(task: str, folder: Path, train: list[str], valid: list[str], args
         lr /= 2
         if args.epochs:
             learn.fit_one_cycle(args.epochs, slice(lr / 100, lr), pct_start=0.25)
-        probs, targets = learn.get_preds(dl=dls.valid)
-    n_codes = len((folder / "codes.txt").read_text(encoding="utf-8").split()) if task == "segment" else None
-    engine_task = task_for(_FakeData(task, args.void, n_codes))
-    outputs = probs if task == "classify" else probs.argmax(dim=1)
-    metrics = engine_task.metrics(outputs, torch.as_tensor(targets).long())
+        probs, targets = learn.get_preds(dl=learn.dls.valid)
+    # scored by the engine's own task: fastai's probabilities' logs are logits its activation takes
+    engine_task = task_for(SimpleNamespace(task=task, void_code=args.void, n_out=learn.dls.c, size=args.size))
+    metrics = engine_task.metrics(engine_task.activation(probs.log()), torch.as_tensor(targets).long())
     return {"metrics": {k: float(v) for k, v in metrics.items()}, "time_s": time.perf_counter() - start,
-            "train": len(dls.train_ds), "valid": len(dls.valid_ds)}
+            "train": len(learn.dls.train_ds), "valid": len(learn.dls.valid_ds)}
 
 
 def run_fastai_planning(folder: Path, train: list[str], valid: list[str], args, state_dict: dict) -> dict:
@@ -220,14 +228,55 @@ def run_linear_probe(folder: Path, train: list[str], valid: list[str], args) -> 
     return {"metrics": scores, "time_s": time.perf_counter() - start}
 
 
-class _FakeData:
-    """Just what `task_for` reads, to score fastai's predictions with the engine's metric code."""
+@dataclass(frozen=True)
+class BenchTask:
+    """One benchmarked task: its data, how each side reads it, and what is reported."""
 
-    def __init__(self, task: str, void_code: int, n_out):
-        self.task, self.void_code, self.n_out, self.size = task, void_code, n_out, 0
+    folder: str  # under --data
+    metric: str  # the headline metric; the engine's metric functions score both sides
+    items: Callable  # (folder, args) -> (items, splitter)
+    labeler: Callable  # (folder, args) -> the engine's labeler
+    fastai: Callable  # (folder, args, DataBlock keywords, arch) -> a fastai Learner
+    tta: bool = False  # also report ours with flip test-time augmentation
+    baselines: bool = False  # also run the planning baselines (fastai fine_tune, logistic regression)
+
+
+BENCH = {
+    "classify": BenchTask("cifar10", "accuracy", folder_items, lambda folder, args: label_from_folder,
+                          fastai_classifier, tta=True, baselines=True),
+    "segment": BenchTask("camvid", "pixel_accuracy", camvid_items, camvid_masks, fastai_unet),
+}
 
 
 # ----------------------------------------------------------------------------- main
+
+def bench_task(task: str, folder: Path, args, state_dict: dict, fastai_reason: str | None) -> dict:
+    """One row of the results: ours, fastai's (or why not) and, where the task has them, the baselines."""
+    train, valid = split_items(BENCH[task], folder, args)
+    print(f"[{task}] {len(train)} train / {len(valid)} valid, size {args.size}, 1+{args.epochs} epochs, "
+          f"lr {args.lr:g}, threads {torch.get_num_threads()}", file=sys.stderr, flush=True)
+    row = {"task": task, "metric": BENCH[task].metric, "ours": run_ours(task, folder, train, valid, args)}
+    print(f"[{task}] ours {row['ours']['metrics']} in {row['ours']['time_s']:.1f}s", file=sys.stderr, flush=True)
+    if fastai_reason:
+        row["fastai"] = {"error": fastai_reason}
+    else:
+        try:
+            row["fastai"] = run_fastai(task, folder, train, valid, args, state_dict)
+            print(f"[{task}] fastai {row['fastai']['metrics']} in {row['fastai']['time_s']:.1f}s",
+                  file=sys.stderr, flush=True)
+        except Exception as err:  # noqa: BLE001
+            traceback.print_exc()
+            row["fastai"] = {"error": f"{type(err).__name__}: {err}"}
+    if BENCH[task].baselines and args.planning_epochs and not fastai_reason:
+        row["planning"] = run_fastai_planning(folder, train, valid, args, state_dict)
+        print(f"[{task}] fastai planning baseline {row['planning']['metrics']} in "
+              f"{row['planning']['time_s']:.1f}s", file=sys.stderr, flush=True)
+    if BENCH[task].baselines:
+        row["probe"] = run_linear_probe(folder, train, valid, args)
+        print(f"[{task}] linear probe {row['probe']['metrics']} in {row['probe']['time_s']:.1f}s",
+              file=sys.stderr, flush=True)
+    return row
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -247,9 +296,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if not set(tasks) <= set(METRIC):
-        parser.error(f"--tasks takes a comma list of {sorted(METRIC)}")
-    folders = {"classify": Path(args.data) / "cifar10", "segment": Path(args.data) / "camvid"}
+    if not set(tasks) <= set(BENCH):
+        parser.error(f"--tasks takes a comma list of {sorted(BENCH)}")
+    folders = {task: Path(args.data) / bench.folder for task, bench in BENCH.items()}
 
     fastai_reason = None
     try:
@@ -259,39 +308,19 @@ def main(argv=None) -> int:
         fastai_reason, fastai_version = f"import failed: {err}", None
     state_dict = load_pretrained_state_dict(get_backbone_cfg(BACKBONE))
 
-    rows = []
-    for task in tasks:
-        train, valid = split_items(task, folders[task], args)
-        print(f"[{task}] {len(train)} train / {len(valid)} valid, size {args.size}, 1+{args.epochs} epochs, "
-              f"lr {args.lr:g}, threads {torch.get_num_threads()}", file=sys.stderr, flush=True)
-        row = {"task": task, "metric": METRIC[task], "ours": run_ours(task, folders[task], train, valid, args)}
-        print(f"[{task}] ours {row['ours']['metrics']} in {row['ours']['time_s']:.1f}s", file=sys.stderr, flush=True)
-        if fastai_reason:
-            row["fastai"] = {"error": fastai_reason}
-        else:
-            try:
-                row["fastai"] = run_fastai(task, folders[task], train, valid, args, state_dict)
-                print(f"[{task}] fastai {row['fastai']['metrics']} in {row['fastai']['time_s']:.1f}s",
-                      file=sys.stderr, flush=True)
-            except Exception as err:  # noqa: BLE001
-                traceback.print_exc()
-                row["fastai"] = {"error": f"{type(err).__name__}: {err}"}
-        if task == "classify" and args.planning_epochs and not fastai_reason:
-            row["planning"] = run_fastai_planning(folders[task], train, valid, args, state_dict)
-            print(f"[{task}] fastai planning baseline {row['planning']['metrics']} in "
-                  f"{row['planning']['time_s']:.1f}s", file=sys.stderr, flush=True)
-        if task == "classify":
-            row["probe"] = run_linear_probe(folders[task], train, valid, args)
-            print(f"[{task}] linear probe {row['probe']['metrics']} in {row['probe']['time_s']:.1f}s",
-                  file=sys.stderr, flush=True)
-        rows.append(row)
+    rows = [bench_task(task, folders[task], args, state_dict, fastai_reason) for task in tasks]
+    report(rows, args, fastai_version)
+    return 0
 
+
+def report(rows: list[dict], args, fastai_version) -> None:
+    """The results as JSON (--json) or as a markdown table with notes."""
     settings = {k: getattr(args, k) for k in ("size", "epochs", "subset", "lr", "batch_size", "workers", "seed",
                                               "label_smoothing")}
     if args.json:
         print(json.dumps({"settings": settings, "fastai_version": fastai_version,
                           "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, indent=1))
-        return 0
+        return
     print(f"settings: {settings}, backbone {BACKBONE}, torch {torch.__version__}, fastai {fastai_version}, "
           f"{torch.get_num_threads()} threads, CPU\n")
     print("| task | metric | ours | fastai | ours time s | fastai time s | time ratio |")
@@ -308,8 +337,8 @@ def main(argv=None) -> int:
               f"{ours['time_s']:.1f} | {fa_t} | {ratio} |")
     print("\ntime ratio = ours / fastai (below 1: ours faster).")
     for row in rows:
-        if "accuracy_tta" in row["ours"]["metrics"]:
-            print(f"{row['task']}: ours with flip test-time augmentation: {row['ours']['metrics']['accuracy_tta']:.4f}")
+        if (tta := row["ours"]["metrics"].get(f"{row['metric']}_tta")) is not None:
+            print(f"{row['task']}: ours with flip test-time augmentation: {tta:.4f}")
         if "planning" in row:
             print(f"{row['task']}: fastai {row['planning']['settings']}: {row['planning']['metrics']['accuracy']:.4f} "
                   f"in {row['planning']['time_s']:.1f} s")
@@ -318,7 +347,6 @@ def main(argv=None) -> int:
             print(f"{row['task']}: logistic regression on cached features of the same train split (160 px): "
                   f"{probe['metrics']['last_layer']:.4f} from the last layer, {probe['metrics']['all_layers']:.4f} "
                   f"from all layers ({probe['time_s']:.1f} s including the embedding).")
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 - Label issues: out-of-sample probabilities for every labeled item from k-fold logistic
   regression on cached features (`issue_pipeline`), ranked by cleanlab's confident-learning
   methods (`cleanlab.rank`, `cleanlab.filter`), single- or multi-label.
-- Top losses: per-item loss of an exported model (classify, multi-label, segment, regress).
+- Top losses: per-item loss of an exported model, as its task computes it (`Task.loss_rows`).
 - Duplicates: exact by the sha1 of the file bytes, near by the cosine similarities of a pixel
   signature and an early layer's features (`duplicate_rows`); pairs are joined into groups
   (connected components) with a suggestion of which to keep.
@@ -18,10 +18,12 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .data import ImageReadError, InputError, decode_image, read_image_bytes
+from .data import decode_image, load_image, read_image_bytes
+from .errors import ImageReadError, InputError
 from .neighbors import normalize_rows
 
 logger = logging.getLogger(__name__)
@@ -440,7 +442,7 @@ def find_odd_files(stats, rules: OddFileRules | None = None):
 
 def model_losses(predictor, folder, items: Sequence[str], targets: Sequence, *, batch_size: int = 32,
                  progress: ProgressFn | None = None):
-    """Per-item loss of an exported model (`load_exported`) on its true targets.
+    """Per-item loss of an exported model (`load_exported`) on its true targets, as its task computes it.
 
     targets, one per item, as the task's labelers give them: classify a class name; multi-label
     a list of names; segment a mask file (code indices; void pixels left out, the loss is the
@@ -449,104 +451,34 @@ def model_losses(predictor, folder, items: Sequence[str], targets: Sequence, *, 
     confidence (the model's probability of `predicted`; NaN for segment and regress), error.
     """
     import pandas as pd
-    import torch
     if len(items) != len(targets):
         raise InputError(f"model_losses got {len(items)} items but {len(targets)} targets; give one target per item.")
-    scorer = _LossScorer(predictor)
-    out = []
-    batch: list[tuple[int, object, object]] = []
-    with torch.no_grad():
-        for row, (item, target) in enumerate(zip(items, targets)):
-            try:
-                batch.append((row, *scorer.prepare(folder, item, target)))
-            except (ImageReadError, InputError) as err:
-                out.append((row, np.nan, "", np.nan, getattr(err, "reason", str(err))))
-            if len(batch) == batch_size or (row == len(items) - 1 and batch):
-                out.extend(scorer.score(batch))
-                batch = []
-            if progress and (row % batch_size == 0 or row == len(items) - 1):
-                progress(row + 1, len(items))
+    out, batch = [], []
+    for row, (item, target) in enumerate(zip(items, targets)):
+        try:
+            batch.append((row, *_loss_inputs(predictor, Path(folder) / item, target)))
+        except (ImageReadError, InputError) as err:
+            out.append((row, np.nan, "", np.nan, getattr(err, "reason", str(err))))
+        if len(batch) == batch_size or (row == len(items) - 1 and batch):
+            out.extend(_scored_rows(predictor, batch))
+            batch = []
+        if progress and (row % batch_size == 0 or row == len(items) - 1):
+            progress(row + 1, len(items))
     table = pd.DataFrame(out, columns=["row", "loss", "predicted", "confidence", "error"])
     return table.sort_values("row").reset_index(drop=True)
 
 
-class _LossScorer:
-    """Turns (image, target) into tensors and batches into per-item losses, for one Predictor's task."""
+def _loss_inputs(predictor, path: Path, target) -> tuple:
+    """(x, y) of one item: the image as the predictor feeds it, the target as its task's loss takes it."""
+    image = load_image(path)
+    labels = list(predictor.labels or [])
+    return predictor.preprocess(image)[0], predictor.task.encode_one(image, target, labels, predictor.size)
 
-    def __init__(self, predictor):
-        self.predictor = predictor
-        self.task = predictor.task.name
-        self.labels = list(predictor.labels or [])
-        self.index = {name: i for i, name in enumerate(self.labels)}
 
-    def prepare(self, folder, item, target):
-        from pathlib import Path
-
-        import torch
-
-        from .data import load_image
-        image = load_image(Path(folder) / item)
-        # Predictor._tensor is the exact preprocessing the exported model predicts with
-        x = self.predictor._tensor(image)[0]
-        return x, torch.as_tensor(self._target(image, item, target))
-
-    def _target(self, image, item, target) -> np.ndarray:
-        if self.task == "classify":
-            if str(target) not in self.index:
-                raise InputError(f"{item}: label {target!r} is not one the model knows ({', '.join(self.labels)}).")
-            return np.int64(self.index[str(target)])
-        if self.task == "multilabel":
-            hot = np.zeros(len(self.labels), dtype=np.float32)
-            for name in target:
-                if str(name) in self.index:
-                    hot[self.index[str(name)]] = 1.0
-            return hot
-        if self.task == "segment":
-            from PIL import Image
-
-            from .datablock import _load_mask
-            task = self.predictor.task
-            mask = _load_mask(target, image.size, len(self.labels), task.void_code)
-            size = self.predictor.size
-            return np.asarray(Image.fromarray(mask.astype(np.int32)).resize((size, size), Image.NEAREST), np.int64)
-        points = np.asarray(target, dtype=np.float32).reshape(-1, 2)
-        return (points / np.array(image.size, dtype=np.float32) * 2 - 1).reshape(-1)
-
-    def score(self, batch) -> list[tuple]:
-        import torch
-        import torch.nn.functional as F
-        rows = [row for row, _, _ in batch]
-        x = torch.stack([x for _, x, _ in batch])
-        y = torch.stack([y for _, _, y in batch])
-        model = self.predictor.model
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            pred = model(x.to(device)).float().cpu()
-        finally:
-            model.train(was_training)
-        if self.task == "classify":
-            losses = F.cross_entropy(pred, y, reduction="none")
-            probs = pred.softmax(1)
-            conf, best = probs.max(1)
-            return [(r, float(l), self.labels[int(b)], float(c), None) for r, l, b, c in zip(rows, losses, best, conf)]
-        if self.task == "multilabel":
-            losses = F.binary_cross_entropy_with_logits(pred, y, reduction="none").mean(1)
-            probs = pred.sigmoid()
-            threshold = float(getattr(self.predictor.task, "threshold", 0.5))
-            out = []
-            for r, l, p in zip(rows, losses, probs):
-                on = np.flatnonzero(p.numpy() > threshold)
-                conf = float(p[on].mean()) if len(on) else np.nan
-                out.append((r, float(l), " ".join(self.labels[i] for i in on), conf, None))
-            return out
-        if self.task == "segment":
-            void = self.predictor.task.void_code
-            per_pixel = F.cross_entropy(pred, y, reduction="none", ignore_index=-100 if void is None else void)
-            counted = (y != (-100 if void is None else void)).float()
-            losses = (per_pixel * counted).flatten(1).sum(1) / counted.flatten(1).sum(1).clamp_min(1)
-            return [(r, float(l) if c.any() else np.nan, "", np.nan, None if c.any() else "only void pixels")
-                    for r, l, c in zip(rows, losses, counted.flatten(1))]
-        losses = self.predictor.task.LOSSES[self.predictor.task.loss_name](pred, y, reduction="none").mean(1)
-        return [(r, float(l), "", np.nan, None) for r, l in zip(rows, losses)]
+def _scored_rows(predictor, batch: list[tuple]) -> list[tuple]:
+    """(row, loss, predicted, confidence, error) for each (row, x, y) of `batch`."""
+    import torch
+    rows, xs, ys = zip(*batch)
+    pred = predictor.raw_outputs(torch.stack(xs))  # computed without gradients: so is every loss from it
+    scored = predictor.task.loss_rows(pred, torch.stack(ys), list(predictor.labels or []))
+    return [(row, *values) for row, values in zip(rows, scored)]

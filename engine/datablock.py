@@ -4,8 +4,9 @@ The steps of fastai's data block, as small callables:
 
 - a *splitter* maps the item list to ``(train_idx, valid_idx)`` (deterministic);
 - a *labeler* maps one item (a path relative to the image folder) to its target;
-- :func:`build_data` infers the task from the targets and returns a :class:`TaskData`
-  whose loaders yield ``(x, y)`` batches in the layout the training loop expects:
+- :func:`build_data` infers the task from the targets (or the labeler's ``task``) and returns
+  a :class:`TaskData` whose loaders yield ``(x, y)`` batches in the layout the training loop
+  expects; the task object (`engine.tasks`) encodes the targets and makes each sample:
 
   ========== ================================================================
   classify   y int64 (B,), index into ``classes``
@@ -22,6 +23,7 @@ the next readable item, so a run never stops on one bad file.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -31,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
-from .augment import DEFAULT_AUGMENT, build_transforms, denormalize, draw_sample, tile
-from .data import ImageReadError, InputError, load_image
+from .augment import DEFAULT_AUGMENT, build_transforms, denormalize, tile
+from .data import load_image
+from .errors import ImageReadError, InputError
 from .splits import FolderSplit, FuncSplit, GroupSplit, ListSplit, RandomSplit  # noqa: F401  (part of this API)
+from .tasks import TASKS, Targets, Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,6 @@ __all__ = [
     "infer_task",
     "label_from_folder",
 ]
-
-TASKS = ("classify", "multilabel", "segment", "regress")
 
 
 # ---------------------------------------------------------------- splitters
@@ -122,6 +123,8 @@ class MaskLabel:
     ``void_code`` marks pixels the loss ignores; pixels outside ``codes`` become void.
     """
 
+    task = "segment"  # the task its labels are for (`infer_task`)
+
     def __init__(self, mask_path: Callable[[Path], Path], codes, void_code: int | None = None):
         if isinstance(codes, (str, os.PathLike)):
             codes = Path(codes).read_text(encoding="utf-8").split()
@@ -136,6 +139,8 @@ class MaskLabel:
 class PointsLabel:
     """Regression on points: ``points(item)`` gives a (k, 2) array of pixel x, y in the image as loaded."""
 
+    task = "regress"  # the task its labels are for (`infer_task`); they follow the augmentation
+
     def __init__(self, points: Callable[[str], np.ndarray]):
         self.points = points
 
@@ -148,60 +153,19 @@ class PointsLabel:
 
 
 def infer_task(labeler, targets: list) -> str:
-    """classify for str labels, multilabel for lists of str, segment for masks, regress for numbers."""
-    if isinstance(labeler, MaskLabel):
-        return "segment"
-    if isinstance(labeler, PointsLabel):
-        return "regress"
-    first = targets[0]
-    if isinstance(first, str):
-        return "classify"
-    if isinstance(first, (list, tuple)) and all(isinstance(tag, str) for tag in first):
-        return "multilabel"
-    if isinstance(first, (np.ndarray, float, int, np.number, list, tuple)):
-        return "regress"
-    raise InputError(f"Cannot infer the task from a label of type {type(first).__name__} ({first!r}). "
-                     f"Pass task= one of {TASKS}.")
+    """The task a labeler names (its ``task``: MaskLabel, PointsLabel), else the first registered task whose
+    ``matches`` accepts the labels: classify for str, multilabel for lists of str, regress for numbers."""
+    named = getattr(labeler, "task", None)
+    if named is not None:
+        return get_task(named, InputError).name
+    for name, task in TASKS.items():
+        if task.matches(targets):
+            return name
+    raise InputError(f"Cannot infer the task from a label of type {type(targets[0]).__name__} ({targets[0]!r}). "
+                     f"Pass task= one of {tuple(TASKS)}.")
 
 
-# ---------------------------------------------------------------- targets
-
-@dataclass
-class _Targets:
-    """Targets encoded for the dataset (picklable: no user callables) and what the loop needs to know."""
-
-    values: object  # int64 (N,) | float32 (N, C) | list of mask paths | float32 (N, k, 2) or (N, m)
-    classes: list[str] | None = None
-    codes: list[str] | None = None
-    void_code: int | None = None
-    n_out: int = 0
-    points: bool = False
-
-
-def _encode(task: str, labeler, targets: list, folder: Path) -> _Targets:
-    if task == "classify":
-        classes = sorted({str(label) for label in targets})
-        lookup = {name: i for i, name in enumerate(classes)}
-        return _Targets(np.array([lookup[str(label)] for label in targets], np.int64), classes, n_out=len(classes))
-    if task == "multilabel":
-        classes = sorted({str(tag) for tags in targets for tag in tags})
-        lookup = {name: i for i, name in enumerate(classes)}
-        hot = np.zeros((len(targets), len(classes)), np.float32)
-        for row, tags in enumerate(targets):
-            hot[row, [lookup[str(tag)] for tag in tags]] = 1.0
-        return _Targets(hot, classes, n_out=len(classes))
-    if task == "segment":
-        if not isinstance(labeler, MaskLabel):
-            raise InputError(f"task='segment' needs a MaskLabel labeler, not {type(labeler).__name__}. "
-                             f"Use MaskLabel(mask_path, codes, void_code).")
-        paths = [str(folder / path) for path in targets]
-        return _Targets(paths, codes=labeler.codes, void_code=labeler.void_code, n_out=len(labeler.codes))
-    values = np.stack([np.asarray(value, np.float32) for value in targets]) if targets else np.zeros((0, 1))
-    if isinstance(labeler, PointsLabel):
-        return _Targets(values, n_out=int(values[0].size), points=True)
-    values = values.reshape(len(targets), -1)
-    return _Targets(values, n_out=values.shape[1])
-
+# ---------------------------------------------------------------- labels
 
 def _label_all(labeler, items: list[str]) -> list:
     targets = [labeler(item) for item in items]
@@ -214,31 +178,11 @@ def _label_all(labeler, items: list[str]) -> list:
 
 # ---------------------------------------------------------------- dataset
 
-def _load_mask(path: str, image_size: tuple[int, int], n_codes: int, void_code: int | None) -> np.ndarray:
-    try:
-        with Image.open(path) as mask:
-            if mask.mode not in ("L", "P", "I", "I;16"):
-                raise ImageReadError(path, f"mask mode {mask.mode} is not single-channel; save code indices "
-                                           f"as a grayscale or palette PNG")
-            if mask.size != image_size:
-                mask = mask.resize(image_size, Image.NEAREST)
-            values = np.asarray(mask, dtype=np.int64)
-    except OSError as err:
-        raise ImageReadError(path, f"cannot read mask ({err})") from None
-    outside = (values >= n_codes) & (values != (void_code if void_code is not None else -1))
-    if outside.any():
-        if void_code is None:
-            raise ImageReadError(path, f"mask value {int(values[outside].max())} is not a code index "
-                                       f"0..{n_codes - 1}; pass void_code= to ignore such pixels")
-        values[outside] = void_code
-    return values
-
-
 class _ItemDataset(Dataset):
     """(x, y) samples for one split; ``size`` can change between epochs (progressive resizing)."""
 
-    def __init__(self, folder: Path, items: list[str], targets: _Targets, task: str, size: int, augment: dict | None,
-                 mean, std):
+    def __init__(self, folder: Path, items: list[str], targets: Targets, task: type[Task], size: int,
+                 augment: dict | None, mean, std):
         self.folder, self.items, self.targets, self.task = folder, items, targets, task
         self.augment, self.mean, self.std = augment, tuple(mean), tuple(std)
         self.size, self._transform, self._bad = size, None, {}
@@ -261,45 +205,18 @@ class _ItemDataset(Dataset):
         return self._transform[1]
 
     def raw_sample(self, index: int) -> dict:
-        """The untransformed sample dict of item ``index``; raises ImageReadError."""
+        """The untransformed sample dict of item ``index`` (the image and the task's extras); raises ImageReadError."""
         image = load_image(self.folder / self.items[index])
         sample = {"image": tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1))}
-        canvas = (image.height, image.width)
-        if self.task == "segment":
-            mask = _load_mask(self.targets.values[index], image.size, len(self.targets.codes), self.targets.void_code)
-            sample["mask"] = tv_tensors.Mask(torch.from_numpy(mask))
-        elif self.targets.points:
-            sample["points"] = tv_tensors.KeyPoints(torch.from_numpy(self.targets.values[index]), canvas_size=canvas)
-        return sample
+        return {**sample, **self.task.sample_extras(self.targets, index, image)}
 
     def label_targets(self) -> torch.Tensor | None:
-        """Every item's target in the batch layout, without decoding images; None for masks.
-
-        Points are scaled by each image's size, read from its header; unreadable images are left out.
-        """
-        if self.task == "segment":
-            return None
-        if not self.targets.points:
-            return torch.as_tensor(self.targets.values)
-        rows = []
-        for item, points in zip(self.items, self.targets.values):
-            try:
-                with Image.open(self.folder / item) as image:
-                    width, height = image.size
-            except OSError:
-                continue
-            rows.append(_normalized_points(torch.from_numpy(np.asarray(points, np.float32)), width, height))
-        return torch.stack(rows) if rows else torch.zeros((0, self.targets.n_out))
+        """Every item's target in the batch layout, without decoding images; None where the task needs them."""
+        return self.task.label_targets(self.targets, self.folder, self.items)
 
     def to_xy(self, index: int, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformed sample as the (x, y) pair of the batch layout in the module docstring."""
-        x = sample["image"].as_subclass(torch.Tensor)
-        if self.task == "segment":
-            return x, sample["mask"].as_subclass(torch.Tensor).long()
-        if self.targets.points:
-            height, width = x.shape[-2:]
-            return x, _normalized_points(sample["points"].as_subclass(torch.Tensor), width, height)
-        return x, torch.as_tensor(self.targets.values[index])
+        return self.task.to_xy(self.targets, index, sample)
 
     def __getitem__(self, index: int):
         for step in range(len(self.items)):
@@ -319,21 +236,9 @@ class _ItemDataset(Dataset):
 
 # ---------------------------------------------------------------- pictures of samples
 
-def _normalized_points(points: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Pixel (x, y) points -> the flat [-1, 1] layout of a regression batch (image corners at +-1)."""
-    scale = torch.tensor([width, height], dtype=torch.float32)
-    return (points.float() / scale * 2 - 1).reshape(-1)
-
-
 def _picture(x: torch.Tensor, y: torch.Tensor, dataset: _ItemDataset) -> np.ndarray:
-    """HWC uint8 of one (x, y) sample, with its mask blended in or its points drawn as dots."""
-    image = denormalize(x, dataset.mean, dataset.std)
-    if dataset.task == "segment":
-        return draw_sample(image, mask=y.numpy(), n_codes=len(dataset.targets.codes),
-                           void_code=dataset.targets.void_code)
-    if dataset.targets.points:
-        return draw_sample(image, points=(y.view(-1, 2).numpy() + 1) / 2 * [image.shape[1], image.shape[0]])
-    return image
+    """HWC uint8 of one (x, y) sample as the task draws it (a mask blended in, points as dots)."""
+    return dataset.task.picture(denormalize(x, dataset.mean, dataset.std), y, dataset.targets)
 
 
 # ---------------------------------------------------------------- what the training loop consumes
@@ -415,19 +320,18 @@ def build_data(folder, items: list[str], splitter, labeler, *, task=None, size=2
     if not items:
         raise InputError(f"No items to train on in {str(folder)!r}. Label some images first.")
     if task is not None and task not in TASKS:
-        raise InputError(f"task={task!r} is not one of {TASKS}. Pass one of them, or None to infer it.")
+        raise InputError(f"task={task!r} is not one of {tuple(TASKS)}. Pass one of them, or None to infer it.")
     train_idx, valid_idx = _check_split(*splitter(items), len(items))
     used = np.concatenate([train_idx, valid_idx])
     targets = _label_all(labeler, [items[i] for i in used])
-    task = task or infer_task(labeler, targets)
-    encoded = _encode(task, labeler, targets, folder)
+    task = get_task(task or infer_task(labeler, targets), InputError)
+    encoded = task.encode(labeler, targets, folder)
     cfg = get_backbone_cfg(backbone)
     mean, std = cfg.mean, cfg.std
     n_train = len(train_idx)
 
-    def subset(rows: slice) -> _Targets:
-        values = encoded.values[rows]
-        return _Targets(values, encoded.classes, encoded.codes, encoded.void_code, encoded.n_out, encoded.points)
+    def subset(rows: slice) -> Targets:
+        return dataclasses.replace(encoded, values=encoded.values[rows])
 
     items_train, items_valid = [items[i] for i in train_idx], [items[i] for i in valid_idx]
     train_set = _ItemDataset(folder, items_train, subset(slice(0, n_train)), task, size, _augment_params(augment),
@@ -437,8 +341,8 @@ def build_data(folder, items: list[str], splitter, labeler, *, task=None, size=2
     train = DataLoader(train_set, shuffle=True, drop_last=n_train > batch_size,
                        generator=torch.Generator().manual_seed(seed), **loader_args)
     valid = DataLoader(valid_set, shuffle=False, **loader_args)
-    logger.info("%s data: %d train, %d valid items, %d outputs", task, len(items_train), len(items_valid),
+    logger.info("%s data: %d train, %d valid items, %d outputs", task.name, len(items_train), len(items_valid),
                 encoded.n_out)
-    return TaskData(task, encoded.classes, encoded.codes, encoded.void_code, encoded.n_out, train, valid, size,
+    return TaskData(task.name, encoded.classes, encoded.codes, encoded.void_code, encoded.n_out, train, valid, size,
                     tuple(mean), tuple(std), items_train, items_valid,
                     encoded.n_out // 2 if encoded.points else 0)

@@ -1,232 +1,51 @@
 """One training loop for every task: classify, multi-label, segment (U-Net) and point regression.
 
-A `Task` object supplies what differs (loss, activation, metrics, how to decode a prediction);
-the `Learner` supplies what is shared: AdamW with `OneCycleLR`, `lr_find`, freeze/unfreeze,
-discriminative learning rates, callbacks, validation, save/load and export.
+A task object (`engine.tasks`) supplies what differs (loss, activation, metrics, how to decode a
+prediction); the `Learner` supplies what is shared: AdamW with `OneCycleLR`, `lr_find`,
+freeze/unfreeze, discriminative learning rates, the fine-tune recipe, callbacks, validation,
+save/load and export.
 """
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 from itertools import cycle
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from . import metrics
-from .models import create_model
 from .errors import LearnerError  # noqa: F401  (raised here; importable from here)
+from .models import create_model
+from .tasks import TASKS, Task, get_task  # noqa: F401  (TASKS: the registry, importable from here too)
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "labeler-model/1"
 
 
-# --- tasks -----------------------------------------------------------------------------
+# --- the task of a TaskData ----------------------------------------------------------
 
-class Task:
-    """What one kind of problem needs from the shared loop. Subclasses override the methods."""
+def task_for(data, **options) -> Task:
+    """The registered task for a TaskData (by `data.task`), configured by its `from_data` from the data and `options`.
 
-    name = ""
-
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def activation(self, pred: torch.Tensor) -> torch.Tensor:
-        """Model output -> what predictions are (probabilities, masks, coordinates)."""
-        return pred
-
-    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Scores over the whole validation set; `outputs` are `activation(pred)` for every row."""
-        return {}
-
-    def decode(self, output: torch.Tensor, image_size: tuple[int, int], labels: list | None) -> dict:
-        """One image's activated output -> a result for a person (label, mask, points in pixels)."""
-        raise NotImplementedError
-
-    def config(self) -> dict:
-        """Keyword arguments that rebuild this task (saved in exported files)."""
-        return {}
-
-    def baseline(self, train_targets: torch.Tensor, valid_targets: torch.Tensor) -> dict[str, float] | None:
-        """The metrics of a predictor that ignores the image, fitted on the training targets; None: no baseline."""
-        return None
-
-    def unflip(self, pred: torch.Tensor) -> torch.Tensor | None:
-        """The model's output on a mirrored image, mapped back to the original; None: no flip TTA."""
-        return pred
-
-    @property
-    def can_unflip(self) -> bool:
-        """Whether flip test-time augmentation applies (`unflip` maps a mirrored output back)."""
-        return True
-
-
-class ClassifyTask(Task):
-    """Cross-entropy, optionally with label smoothing (the target keeps 1 - eps, the rest is spread)."""
-
-    name = "classify"
-
-    def __init__(self, label_smoothing: float = 0.0):
-        if not 0 <= label_smoothing < 1:
-            raise LearnerError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-        self.label_smoothing = label_smoothing
-
-    def loss(self, pred, target):
-        return F.cross_entropy(pred, target, label_smoothing=self.label_smoothing)
-
-    def activation(self, pred):
-        return pred.softmax(dim=1)
-
-    def baseline(self, train_targets, valid_targets):
-        """Always the most common training class."""
-        counts = torch.bincount(train_targets.long())
-        outputs = F.one_hot(counts.argmax().expand(len(valid_targets)), len(counts)).float()
-        return self.metrics(outputs, valid_targets)
-
-    def metrics(self, outputs, targets):
-        return {"accuracy": metrics.accuracy(outputs, targets), "error_rate": metrics.error_rate(outputs, targets)}
-
-    def decode(self, output, image_size, labels):
-        probs = output.tolist()
-        best = int(np.argmax(probs))
-        return {"label": labels[best] if labels else best,
-                "probabilities": dict(zip(labels or range(len(probs)), probs))}
-
-    def config(self):
-        return {"label_smoothing": self.label_smoothing}
-
-
-class MultiLabelTask(Task):
-    """Independent sigmoid per tag; the decision threshold is tuned on validation for F-beta."""
-
-    name = "multilabel"
-
-    def __init__(self, threshold: float = 0.5, beta: float = 2.0):
-        self.threshold, self.beta = threshold, beta
-
-    def loss(self, pred, target):
-        return F.binary_cross_entropy_with_logits(pred, target.float())
-
-    def activation(self, pred):
-        return pred.sigmoid()
-
-    def baseline(self, train_targets, valid_targets):
-        """Every tag on every image (the all-positive predictor); its own threshold, this task's stays."""
-        return MultiLabelTask(beta=self.beta).metrics(torch.ones_like(valid_targets.float()), valid_targets)
-
-    def metrics(self, outputs, targets):
-        self.threshold, fbeta = metrics.best_threshold(outputs, targets, self.beta)
-        scores = {"accuracy": metrics.accuracy_multi(outputs, targets, self.threshold),
-                  f"f{self.beta:g}": fbeta, "threshold": self.threshold}
-        if (targets > 0.5).any():
-            scores["mAP"] = metrics.mean_average_precision(outputs, targets)
-        return scores
-
-    def decode(self, output, image_size, labels):
-        probs = output.tolist()
-        names = labels or list(range(len(probs)))
-        return {"labels": [name for name, p in zip(names, probs) if p > self.threshold],
-                "probabilities": dict(zip(names, probs))}
-
-    def config(self):
-        return {"threshold": self.threshold, "beta": self.beta}
-
-
-class SegmentTask(Task):
-    """Per-pixel cross-entropy; void pixels count neither in the loss nor in the metrics."""
-
-    name = "segment"
-
-    def __init__(self, void_code: int | None = None, n_classes: int | None = None):
-        self.void_code, self.n_classes = void_code, n_classes
-
-    def loss(self, pred, target):
-        return F.cross_entropy(pred, target, ignore_index=-100 if self.void_code is None else self.void_code)
-
-    def activation(self, pred):
-        # argmax rather than probabilities: whole validation sets of masks stay small
-        return pred.argmax(dim=1)
-
-    def unflip(self, pred):
-        return pred.flip(-1)
-
-    def metrics(self, outputs, targets):
-        n_classes = self.n_classes or int(max(outputs.max(), targets.max())) + 1
-        return {"pixel_accuracy": metrics.pixel_accuracy(outputs, targets, self.void_code),
-                "mean_iou": metrics.mean_iou(outputs, targets, n_classes, self.void_code)}
-
-    def decode(self, output, image_size, labels):
-        width, height = image_size
-        mask = F.interpolate(output[None, None].float(), size=(height, width), mode="nearest")[0, 0]
-        return {"mask": mask.to(torch.int64).numpy(), "codes": labels}
-
-    def config(self):
-        return {"void_code": self.void_code, "n_classes": self.n_classes}
-
-
-class RegressTask(Task):
-    """Points as (x, y) pairs in [-1, 1]; metrics and predictions in pixels."""
-
-    name = "regress"
-    LOSSES: ClassVar[dict] = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-    def __init__(self, size: int = 224, loss: str = "mse", points: int = 0):
-        if loss not in self.LOSSES:
-            raise LearnerError(f"Unknown regression loss {loss!r}. Choose one of: {', '.join(self.LOSSES)}.")
-        self.size, self.loss_name, self.points = size, loss, points
-
-    def loss(self, pred, target):
-        return self.LOSSES[self.loss_name](pred, target)
-
-    def unflip(self, pred):
-        """One point mirrors back by negating x; several points would also swap left and right (not known)."""
-        if self.points != 1:
-            return None
-        return pred * torch.tensor([-1.0, 1.0], dtype=pred.dtype, device=pred.device)
-
-    @property
-    def can_unflip(self) -> bool:
-        return self.points == 1
-
-    def baseline(self, train_targets, valid_targets):
-        """Always the training mean of every coordinate."""
-        return self.metrics(train_targets.float().mean(0).expand(len(valid_targets), -1), valid_targets)
-
-    def metrics(self, outputs, targets):
-        return {"point_error_px": metrics.mean_point_error(outputs, targets, self.size),
-                "point_error_rel": metrics.relative_point_error(outputs, targets, self.size)}
-
-    def decode(self, output, image_size, labels):
-        scale = torch.tensor(image_size, dtype=torch.float32)
-        return {"points": ((output.reshape(-1, 2) + 1) / 2 * scale).numpy()}
-
-    def config(self):
-        return {"size": self.size, "loss": self.loss_name, "points": self.points}
-
-
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassifyTask, MultiLabelTask, SegmentTask, RegressTask)}
-
-
-def task_for(data, label_smoothing: float = 0.0, loss: str = "mse") -> Task:
-    """The task object for a TaskData (by `data.task`), configured from its attributes.
-
-    `label_smoothing` applies to single-label classifiers, `loss` ("mse" or "l1") to regression.
+    `options` may be any registered task's (`label_smoothing` for classifiers, `loss` for regression): one call
+    serves every task, and each task gets the options its `from_data` takes.
     """
-    factories = {
-        "classify": lambda: ClassifyTask(label_smoothing),
-        "multilabel": lambda: MultiLabelTask(),
-        "segment": lambda: SegmentTask(data.void_code, data.n_out),
-        "regress": lambda: RegressTask(data.size, loss=loss, points=getattr(data, "points", 0)),
-    }
-    if data.task not in factories:
-        raise LearnerError(f"Unknown task {data.task!r}. Choose one of: {', '.join(factories)}.")
-    return factories[data.task]()
+    known = set().union(*map(_options_of, TASKS.values()))
+    if unknown := sorted(set(options) - known):
+        raise LearnerError(f"Unknown task option(s) {unknown}. The registered tasks take: {', '.join(sorted(known))}.")
+    task = get_task(data.task)
+    return task.from_data(data, **{name: value for name, value in options.items() if name in _options_of(task)})
+
+
+def _options_of(task: type[Task]) -> set[str]:
+    """The keyword-only parameters of a task's `from_data`: the options it is configured by."""
+    parameters = inspect.signature(task.from_data).parameters.values()
+    return {parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY}
 
 
 # --- callbacks -------------------------------------------------------------------------
@@ -464,6 +283,30 @@ class Learner:
             return None
         return self.task.baseline(*targets)
 
+    def fine_tune(self, epochs: int, lr: float | None = None, freeze_epochs: int = 1, pct_start: float = 0.25) -> float:
+        """The transfer-learning recipe: one cycle of `freeze_epochs` epochs training the head alone at `lr`, then
+        one of `epochs` epochs training everything at slice(lr / 200, lr / 2), so early layers change least
+        (slice(lr / 100, lr) without a frozen stage).
+
+        `lr=None` takes `suggest_lr()`. Returns the head's peak rate of the second stage (`lr / 2` after a frozen one).
+        """
+        lr = self.suggest_lr() if lr is None else float(lr)
+        if freeze_epochs:
+            self.freeze()
+            self.fit_one_cycle(freeze_epochs, lr, pct_start)
+            self.unfreeze()
+            lr /= 2
+        if epochs:
+            self.fit_one_cycle(epochs, slice(lr / 100, lr), pct_start)
+        return lr
+
+    def suggest_lr(self, bounds: tuple[float, float] = (1e-4, 1e-2)) -> float:
+        """`lr_find`'s suggestion (at most 100 steps, about 4 passes over small data), clamped to `bounds`:
+        a guard against a noisy curve on little data."""
+        _, _, suggestion = self.lr_find(steps=min(100, max(10, 4 * len(self.data.train))))
+        low, high = bounds
+        return float(min(max(suggestion, low), high))
+
     def lr_find(self, start: float = 1e-7, end: float = 10, steps: int = 100):
         """Train with exponentially growing lr; returns (lrs, smoothed losses, suggestion). Weights are restored."""
         saved = copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict())
@@ -553,24 +396,28 @@ class Predictor:
         data = learner.data
         return cls(learner.model, learner.task, data.classes or data.codes, data.size, data.mean, data.std)
 
-    def _tensor(self, image) -> torch.Tensor:
+    def preprocess(self, image) -> torch.Tensor:
+        """A PIL image as the (1, 3, size, size) normalized batch the model predicts on."""
         from torchvision.transforms.v2 import functional as TF
         pixels = TF.to_dtype(TF.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
         pixels = TF.resize(pixels, [self.size, self.size], antialias=True)  # square, as the data block feeds it
         return TF.normalize(pixels, self.mean, self.std)[None]
 
     @torch.no_grad()
+    def raw_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw outputs (float32, on the CPU) for a batch of `preprocess`ed images; its mode is restored."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model(x.to(next(self.model.parameters()).device)).float().cpu()
+        finally:
+            self.model.train(was_training)
+
     def predict(self, image) -> dict:
         """Label and probabilities, tags, a mask at the image's size, or points in the image's pixels."""
         from PIL import Image
         image = image if isinstance(image, Image.Image) else Image.open(image)
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            output = self.task.activation(self.model(self._tensor(image).to(device)))[0].cpu()
-        finally:
-            self.model.train(was_training)
+        output = self.task.activation(self.raw_outputs(self.preprocess(image)))[0]
         return self.task.decode(output, image.size, self.labels)
 
 
@@ -582,5 +429,6 @@ def load_exported(path, device="cpu") -> Predictor:
     config = dict(state["model_config"])
     model = create_model(config.pop("task"), config.pop("backbone"), config.pop("n_out"), pretrained=False, **config)
     model.load_state_dict(state["state_dict"])
-    task = TASKS[state["task"]](**state["task_config"])
-    return Predictor(model.to(device), task, state["classes"] or state["codes"], state["size"], state["mean"], state["std"])
+    task = get_task(state["task"])(**state["task_config"])
+    labels = state["classes"] or state["codes"]
+    return Predictor(model.to(device), task, labels, state["size"], state["mean"], state["std"])

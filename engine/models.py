@@ -2,7 +2,8 @@
 
 Each model is a `body` (the backbone up to its last offered layer) and a `head`, and exposes
 `layer_groups` (early body, late body, head) for discriminative learning rates and freezing.
-`create_model(task, backbone, n_out)` picks the builder from `MODEL_BUILDERS` by task name.
+`create_model(task, backbone, n_out)` builds the architecture the registered task names
+(`Task.architecture`, a key of `ARCHITECTURES`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 
 from .backbones import create_backbone, get_backbone_cfg
 from .errors import ModelError  # noqa: F401  (raised here; importable from here)
+from .tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -234,12 +236,11 @@ def _unet(backbone: str, n_out: int, pretrained: bool) -> nn.Module:
     return UNet(backbone, n_out, pretrained)
 
 
-# task name (as in TaskData.task) -> builder(backbone, n_out, pretrained, **options)
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "classify": _classifier,
-    "multilabel": _classifier,
-    "segment": _unet,
-    "regress": _regressor,
+# architecture name (a task's `Task.architecture`) -> builder(backbone, n_out, pretrained, **options)
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "classifier": _classifier,  # pooled features, a linear head to n_out logits
+    "unet": _unet,              # per-pixel logits at the input resolution
+    "regressor": _regressor,    # a spatial head to n_out values in y_range
 }
 
 
@@ -248,11 +249,13 @@ def create_model(task: str, backbone: str, n_out: int, pretrained: bool = True, 
 
     `.config` holds the arguments, so an exported file can rebuild the same architecture.
     """
-    if task not in MODEL_BUILDERS:
-        raise ModelError(f"Unknown task {task!r}. Choose one of: {', '.join(MODEL_BUILDERS)}.")
+    architecture = get_task(task, ModelError).architecture
+    if architecture not in ARCHITECTURES:
+        raise ModelError(f"Task {task!r} names architecture {architecture!r}, which engine.models does not build. "
+                         f"Set its `architecture` to one of: {', '.join(ARCHITECTURES)}.")
     if n_out < 1:
         raise ModelError(f"n_out must be at least 1, got {n_out}; it is the number of classes, codes or coordinates.")
-    model = MODEL_BUILDERS[task](backbone, n_out, pretrained, **options)
+    model = ARCHITECTURES[architecture](backbone, n_out, pretrained, **options)
     model.config = {"task": task, "backbone": backbone, "n_out": n_out, **options}
     logger.info("created %s model on %s with %d outputs", task, backbone, n_out)
     return model

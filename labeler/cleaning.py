@@ -227,23 +227,14 @@ def top_loss_queue(context: _Context, model, targets=None) -> pd.DataFrame:
         return empty_queue()
     from engine.learner import load_exported
     predictor = load_exported(model)
-    task = predictor.task.name
     rows = np.flatnonzero(context.active)
     if targets is None:
-        if task not in ("classify", "multilabel"):
-            raise CleaningError(f"Top losses of a {task} model need its targets (masks or points): pass "
-                                f"targets=MaskLabel(...) or PointsLabel(...) as for training.")
-        names, matrix = context.labels()
-        if task == "classify" and matrix.ndim == 2:
-            raise CleaningError(f"{model} is a single-label classifier but the project is multi-label.")
-        labeled = (matrix.any(1) if matrix.ndim == 2 else matrix >= 0)[rows]
-        rows = rows[labeled]
-        if matrix.ndim == 2:
-            wanted = [[names[k] for k in np.flatnonzero(matrix[r])] for r in rows]
-        else:
-            wanted = [names[matrix[r]] for r in rows]
-            if task == "multilabel":
-                wanted = [[name] for name in wanted]
+        try:  # the store's labels, in the form the model's task takes (class names; tag lists)
+            given = predictor.task.targets_from_labels(*context.labels())
+        except InputError as err:
+            raise CleaningError(f"{model}: {err}") from err
+        rows = np.array([r for r in rows if given[r] is not None], dtype=np.int64)
+        wanted = [given[r] for r in rows]
     else:
         wanted = [targets(context.items[r].path) for r in rows]
     paths = [context.items[r].path for r in rows]

@@ -2,11 +2,12 @@
 
 Labels come from the label store (default), folder names (--folders), a CSV (--csv, with
 --delimiter for multi-label), mask files (--masks DIR with --codes and --void) or points
-(--points CSV of x0,y0,x1,y1,... columns). Training follows the fine-tune recipe: the head
+(--points CSV of x0,y0,x1,y1,... columns). Training follows `Learner.fine_tune`: the head
 first with the body frozen, then everything with discriminative learning rates.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import re
@@ -38,10 +39,12 @@ def add_commands(sub, make_command) -> None:
     split.add_argument("--group-regex", metavar="REGEX", help="keep groups whole, e.g. '^(.*)_\\d+' for one person")
     split.add_argument("--seed", type=int, default=0)
     fit = cmd.add_argument_group("training")
-    fit.add_argument("--task", choices=("classify", "multilabel", "segment", "regress"), help="default: from the labels")
+    fit.add_argument("--task", choices=_RegisteredTasks(), metavar="TASK",
+                     help="one of %(choices)s (default: from the labels)")
     fit.add_argument("--epochs", type=int, default=3, help="epochs with everything trainable (default 3)")
     fit.add_argument("--freeze-epochs", type=int, default=1, help="epochs training the head only first (default 1)")
-    fit.add_argument("--lr", default="auto", help="peak learning rate, or 'auto' for lr_find's suggestion")
+    fit.add_argument("--lr", type=_learning_rate, default="auto",
+                     help="peak learning rate, or 'auto' for lr_find's suggestion")
     fit.add_argument("--loss", choices=("mse", "l1"), default="mse", help="regression loss (default mse)")
     fit.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
                      help="classifier: give the true class 1 - EPS and spread EPS over all (e.g. 0.1; default 0)")
@@ -56,13 +59,35 @@ def add_commands(sub, make_command) -> None:
     cmd.set_defaults(run=run_predict)
 
 
+class _RegisteredTasks:
+    """The registered task names as argparse `choices`, read from `engine.tasks` only when argparse checks a
+    value or prints help: building the parser imports no torch."""
+
+    def __iter__(self):
+        from engine.tasks import TASKS
+        return iter(list(TASKS))
+
+    def __contains__(self, name) -> bool:
+        return name in list(self)
+
+
+def _learning_rate(value: str) -> float | None:
+    """--lr: a number, or 'auto' (None: the learner's `suggest_lr`)."""
+    if value == "auto":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'auto'") from None
+
+
 def run_train(args) -> int:
     import torch
 
     from engine import Learner, ProgressCallback, build_data, create_model
-    from engine.learner import task_for
     from engine.data import discover_images
     from engine.demo import demo_folder
+    from engine.learner import task_for
     torch.manual_seed(args.seed)  # the same --seed gives the same head initialisation and batches
     np.random.seed(args.seed)
     folder = Path(args.folder) if args.folder else demo_folder()
@@ -74,14 +99,7 @@ def run_train(args) -> int:
     task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss)
     learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
-    lr = _learning_rate(learner, args.lr)
-    if args.freeze_epochs:
-        learner.freeze()
-        learner.fit_one_cycle(args.freeze_epochs, lr)
-        learner.unfreeze()
-        lr /= 2
-    if args.epochs:
-        learner.fit_one_cycle(args.epochs, slice(lr / 100, lr))
+    lr = learner.fine_tune(args.epochs, args.lr, args.freeze_epochs)
     bar.close()
     summary = {"task": data.task, "train": len(data.items_train), "valid": len(data.items_valid), "lr": lr,
                "metrics": _rounded(learner.validate()), "out": str(args.out)}
@@ -117,13 +135,6 @@ def _report(bar, row: dict) -> None:
         bar.update(1)
         bar.write(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                   file=sys.stderr)
-
-
-def _learning_rate(learner, value: str) -> float:
-    if value != "auto":
-        return float(value)
-    _, _, suggestion = learner.lr_find(steps=min(100, max(10, 4 * len(learner.data.train))))
-    return float(min(max(suggestion, 1e-4), 1e-2))  # a guard against a noisy curve on little data
 
 
 def _splitter(args):
@@ -200,7 +211,7 @@ def run_predict(args) -> int:
     rows, hits = [], 0
     for path in tqdm(discover_images(folder), desc="predicting", unit="img", file=sys.stderr, disable=None):
         result = predictor.predict(folder / path)
-        row = {"path": path, **_summary(result)}
+        row = {"path": path, **predictor.task.summary(result)}
         if path in truth and "label" in row:
             hits += row["label"] == truth[path]
         rows.append(row)
@@ -217,17 +228,6 @@ def run_predict(args) -> int:
         if scored:
             print(f"accuracy {out['accuracy']:.4f} on {scored} images with a true label")
     return 0
-
-
-def _summary(result: dict) -> dict:
-    if "label" in result:
-        return {"label": result["label"], "confidence": round(float(max(result["probabilities"].values())), 4)}
-    if "labels" in result:
-        return {"labels": list(result["labels"])}
-    if "mask" in result:
-        counts = np.bincount(np.asarray(result["mask"]).ravel(), minlength=len(result["codes"]))
-        return {"classes": {c: round(n / counts.sum(), 4) for c, n in zip(result["codes"], counts) if n}}
-    return {"points": np.round(np.asarray(result["points"]), 2).tolist()}
 
 
 def _truth(path: str) -> dict[str, str]:

@@ -11,7 +11,8 @@ from engine import embed
 from engine.clean import (DuplicateFinder, LabelIssueFinder, duplicate_rows, find_odd_files, image_stats,
                           model_losses, suggest_keep)
 from engine.data import InputError
-from engine.learner import TASKS, Predictor
+from engine.learner import Predictor
+from engine.tasks import get_task
 from engine.models import create_model
 from labeler.cleaning import COLUMNS, QUEUES, CleaningError, build_queues, empty_queue
 from labeler.cli import main
@@ -165,7 +166,7 @@ def test_greyscale_is_not_odd_in_a_greyscale_set(tmp_path):
 
 def _predictor(task, n_out, labels, **task_args):
     model = create_model(task, "resnet18", n_out, pretrained=False)
-    return Predictor(model, TASKS[task](**task_args), labels, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    return Predictor(model, get_task(task)(**task_args), labels, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
 def test_model_losses_of_a_classifier_are_the_cross_entropy_of_the_given_label(tmp_path):

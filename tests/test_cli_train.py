@@ -1,6 +1,9 @@
 """`labeler train` and `labeler predict` on generated folders."""
 import json
+import subprocess
+import sys
 
+import pytest
 
 from labeler.cli import main
 from _helpers import colour_folder
@@ -62,3 +65,19 @@ def test_the_same_seed_trains_the_same_model_and_label_smoothing_travels_with_th
     exported = [torch.load(tmp_path / f"{run}.pt", weights_only=True) for run in ("a", "b")]
     assert exported[0]["task_config"] == {"label_smoothing": 0.1}
     assert all(torch.equal(exported[0]["state_dict"][k], exported[1]["state_dict"][k]) for k in exported[0]["state_dict"])
+
+
+def test_building_the_parser_imports_no_torch_and_task_choices_come_from_the_registry():
+    code = ("import sys\nfrom labeler.cli import _parser\nparser = _parser()\n"
+            "assert 'torch' not in sys.modules, 'building the parser imported torch'\n"
+            "args = parser.parse_args(['train', 'x', '--task', 'segment', '--lr', 'auto', '--out', 'm.pt'])\n"
+            "assert args.task == 'segment' and args.lr is None\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_rejects_an_unregistered_task_and_a_bad_lr_listing_what_is_allowed(tmp_path, capsys):
+    for bad, expected in ((["--task", "detect"], "invalid choice: 'detect' (choose from 'classify', 'multilabel'"),
+                          (["--lr", "fast"], "'fast' is neither a number nor 'auto'")):
+        with pytest.raises(SystemExit):
+            main(["train", str(tmp_path), "--out", str(tmp_path / "m.pt"), *bad])
+        assert expected in capsys.readouterr().err

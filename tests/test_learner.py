@@ -15,12 +15,13 @@ from engine.learner import (
     EarlyStopping,
     Learner,
     LearnerError,
-    RegressTask,
     SaveBest,
     load_exported,
     steepest_lr,
+    task_for,
 )
 from engine.models import ModelError, create_model
+from engine.tasks import ClassifyTask, MultiLabelTask, RegressTask, SegmentTask
 
 SIZE = 32
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -211,6 +212,56 @@ def test_bad_lr_slice_raises_a_learner_error(classifier_learner):
         classifier_learner.group_lrs(slice(1e-3, 1e-5))
 
 
+class StageRecorder(Callback):
+    """What each `fit_one_cycle` of a recipe trained: frozen or not, and the peak lr of each layer group."""
+
+    def __init__(self):
+        self.stages = []
+
+    def on_fit_begin(self, learner):
+        self.stages.append((learner.frozen, [group["max_lr"] for group in learner.opt.param_groups]))
+
+
+def test_fine_tune_trains_the_head_then_everything_at_discriminative_rates(classify_data):
+    stages = StageRecorder()
+    learner = Learner(classify_data, TinyNet(), callbacks=[stages])
+    assert learner.fine_tune(1, 1e-2, freeze_epochs=2) == pytest.approx(5e-3)
+    assert [frozen for frozen, _ in stages.stages] == [True, False] and len(learner.history) == 3
+    assert stages.stages[0][1] == pytest.approx([1e-2, 1e-2])
+    assert stages.stages[1][1] == pytest.approx([5e-5, 5e-3])        # slice(lr / 200, lr / 2) over two groups
+
+
+def test_fine_tune_is_the_recipe_written_out_number_for_number(classify_data):
+    def written_out():
+        learner = Learner(classify_data, create_model("classify", "resnet18", 2, pretrained=False))
+        learner.freeze()
+        learner.fit_one_cycle(1, 1e-3)
+        learner.unfreeze()
+        learner.fit_one_cycle(1, slice(5e-6, 5e-4))
+        return learner
+
+    def fine_tuned():
+        learner = Learner(classify_data, create_model("classify", "resnet18", 2, pretrained=False))
+        learner.fine_tune(1, 1e-3)
+        return learner
+
+    results = []
+    for recipe in (written_out, fine_tuned):
+        torch.manual_seed(0)
+        results.append(recipe())
+    assert results[0].history == results[1].history
+    for key, value in results[0].model.state_dict().items():
+        assert torch.equal(value, results[1].model.state_dict()[key]), key
+
+
+def test_fine_tune_without_a_rate_takes_the_clamped_lr_find_suggestion(classify_data, monkeypatch):
+    learner = Learner(classify_data, TinyNet())
+    monkeypatch.setattr(learner, "lr_find", lambda steps: ([], [], 3.0))      # a noisy curve's wild suggestion
+    assert learner.suggest_lr() == 1e-2
+    monkeypatch.setattr(learner, "lr_find", lambda steps: ([], [], 1e-3))
+    assert learner.fine_tune(0, freeze_epochs=1) == pytest.approx(5e-4)
+
+
 # --- callbacks -------------------------------------------------------------------------
 
 class Recorder(Callback):
@@ -343,7 +394,6 @@ def test_baselines_are_the_image_blind_predictors():
 # --- regularisation: label smoothing --------------------------------------------
 
 def test_label_smoothing_keeps_a_floor_under_the_loss_of_a_perfect_prediction():
-    from engine.learner import ClassifyTask
     perfect = torch.tensor([[30.0, -30.0], [-30.0, 30.0]])
     target = torch.tensor([0, 1])
     assert ClassifyTask().loss(perfect, target).item() < 1e-6
@@ -356,7 +406,6 @@ def test_label_smoothing_keeps_a_floor_under_the_loss_of_a_perfect_prediction():
 
 
 def test_tasks_say_whether_flip_tta_applies():
-    from engine.learner import ClassifyTask, MultiLabelTask, SegmentTask
     assert ClassifyTask().can_unflip and MultiLabelTask().can_unflip and SegmentTask().can_unflip
     assert RegressTask(32, points=1).can_unflip
     assert not RegressTask(32, points=2).can_unflip and not RegressTask(32).can_unflip
