@@ -108,14 +108,13 @@ def first_model_ranking(project: Project) -> list[int]:
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from engine.backbones import get_backbone_cfg
-    from engine.features import FeatureCache
     from engine.firstmodel import ColumnBlocks, _pipeline
     from engine.pooling import DEFAULT_POOLING
-    cache = FeatureCache(project.workspace.features_dir("mobilenet_v2", 160), backbone="mobilenet_v2", size=160)
+    cache = project.features()
     _, labels = project.store.label_matrix(len(project.items))
     rows = np.flatnonzero((labels >= 0) & cache.done_mask(len(labels)))
     # what Train fits (labeler/session.py): the grid-pooled columns of every layer, through PCA past 256 rows
-    features = ColumnBlocks(cache.load(layer, DEFAULT_POOLING) for layer in get_backbone_cfg("mobilenet_v2").layers)
+    features = ColumnBlocks(cache.load(layer, DEFAULT_POOLING) for layer in get_backbone_cfg(project.backbone).layers)
     X = features[rows]
     fold_rows = len(rows) - int(np.ceil(len(rows) / 5))
     probs = cross_val_predict(_pipeline(0, fold_rows, X.shape[1]), X, labels[rows], method="predict_proba",

@@ -23,7 +23,9 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import Workspace, create_backbone, embed, get_backbone_cfg  # noqa: E402
+from engine.backbones import DEFAULT_BACKBONE  # noqa: E402
 from engine.data import discover_images  # noqa: E402
+from engine.embedding import DEFAULT_SIZE  # noqa: E402
 from engine.projection import PCAProjector, UMAPProjector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,8 +115,8 @@ def projection_times(rows: list[int], dim: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--backbone", default="mobilenet_v2")
-    parser.add_argument("--size", type=int, default=160)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rows", default="1000,10000,50000", help="projection sizes")

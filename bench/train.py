@@ -46,12 +46,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from engine import Learner, build_data, create_model  # noqa: E402
-from engine.backbones import get_backbone_cfg, load_pretrained_state_dict  # noqa: E402
+from engine.backbones import DEFAULT_BACKBONE, get_backbone_cfg, load_pretrained_state_dict  # noqa: E402
+from engine.embedding import DEFAULT_SIZE  # noqa: E402
 from engine.data import discover_images  # noqa: E402
 from engine.datablock import FuncSplit, ListSplit, MaskLabel, RandomSplit, label_from_folder  # noqa: E402
 from engine.learner import task_for  # noqa: E402
 
-BACKBONE = "mobilenet_v2"
+BACKBONE = DEFAULT_BACKBONE
 
 
 # ----------------------------------------------------------------------------- task setup
@@ -211,8 +212,8 @@ def run_linear_probe(folder: Path, train: list[str], valid: list[str], args) -> 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Workspace(folder, tmp)
-        embed(workspace, backbone=BACKBONE)
-        cache = FeatureCache(workspace.features_dir(BACKBONE, 160), backbone=BACKBONE, size=160)
+        embed(workspace, backbone=BACKBONE, size=DEFAULT_SIZE)
+        cache = FeatureCache(workspace.features_dir(BACKBONE, DEFAULT_SIZE), backbone=BACKBONE, size=DEFAULT_SIZE)
         row_of = {item.path: item.id for item in workspace.items()}
         names = sorted({Path(item).parent.name for item in train})
         rows = {split: np.array([row_of[item] for item in items]) for split, items in (("train", train),

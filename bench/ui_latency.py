@@ -1,6 +1,6 @@
 """Lasso-to-recoloured-plot latency in a real browser, beside Bokeh's own redraw time.
 
-Serves a scatter set up like the app's map (``labeler/app.py`` ``_make_plot``: LassoSelectTool
+Serves the app's own map (``labeler.ui.map.map_figure``: LassoSelectTool
 (continuous=False), color/alpha columns, ``selected.on_change("indices", ...)`` in Python which
 "labels" the selection and recolours via ``source.data.update(color=..., alpha=...)``, like the
 app's ``_recolour``) with ``pn.serve`` on 127.0.0.1, drives it with Playwright + Debian Chromium and
@@ -69,8 +69,9 @@ def free_port() -> int:
 
 def make_app():
     import panel as pn
-    from bokeh.models import BoxSelectTool, ColumnDataSource, CustomJS, LassoSelectTool, Range1d, WheelZoomTool
-    from bokeh.plotting import figure
+    from bokeh.models import ColumnDataSource, CustomJS
+
+    from labeler.ui.map import map_figure
 
     def app():
         args = pn.state.session_args
@@ -81,19 +82,8 @@ def make_app():
         alpha = np.full(n, 0.9, dtype=np.float32)
         source = ColumnDataSource(dict(x=xy[:, 0], y=xy[:, 1], id=np.arange(n), color=colour.copy(), alpha=alpha.copy()),
                                   name="map-source")
-        # As in _make_plot, but fixed size so the lasso geometry is known (the app stretches).
-        plot = figure(tools="pan,reset", output_backend=backend, width=PLOT_PX, height=PLOT_PX,
-                      toolbar_location="above", name="map", match_aspect=False)
-        plot.x_range, plot.y_range = Range1d(-0.03, 1.03), Range1d(-0.03, 1.03)
-        plot.lod_timeout, plot.lod_interval = 100, 100
-        plot.axis.visible = False
-        plot.grid.visible = False
-        points = plot.scatter("x", "y", source=source, size=5, color="color", alpha="alpha",
-                              nonselection_alpha=0.25, selection_color="color", name="points")
-        lasso = LassoSelectTool(continuous=False, renderers=[points])
-        plot.add_tools(lasso, BoxSelectTool(continuous=False, renderers=[points]), WheelZoomTool())
-        plot.toolbar.active_drag = lasso
-        plot.toolbar.active_scroll = plot.select_one(WheelZoomTool)
+        # the app's own map (labeler.ui.map), at a fixed size so the lasso geometry is known (the app stretches)
+        plot, _ = map_figure(source, backend, width=PLOT_PX, height=PLOT_PX)
         source.js_on_change("data", CustomJS(code="if (window.__bench_data) window.__bench_data();"))
         state = dict(label=0)
 

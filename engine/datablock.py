@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from .augment import DEFAULT_AUGMENT, build_transforms, denormalize, tile
+from .backbones import DEFAULT_BACKBONE
 from .data import load_image
 from .errors import ImageReadError, InputError
 from .splits import FolderSplit, FuncSplit, GroupSplit, ListSplit, RandomSplit  # noqa: F401  (part of this API)
@@ -308,7 +309,7 @@ def _check_split(train_idx, valid_idx, n_items: int) -> tuple[np.ndarray, np.nda
 
 
 def build_data(folder, items: list[str], splitter, labeler, *, task=None, size=224, batch_size=32,
-               backbone="mobilenet_v2", augment=True, workers=0, seed=0) -> TaskData:
+               backbone=DEFAULT_BACKBONE, augment=True, workers=0, seed=0) -> TaskData:
     """Split, label and wrap ``items`` (paths relative to ``folder``) into train and valid loaders.
 
     ``task=None`` infers it from the labels (:func:`infer_task`). ``augment`` is True (the
