@@ -20,7 +20,8 @@ from torchvision import tv_tensors
 
 from . import metrics
 from .augment import draw_sample
-from .errors import EngineError, ImageReadError, InputError, LearnerError
+from ._targets import load_mask, multi_hot, normalized_points
+from .errors import EngineError, InputError, LearnerError
 
 # --- the registry ----------------------------------------------------------------------
 
@@ -243,7 +244,7 @@ class MultiLabelTask(Task):
     def encode(cls, labeler, targets, folder):
         targets = [[tags] if isinstance(tags, str) else tags for tags in targets]  # a str is one tag, not letters
         classes = sorted({str(tag) for tags in targets for tag in tags})
-        return Targets(_multi_hot(targets, classes), classes, n_out=len(classes))
+        return Targets(multi_hot(targets, classes), classes, n_out=len(classes))
 
     def loss(self, pred, target, reduction="mean"):
         return F.binary_cross_entropy_with_logits(pred, target.float(), reduction=reduction)
@@ -281,7 +282,7 @@ class MultiLabelTask(Task):
         return [[names[k] for k in np.flatnonzero(row)] if row.any() else None for row in matrix]
 
     def encode_one(self, image, label, labels, size):
-        return torch.from_numpy(_multi_hot([[label] if isinstance(label, str) else label], labels)[0])
+        return torch.from_numpy(multi_hot([[label] if isinstance(label, str) else label], labels)[0])
 
     def loss_rows(self, pred, target, labels):
         rows = []
@@ -290,15 +291,6 @@ class MultiLabelTask(Task):
             confidence = float(probs[on].mean()) if len(on) else math.nan
             rows.append((float(loss), " ".join(labels[i] for i in on), confidence, None))
         return rows
-
-
-def _multi_hot(targets: list, classes: list) -> np.ndarray:
-    """One multi-hot row per list of tags; tags not in `classes` are left out."""
-    lookup = {str(name): i for i, name in enumerate(classes)}
-    hot = np.zeros((len(targets), len(lookup)), np.float32)
-    for row, tags in enumerate(targets):
-        hot[row, [lookup[str(tag)] for tag in tags if str(tag) in lookup]] = 1.0
-    return hot
 
 
 # --- segmentation ----------------------------------------------------------------------
@@ -373,27 +365,6 @@ class SegmentTask(Task):
         counted = (target != self.ignore_index).float().flatten(1)
         return (self.loss(pred, target, reduction="none").flatten(1) * counted).sum(1) / counted.sum(1)
 
-
-
-def load_mask(path, image_size: tuple[int, int], n_codes: int, void_code: int | None) -> np.ndarray:
-    """A mask file as (H, W) int64 code indices at `image_size`; values outside the codes become void."""
-    try:
-        with Image.open(path) as mask:
-            if mask.mode not in ("L", "P", "I", "I;16"):
-                raise ImageReadError(path, f"mask mode {mask.mode} is not single-channel; save code indices "
-                                           f"as a grayscale or palette PNG")
-            if mask.size != image_size:
-                mask = mask.resize(image_size, Image.NEAREST)
-            values = np.asarray(mask, dtype=np.int64)
-    except OSError as err:
-        raise ImageReadError(path, f"cannot read mask ({err})") from None
-    outside = (values >= n_codes) & (values != (void_code if void_code is not None else -1))
-    if outside.any():
-        if void_code is None:
-            raise ImageReadError(path, f"mask value {int(values[outside].max())} is not a code index "
-                                       f"0..{n_codes - 1}; pass void_code= to ignore such pixels")
-        values[outside] = void_code
-    return values
 
 
 # --- regression: points or plain values ------------------------------------------------
@@ -487,9 +458,3 @@ class RegressTask(Task):
 
     def encode_one(self, image, label, labels, size):
         return normalized_points(np.asarray(label, np.float32), *image.size)
-
-
-def normalized_points(points, width: int, height: int) -> torch.Tensor:
-    """Pixel (x, y) points -> the flat [-1, 1] layout of a regression batch (image corners at +-1)."""
-    scale = torch.tensor([width, height], dtype=torch.float32)
-    return (torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2) / scale * 2 - 1).reshape(-1)

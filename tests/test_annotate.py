@@ -1,4 +1,4 @@
-"""bench/annotate.py: the simulated annotator sees only what it reviews, pays for every action, and reports."""
+"""bench/annotate/: the simulated annotator sees only what it reviews, pays for every action, and reports."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,14 +11,19 @@ import pytest
 from PIL import Image
 
 from _helpers import shared_data
+from labeler.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("annotate", ROOT / "bench" / "annotate.py")
+PACKAGE = ROOT / "bench" / "annotate"
+# the package by its path, as `bench/annotate.py` imports it, without putting the rest of bench/ on sys.path
+_spec = importlib.util.spec_from_file_location("annotate", PACKAGE / "__init__.py",
+                                               submodule_search_locations=[str(PACKAGE)])
 annotate = importlib.util.module_from_spec(_spec)
 sys.modules["annotate"] = annotate
 _spec.loader.exec_module(annotate)
 
 EMBED = dict(backbone="resnet18", size=32, batch_size=16, workers=0, pretrained=False)
+EMBED_ARGS = {k: v for k, v in EMBED.items() if k not in ("backbone", "size")}
 COLOURS = ("red", "green", "blue")
 
 
@@ -34,14 +39,24 @@ def colour_classes(root: Path, per_class: int = 24) -> Path:
     return root
 
 
+def colour_workspace(tmp_path: Path, per_class: int):
+    """The shared workspace of generated colour images, with their features."""
+    folder = colour_classes(tmp_path / "images", per_class=per_class)
+    return annotate.prepare(folder, tmp_path / "ws", EMBED["backbone"], EMBED["size"], **EMBED_ARGS)
+
+
+def fresh_project(base, name: str):
+    """One policy's empty label store over the workspace, its map drawn from EMBED's features."""
+    return annotate.fresh_project(base, name, backbone=EMBED["backbone"], size=EMBED["size"])
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     folder = colour_classes(tmp_path_factory.mktemp("colours"))
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
     truth = annotate.truth_from_folders(paths)
     return annotate.benchmark(folder, truth, tmp_path_factory.mktemp("ws"), progress=lambda text: None,
-                              backbone=EMBED["backbone"], size=EMBED["size"],
-                              **{k: v for k, v in EMBED.items() if k not in ("backbone", "size")})
+                              backbone=EMBED["backbone"], size=EMBED["size"], **EMBED_ARGS)
 
 
 def test_every_policy_reaches_every_level_with_the_fields_reported(report):
@@ -86,11 +101,9 @@ def test_the_annotator_looks_only_at_items_it_reviewed(report):
 
 
 def test_the_oracle_refuses_items_outside_the_review_grid(tmp_path):
-    folder = colour_classes(tmp_path / "images", per_class=4)
-    base = annotate.prepare(folder, tmp_path / "ws", EMBED["backbone"], EMBED["size"],
-                            **{k: v for k, v in EMBED.items() if k not in ("backbone", "size")})
-    with annotate.fresh_project(base, "probe") as project:
-        session = annotate.Session(project, backbone=EMBED["backbone"], size=EMBED["size"])
+    base = colour_workspace(tmp_path, per_class=4)
+    with fresh_project(base, "probe") as project:
+        session = Session(project)
         oracle = annotate.Oracle({int(i): "x" for i in session.rows}, session)
         with pytest.raises(annotate.PeekError, match="not in the review grid"):
             oracle.look([int(session.rows[0])])
@@ -102,11 +115,9 @@ def test_the_oracle_refuses_items_outside_the_review_grid(tmp_path):
 
 
 def test_a_lasso_selects_exactly_the_points_inside_its_polygon(tmp_path):
-    folder = colour_classes(tmp_path / "images", per_class=4)
-    base = annotate.prepare(folder, tmp_path / "ws", EMBED["backbone"], EMBED["size"],
-                            **{k: v for k, v in EMBED.items() if k not in ("backbone", "size")})
-    with annotate.fresh_project(base, "lasso") as project:
-        session = annotate.Session(project, backbone=EMBED["backbone"], size=EMBED["size"])
+    base = colour_workspace(tmp_path, per_class=4)
+    with fresh_project(base, "lasso") as project:
+        session = Session(project)
         desk = annotate.Desk(session, on_change=lambda: None)
         xy = session.coords()
         low, high = np.quantile(xy, 0.2, axis=0), np.quantile(xy, 0.8, axis=0)
@@ -117,12 +128,10 @@ def test_a_lasso_selects_exactly_the_points_inside_its_polygon(tmp_path):
 
 
 def test_a_fresh_project_starts_empty_beside_shared_features(tmp_path):
-    folder = colour_classes(tmp_path / "images", per_class=4)
-    base = annotate.prepare(folder, tmp_path / "ws", EMBED["backbone"], EMBED["size"],
-                            **{k: v for k, v in EMBED.items() if k not in ("backbone", "size")})
-    with annotate.fresh_project(base, "first") as project:
+    base = colour_workspace(tmp_path, per_class=4)
+    with fresh_project(base, "first") as project:
         project.store.assign([0, 1], "red")
-    with annotate.fresh_project(base, "first") as project:
+    with fresh_project(base, "first") as project:
         assert project.store.counts() == {} and len(project.items) == 12
 
 
@@ -165,11 +174,9 @@ class RecordingTruth(dict):
 
 
 def test_the_annotator_reads_true_labels_only_of_items_shown_in_its_reviews(tmp_path):
-    folder = colour_classes(tmp_path / "images", per_class=16)
-    base = annotate.prepare(folder, tmp_path / "ws", EMBED["backbone"], EMBED["size"],
-                            **{k: v for k, v in EMBED.items() if k not in ("backbone", "size")})
-    with annotate.fresh_project(base, "annotator") as project:
-        session = annotate.Session(project, backbone=EMBED["backbone"], size=EMBED["size"])
+    base = colour_workspace(tmp_path, per_class=16)
+    with fresh_project(base, "annotator") as project:
+        session = Session(project)
         truth = RecordingTruth({int(i): project.items[int(i)].path.split("/")[0] for i in session.rows})
         desk = annotate.Desk(session, on_change=lambda: None)
         annotate.Annotator(annotate.ANNOTATOR, session, desk, annotate.Oracle(truth, session), goal=0.5).run()
@@ -185,3 +192,13 @@ def test_the_annotator_checks_the_first_models_predictions_and_accepts_what_it_k
     assert kinds.get("check", 0) >= 1 and kinds.get("accept shown", 0) == kinds["check"]
     checked = sum(out["labeled"] for out in result["checks"].values())
     assert checked > 0
+
+
+def test_images_outside_class_folders_have_no_folder_label_and_the_error_says_to_give_a_csv():
+    with pytest.raises(annotate.TruthError, match=r"1 image\(s\) are not inside a class folder.*--labels CSV"):
+        annotate.truth_from_folders(["cat/a.png", "b.png"])
+
+
+def test_an_unknown_policy_is_refused_before_any_work_with_the_names_allowed(tmp_path):
+    with pytest.raises(annotate.PolicyError, match="unknown policy 'annotater'; choose from 'annotator', 'one view'"):
+        annotate.benchmark(tmp_path / "nowhere", {}, tmp_path / "ws", policies=["annotater"])

@@ -18,7 +18,6 @@ from engine.learner import (
     SaveBest,
     load_exported,
     steepest_lr,
-    task_for,
 )
 from engine.models import ModelError, create_model
 from engine.tasks import ClassifyTask, MultiLabelTask, RegressTask, SegmentTask

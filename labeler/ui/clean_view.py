@@ -302,7 +302,6 @@ class CleanView(pn.viewable.Viewer):
     def _detail_html(self, row) -> str:
         if row is None:
             return "<i>No item in focus.</i>"
-        from html import escape
         facts = [("file", row.image_name), ("given", row.given or "—")]
         if row.label != row.given:
             facts.append(("label now", row.label or "none"))
@@ -313,7 +312,7 @@ class CleanView(pn.viewable.Viewer):
             facts.append(("group", f"{row.group}, {'suggested keeper' if row.keep else 'a copy'}"))
         facts += [("why", row.reason), ("decision", row.decision or "none yet")]
         rows = "".join(f"<tr><th style='text-align:left;padding-right:6px;vertical-align:top'>{name}</th>"
-                       f"<td style='word-break:break-all'>{escape(str(value))}</td></tr>" for name, value in facts)
+                       f"<td style='word-break:break-all'>{esc(value)}</td></tr>" for name, value in facts)
         return (f'<img src="{self._uri(int(row.item_id), PREVIEW_PX)}" style="max-width:{PREVIEW_PX}px;'
                 f'max-height:{PREVIEW_PX}px;display:block;margin:auto"><table style="font-size:12px">{rows}</table>')
 

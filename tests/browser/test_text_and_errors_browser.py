@@ -177,6 +177,11 @@ def test_buttons_pressed_at_the_wrong_time_say_why_and_the_app_keeps_working(ser
     _message(page, r"Labeled \d+ images “a”")
     page.get_by_role("button", name="Train").click()
     _message(page, r"there are 1 label\(s\) in use")
+    page.locator(".choices").first.click()
+    page.get_by_role("option", name="a").click()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Separate", exact=True).click()
+    _message(page, r"Choose two or more labels to separate")
 
     # and then the app works as usual
     lasso(page, 0.02, 0.28, 0.12, 0.97)
