@@ -73,6 +73,7 @@ class Session(PredictionChecks):
         self.review = Review()
         self.model = None
         self._coords: dict[tuple, np.ndarray] = {}
+        self._frames: tuple[int, np.ndarray] | None = None     # (store version, frames) last computed
         self._lock = threading.Lock()
         self.refresh_rows()
         if self.latest_model() is not None:
@@ -323,8 +324,7 @@ class Session(PredictionChecks):
     def frames(self) -> np.ndarray:
         """(n, 3) RGB frame per item in its label's colour (-1: no frame), recomputed when labels change."""
         version = self.version
-        if getattr(self, "_frames_for", None) != version:
+        if self._frames is None or self._frames[0] != version:
             names, labels = self.human_labels()
-            self._frames = label_frames(names, labels, self.label_colours())
-            self._frames_for = version
-        return self._frames
+            self._frames = (version, label_frames(names, labels, self.label_colours()))
+        return self._frames[1]

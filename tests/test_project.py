@@ -92,3 +92,26 @@ def test_reopening_with_the_other_mode_after_labeling_is_refused(image_folder):
         project.store.assign([0], "cat")
     with pytest.raises(LabelStoreError, match="already single-label and has assignments; multi_label=True"):
         Project(image_folder, multi_label=True)
+
+
+@pytest.mark.weights
+def test_prepare_builds_thumbnails_then_features_and_then_nothing_is_left_to_do(image_folder):
+    stages = []
+    with Project(image_folder, backbone="mobilenet_v2", size=32) as project:
+        assert project.needs_preparing()
+        project.prepare(lambda stage, done, total: stages.append(stage))
+        assert not project.needs_preparing()
+        n = len(project.items)
+        assert project.thumbs.done_mask().sum() == n and project.features().done_mask(n).sum() == n
+    assert stages.index("Making thumbnails") < stages.index("Computing features (mobilenet_v2)")
+
+
+@pytest.mark.weights
+def test_a_projection_key_names_the_exact_rows_so_the_app_and_the_cli_share_it(image_folder):
+    with Project(image_folder, backbone="mobilenet_v2", size=32) as project:
+        project.prepare()
+        cache = project.features()
+        key = cache.projection_key("features.13", "both", np.array([0, 1, 2]))
+        assert key == cache.projection_key("features.13", "both", [0, 1, 2])
+        assert key != cache.projection_key("features.13", "both", [0, 1, 3])      # as many rows, other images
+        assert key.startswith(f"mobilenet_v2-32/features.13/both/v{cache.version}/rows-3-")

@@ -5,6 +5,7 @@ import pytest
 from engine import embed
 from engine.data import discover_images
 from labeler.errors import LabelerError
+from labeler.palette import paler
 from labeler.project import Project
 from labeler.session import Session
 
@@ -159,3 +160,40 @@ def test_one_image_of_a_review_can_be_labeled_by_itself(image_folder):
     assert session.checked_precision(0.9) == (3, 4)
     with pytest.raises(LabelerError, match="not in the review"):
         session.label_item(free[3], "a")
+
+
+def test_accepting_without_a_model_says_to_train_and_accepting_after_checks_says_how_many_are_likely_wrong(
+        image_folder):
+    project = Project(image_folder, backbone="resnet18", size=32)
+    embed(project.workspace, **EMBED)
+    with pytest.raises(LabelerError, match="needs a trained model: press Train first"):
+        Session(project).accept_above(0.9)
+    session, free = _session_with_predictions(image_folder, [0.99, 0.97, 0.02, 0.6, 0.5, 0.93])
+    session.check_predictions(0.9, n=2, seed=0)
+    session.review.toggle(session.review.ids[0])
+    session.accept_review()                                       # 1 of 2 checked right
+    accepted = session.accept_above(0.9)
+    assert accepted.count == 2 and (accepted.checked.right, accepted.checked.seen) == (1, 2)
+    assert accepted.likely_wrong == 1 and 0 < accepted.checked.lower_bound < 0.5
+
+
+def test_colours_show_labels_paler_predictions_and_fade_what_the_model_knows(image_folder):
+    session, free = _session_with_predictions(image_folder, [0.99, 0.97, 0.02, 0.6, 0.5, 0.93])
+    colours = session.label_colours()
+    colour, alpha = session.colours()
+    names, labels = session.human_labels()
+    labeled = np.flatnonzero(labels >= 0)
+    assert [colour[i] for i in labeled] == [colours[names[labels[i]]] for i in labeled]
+    assert colour[free[0]] == paler(colours["a"]) and colour[free[2]] == paler(colours["b"])
+    faded_colour, faded = session.colours(vary_opacity=True)
+    assert faded[free[0]] < faded[free[3]] < faded[free[4]]       # 0.99 sure fades most, 0.5 not at all
+    assert (faded[labeled] < 0.1).all() and (alpha[labeled] > 0.9).all()
+    assert (session.frames()[labeled] >= 0).all() and (session.frames()[free] == -1).all()
+
+
+def test_undo_and_redo_go_through_the_session(image_folder):
+    session, _ = _session_with_predictions(image_folder, [0.5] * 6)
+    counts = session.label_counts()
+    assert session.can_undo and not session.can_redo and session.label_for_key(2) == "b"
+    assert session.undo() and session.label_counts() != counts and session.can_redo
+    assert session.redo() and session.label_counts() == counts and session.label_for_key(3) is None

@@ -75,7 +75,7 @@ class LabelApp(pn.viewable.Viewer):
         self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
                            on_hover=lambda item_id: self._run(self._on_hover, item_id))
         self.grid = ReviewGrid(project.thumbs, on_change=self._update_review_text, colours=self.session.label_colours)
-        self.clean = CleanView(project, thumbs=project.thumbs)
+        self.clean = CleanView(project)
         self._widgets()
         self._redraw(reset_view=True)           # before the page gets the plot: it arrives drawn, in one piece
         self._layout[:] = [self._tabs()]

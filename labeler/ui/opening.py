@@ -13,6 +13,7 @@ import panel as pn
 
 from engine.backbones import DEFAULT_BACKBONE
 from engine.embedding import DEFAULT_SIZE
+from labeler.errors import USER_ERRORS
 from labeler.jobs import Job
 
 from ._panel import esc, poll_job
@@ -33,15 +34,16 @@ class Opening:
         self.text = pn.pane.HTML(f"Opening {esc(self.project.folder)}…")
         self.panel = pn.Column(self.text, self.progress, sizing_mode="stretch_width", max_width=700)
         self._listeners: list = []
+        self._ready = None
         self._shown = {"built": False, "rows": 0}
         self.job = Job(lambda job: self.project.prepare(job.report), name="labeler-opening")
 
     def on_ready(self, callback) -> None:
         """Call `callback(project)` once the map can be drawn (at once when everything is cached)."""
-        if not self.project.needs_preparing():
-            callback(self.project)
-            return
         self._ready = callback
+        if not self.project.needs_preparing():
+            self._build(self._rows_with_features())
+            return
         self.job.start()
         poll_job(self.job, on_progress=self._on_progress, on_done=self._on_done)
 
@@ -77,7 +79,10 @@ class Opening:
 
     def _build(self, rows: int) -> None:
         self._shown.update(built=True, rows=rows)
-        self._ready(self.project)
+        try:
+            self._ready(self.project)
+        except USER_ERRORS as err:     # e.g. a feature cache made by another version: say so on the page
+            self.text.object = f"<b>Could not open the folder</b>: {esc(err)}"
 
     def _tell(self, rows: int, finished: bool, error: str | None) -> None:
         for listener in self._listeners:
