@@ -1,25 +1,46 @@
 """Files replaced whole: a reader (or a crash) sees the old version or the new one, never half of one.
 
 One implementation for every cache and export: feature and thumbnail arrays, row states,
-metadata, projection caches and label CSVs.
+metadata, projection caches, label CSVs and exported folder trees. What it creates gets the
+user's normal permissions (0o666 for files and 0o777 for folders, less the process umask), as
+`open` and `mkdir` give; `tempfile` would give 0o600 / 0o700, which no colleague and no job
+running as another user could read.
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 COPY_ROWS = 4096  # rows copied at a time when an array grows: memory stays bounded at 100k rows
+_ATTEMPTS = 100   # random names tried before giving up (a clash is already one in 4 billion)
+
+
+def _create_beside(path: Path, tag: str, create):
+    """`create(candidate)` on a new hidden name `.<name>.<random>.<tag>` beside `path`; returns (result, name)."""
+    for _ in range(_ATTEMPTS):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}.{tag}"
+        try:
+            return create(candidate), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free temporary name beside {path} after {_ATTEMPTS} tries.")
+
+
+def new_dir_beside(path, tag: str = "tmp") -> Path:
+    """A new empty hidden folder beside `path` (to build something whole, then rename it to `path`)."""
+    return _create_beside(Path(path), tag, lambda candidate: os.mkdir(candidate, 0o777))[1]
 
 
 @contextmanager
 def atomic_output(path, mode: str = "wb", *, encoding: str | None = None, newline: str | None = None):
     """Yield a file opened on a temporary name beside `path`; on success it is synced and renamed over `path`."""
     path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    handle, temp = _create_beside(path, "tmp", lambda candidate: os.open(candidate, flags, 0o666))
     try:
         with os.fdopen(handle, mode, encoding=encoding, newline=newline) as f:
             yield f

@@ -11,12 +11,12 @@ import csv
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ._atomic import new_dir_beside
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def demo_folder(name: str = "digits") -> Path:
     if folder.is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    tmp = new_dir_beside(folder, "demo")          # the user's normal permissions (mkdtemp's are 0o700)
     try:
         truth = _write_digits(tmp)
         with open(folder.parent / f"{name}-truth.csv", "w", newline="") as f:

@@ -1,15 +1,20 @@
-"""Safe label files: spreadsheet-formula neutralization, atomic writes, folder names, reports."""
+"""Safe label files: spreadsheet-formula neutralization, atomic writes, export trees, folder names, reports."""
 from __future__ import annotations
 
 import csv
+import os
 import re
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine._atomic import atomic_output
+from engine._atomic import atomic_output, new_dir_beside
 
 from .errors import LabelFileError
+
+EXPORT_MARKER = ".labeler-export"   # marks an export tree, so exporting again may replace it
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -56,10 +61,14 @@ def checked_output_file(out) -> Path:
     return out
 
 
-def folder_names(labels: Iterable[str]) -> dict[str, str]:
-    """A distinct, portable folder name per label (characters no file system allows become '_')."""
+def folder_names(labels: Iterable[str], reserved: Iterable[str] = ()) -> dict[str, str]:
+    """A distinct, portable folder name per label (characters no file system allows become '_').
+
+    Names differ case-insensitively (`Cat` and `cat` would share one folder on macOS and
+    Windows) and from `reserved` (files the export writes beside the folders).
+    """
     names: dict[str, str] = {}
-    taken: set[str] = set()
+    taken = {name.lower() for name in reserved}
     for label in labels:
         base = _UNSAFE_IN_FOLDER_NAME.sub("_", label).strip().rstrip(".") or "_"
         if base.startswith("."):
@@ -70,6 +79,87 @@ def folder_names(labels: Iterable[str]) -> dict[str, str]:
         taken.add(name.lower())
         names[label] = name
     return names
+
+
+def unique_file_name(name: str, taken: set[str]) -> str:
+    """`name`, else `stem-2.ext`, `stem-3.ext`, ...: the first not in `taken` (case-insensitively); adds it."""
+    stem, suffix = os.path.splitext(name)
+    candidate, number = name, 2
+    while candidate.lower() in taken:
+        candidate, number = f"{stem}-{number}{suffix}", number + 1
+    taken.add(candidate.lower())
+    return candidate
+
+
+# ---- export trees: built beside the target, then moved in place ----------------------------------
+
+def check_tree_target(out, images: Path, workspace: Path) -> Path:
+    """The absolute folder an export tree may be written to, or a LabelFileError saying why not.
+
+    Refused: a missing parent folder; a place inside the image folder that the next scan would
+    read as new images (a hidden folder there, or the workspace, is fine); an existing folder
+    that is neither empty nor an earlier export (one holding `EXPORT_MARKER`).
+    """
+    out = Path(out).expanduser().absolute()
+    if not out.parent.is_dir():
+        raise LabelFileError(f"Cannot export to {str(out)!r}: the folder {str(out.parent)!r} does not exist. "
+                             f"Create it first or choose another place.")
+    real = out.resolve()
+    if real.is_relative_to(images) and not real.is_relative_to(workspace):
+        if not any(part.startswith(".") for part in real.relative_to(images).parts):
+            raise LabelFileError(f"Export folder {str(out)!r} is inside the image folder {images}; its images would "
+                                 f"be found as new items. Choose a folder outside it, or a hidden one inside it "
+                                 f"(e.g. {str(images / '.exports' / out.name)!r}).")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / EXPORT_MARKER).exists())):
+        raise LabelFileError(f"Export folder {str(out)!r} already exists and is not an earlier labeler export. "
+                             f"Choose a new folder, or empty it first.")
+    return out
+
+
+@contextmanager
+def building_tree(out: Path, made_by: str) -> Iterator[Path]:
+    """Yield a new folder beside `out` holding `EXPORT_MARKER`; when the block succeeds it replaces `out`.
+
+    `out` must have passed `check_tree_target`: an earlier export there is replaced whole, so
+    readers see the old tree or the new one. On failure the half-built folder is removed.
+    """
+    building = new_dir_beside(out, "building")
+    try:
+        (building / EXPORT_MARKER).write_text(f"made by {made_by}; the next export there replaces this folder\n")
+        yield building
+        if not out.exists():
+            os.replace(building, out)
+            return
+        old = new_dir_beside(out, "old")
+        os.replace(out, old / "previous")
+        try:
+            os.replace(building, out)
+        except BaseException:
+            os.replace(old / "previous", out)
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
+def place_file(source: Path, target: Path, copy: bool) -> None:
+    """A copy of `source` at `target`, or a relative symbolic link to it (valid while both move together).
+
+    Links are relative to the real folders, so `target`'s tree may be built beside its final place
+    and renamed. Copies get the user's normal permissions (not the source's mode).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if copy:
+            shutil.copyfile(source, target)
+        else:
+            os.symlink(os.path.relpath(source.resolve(), target.parent.resolve()), target)
+    except OSError as err:
+        hint = "" if copy else " If this file system cannot hold symbolic links, export copies (copy=True, --copy)."
+        verb = "copy" if copy else "link"
+        raise LabelFileError(f"Cannot {verb} {source} to {target} ({err.strerror}).{hint}") from err
 
 
 @dataclass

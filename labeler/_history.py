@@ -11,6 +11,7 @@ discards the redo stack of that actor (events it made or undid), as in any edito
 from __future__ import annotations
 
 import logging
+import getpass
 import os
 import socket
 import threading
@@ -40,18 +41,27 @@ class Event:
     undone: bool
 
 
+def default_actor() -> str:
+    """Who a change is recorded as when nobody says: the user's login name at this host ("ana@lab-pc")."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):            # no name for this uid (some containers): the uid itself
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "user"
+    return f"{user}@{socket.gethostname()}"
+
+
 class UndoableStore:
     """A connection to the workspace database with an undoable event log.
 
     Args:
         db_path: the workspace's `labels.sqlite` (created if needed).
-        actor: who makes the changes (default "hostname:pid"); undo/redo can be limited to it.
+        actor: who makes the changes (default `default_actor()`, "user@host"); undo/redo can be limited to it.
         timeout: seconds to keep retrying while another process holds the write lock.
     """
 
     def __init__(self, db_path, *, actor: str | None = None, timeout: float = 60.0):
         self.db_path = Path(db_path)
-        self.actor = actor or f"{socket.gethostname()}:{os.getpid()}"
+        self.actor = actor or default_actor()
         self.timeout = float(timeout)
         self._lock = threading.RLock()
         self._conn = _db.open_connection(self.db_path, self.timeout)

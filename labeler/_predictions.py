@@ -1,14 +1,27 @@
 """Model predictions, kept apart from human labels: one row per model, arrays stored as blobs."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ._labels import validate_name
 from .errors import LabelStoreError
+
+
+def model_id_for_file(path) -> str:
+    """The id a model file's predictions are stored under: its name and a short hash of its bytes
+    (`pets-3f2a9c1e`), so retraining to the same path stores a new model and the same file replaces its own."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:8]}"
 
 
 def validate_predictions(model_id, item_ids, classes, probs) -> tuple[str, np.ndarray, list[str], np.ndarray]:

@@ -19,6 +19,7 @@ from engine.embedding import DEFAULT_SIZE, embed
 from engine.features import FeatureCache
 from engine.pooling import DEFAULT_POOLING, POOLINGS
 from engine.workspace import Workspace
+from labeler._history import default_actor
 from labeler.errors import USER_ERRORS, LabelerError
 
 logger = logging.getLogger("labeler")
@@ -62,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--layer", help="layer name (default: the last offered layer)")
     cmd.add_argument("-k", type=int, default=20, help="how many results (default 20)")
     cmd.add_argument("--aggregate", default="mean", choices=("mean", "max"),
-                     help="mean: close to the seeds' average; max: close to any one seed")
+                     help="mean: close to the seeds' average; max: close to any one seed (default mean)")
 
     cmd = _command(sub, "demo", "embed the built-in demo (5,000 digits) and show what each layer groups", _demo)
     cmd.add_argument("-k", type=int, default=10, help="neighbours per image for the agreement figure (default 10)")
@@ -70,22 +71,25 @@ def _parser() -> argparse.ArgumentParser:
     _label_commands(sub)
     _clean_command(sub)
 
-    cmd = sub.add_parser("serve", help="open the labeling app in the browser", description="open the labeling app")
-    cmd.add_argument("folder", nargs="?", help="folder of images (default: the built-in demo)")
-    cmd.add_argument("--workspace", help="where derived data goes (default FOLDER/.labeler)")
+    text = "open the labeling app in the browser"
+    cmd = sub.add_parser("serve", help=text, description=text)
+    _folder_arguments(cmd)
+    _actor_option(cmd)
     cmd.add_argument("--port", type=int, default=5006, help="port (default 5006)")
     cmd.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     cmd.add_argument("--show", action="store_true", help="open a browser tab")
     cmd.add_argument("--backend", default="webgl", choices=("webgl", "canvas"),
                      help="map drawing: webgl (default; fastest on a real GPU) or canvas (faster without one)")
-    cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
-    cmd.add_argument("--size", type=int, default=DEFAULT_SIZE)
+    cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
+                     help="pretrained CNN whose features draw the map (default %(default)s)")
+    cmd.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image edge in pixels (default %(default)s)")
     cmd.set_defaults(run=_serve)
 
     from labeler.training import add_commands as add_training_commands
     add_training_commands(sub, lambda name, text, run: _command(sub, name, text, run))
 
-    cmd = sub.add_parser("backbones", help="list backbones and the layers each offers")
+    text = "list backbones and the layers each offers"
+    cmd = sub.add_parser("backbones", help=text, description=text)
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     cmd.set_defaults(run=_backbones)
     return parser
@@ -93,8 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _command(sub, name: str, text: str, run) -> argparse.ArgumentParser:
     cmd = sub.add_parser(name, help=text, description=text)
-    cmd.add_argument("folder", nargs="?", help="folder of images (default: the built-in demo)")
-    cmd.add_argument("--workspace", help="where derived data goes (default FOLDER/.labeler)")
+    _folder_arguments(cmd)
     cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
                      help=f"pretrained CNN (default {DEFAULT_BACKBONE})")
     cmd.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"image edge in pixels (default {DEFAULT_SIZE})")
@@ -107,11 +110,29 @@ def _command(sub, name: str, text: str, run) -> argparse.ArgumentParser:
     return cmd
 
 
+def _folder_arguments(cmd) -> None:
+    cmd.add_argument("folder", nargs="?", metavar="FOLDER", help="folder of images (default: the built-in demo)")
+    cmd.add_argument("--workspace", help="where derived data and labels go (default FOLDER/.labeler)")
+
+
+def _folder(args) -> Path:
+    """FOLDER as given, or the built-in demo (written to the cache on first use)."""
+    return Path(args.folder) if args.folder else demo_folder()
+
+
+def _actor_option(cmd) -> None:
+    cmd.add_argument("--actor", metavar="NAME", default=default_actor(),
+                     help="who the changes are recorded as, for history and undo "
+                          "(default: %(default)s, the user name and host)")
+
+
 def _label_commands(sub) -> None:
     """import, export and labels: they work on the label store alone and never embed."""
     cmd = _label_command(sub, "import", "import labels from a CSV (image_name,tags) or a folder-per-class tree",
                          _import)
-    cmd.add_argument("csv", nargs="?", metavar="LABELS.CSV", help="CSV with one row per image")
+    cmd.add_argument("csv", nargs="?", metavar="LABELS.CSV", help="CSV with one row per image (given alone: "
+                                                                  "imported into the demo)")
+    _actor_option(cmd)
     cmd.add_argument("--folders", metavar="ROOT", help="import ROOT/<label>/<images> instead of a CSV")
     cmd.add_argument("--image-column", default="image_name", help="column of file names (name or 0-based index; "
                                                                    "default image_name)")
@@ -120,23 +141,27 @@ def _label_commands(sub) -> None:
     cmd.add_argument("--sep", default=",", help="CSV field separator (default ,)")
     cmd.add_argument("--multi-label", action="store_true", help="make a new project multi-label (several labels per image)")
 
-    cmd = _label_command(sub, "export", "write labels or predictions as CSV, class folders or Hugging Face metadata",
-                         _export)
+    cmd = _label_command(sub, "export", "write labels or predictions as CSV, class folders or a Hugging Face "
+                                        "imagefolder dataset", _export)
     cmd.add_argument("--format", required=True, choices=("csv", "folders", "hf", "predictions"),
-                     help="csv: image_name,tags; folders: OUT/<label>/ links; hf: metadata.csv (file_name,label); "
-                          "predictions: the latest model's probabilities")
-    cmd.add_argument("--out", required=True, metavar="PATH", help="file (csv, hf, predictions) or folder (folders)")
-    cmd.add_argument("--copy", action="store_true", help="folders: copy the images instead of linking them")
+                     help="csv: image_name,tags; folders: OUT/<label>/<file name> and OUT/labels.csv; hf: a folder "
+                          "datasets' imagefolder loads (single-label: the label as a ClassLabel); predictions: a "
+                          "model's probabilities (stored by `labeler train` or `labeler predict --store`)")
+    cmd.add_argument("--out", required=True, metavar="PATH", help="file (csv, predictions) or folder (folders, hf; "
+                                                                  "empty or an earlier export, which is replaced)")
+    how = cmd.add_mutually_exclusive_group()
+    how.add_argument("--copy", action="store_true", help="folders, hf: copy the images (the default for hf)")
+    how.add_argument("--link", action="store_true", help="folders, hf: relative symbolic links to the images "
+                                                         "(the default for folders)")
     cmd.add_argument("--delimiter", default=" ", help="csv: between labels of a multi-label item (default: a space)")
-    cmd.add_argument("--model", help="predictions: which model (default: the latest)")
+    cmd.add_argument("--model", metavar="ID", help="predictions: which stored model (default: the latest stored)")
 
     _label_command(sub, "labels", "count labels per label and source, excluded and unlabeled images", _labels)
 
 
 def _label_command(sub, name: str, text: str, run) -> argparse.ArgumentParser:
     cmd = sub.add_parser(name, help=text, description=text)
-    cmd.add_argument("folder", metavar="FOLDER", help="folder of images")
-    cmd.add_argument("--workspace", help="where derived data and labels go (default FOLDER/.labeler)")
+    _folder_arguments(cmd)
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     cmd.set_defaults(run=run)
     return cmd
@@ -145,10 +170,13 @@ def _label_command(sub, name: str, text: str, run) -> argparse.ArgumentParser:
 def _import(args) -> int:
     from labeler.io import import_folders, import_labels_csv
     from labeler.project import Project
+    if args.csv is None and args.folder and Path(args.folder).is_file():   # `labeler import labels.csv`: the demo
+        args.folder, args.csv = None, args.folder
     if bool(args.csv) == bool(args.folders):
         raise LabelerError("Give either a CSV file (labeler import FOLDER labels.csv) or a class folder tree "
                            "(labeler import FOLDER --folders ROOT), not both or neither.")
-    with Project(args.folder, args.workspace, multi_label=True if args.multi_label else None) as project:
+    with Project(_folder(args), args.workspace, multi_label=True if args.multi_label else None,
+                 actor=args.actor) as project:
         if args.folders:
             report = import_folders(project, args.folders)
         else:
@@ -175,13 +203,13 @@ def _column_arg(value: str):
 def _export(args) -> int:
     from labeler import io
     from labeler.project import Project
-    with Project(args.folder, args.workspace) as project:
+    with Project(_folder(args), args.workspace) as project:
         if args.format == "csv":
             report = io.export_labels_csv(project, args.out, label_delimiter=args.delimiter)
         elif args.format == "folders":
             report = io.export_folders(project, args.out, copy=args.copy)
         elif args.format == "hf":
-            report = io.export_hf_metadata(project, args.out)
+            report = io.export_hf(project, args.out, link=args.link)
         else:
             report = io.export_predictions_csv(project, args.out, model_id=args.model)
     if args.json:
@@ -194,7 +222,7 @@ def _export(args) -> int:
 
 def _labels(args) -> int:
     from labeler.project import Project
-    with Project(args.folder, args.workspace) as project:
+    with Project(_folder(args), args.workspace) as project:
         summary = project.summary()
     if args.json:
         print(json.dumps(summary))
@@ -211,8 +239,7 @@ def _labels(args) -> int:
 
 def _open(args, paths: list[str] | None = None):
     """Workspace with up-to-date features: embeds whatever is new (with a progress bar)."""
-    folder = Path(args.folder) if args.folder else demo_folder()
-    ws = Workspace(folder, args.workspace)
+    ws = Workspace(_folder(args), args.workspace)
     with tqdm(desc=f"embedding ({args.backbone}, {args.size}px)", unit="img", file=sys.stderr,
               disable=None, leave=False) as bar:
         def progress(done, total):
@@ -341,11 +368,12 @@ def _demo(args) -> int:
 
 
 def _clean_command(sub) -> None:
+    from engine.clean import DEFAULT_DUPLICATE_THRESHOLD
     from labeler.cleaning import QUEUES
     cmd = _command(sub, "clean", "list likely label errors, top losses, duplicates and odd files to review", _clean)
     cmd.add_argument("--model", metavar="MODEL", help="a model from `labeler train --out`: also list its top losses")
-    cmd.add_argument("--threshold", type=float, default=None,
-                     help="cosine similarity for near-duplicates (default: engine.clean.DEFAULT_DUPLICATE_THRESHOLD)")
+    cmd.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
+                     help="cosine similarity above which two images are near-duplicates (default %(default)s)")
     cmd.add_argument("--layers", nargs="+", metavar="LAYER", help="layers whose features predict the labels "
                                                                    "(default: the last)")
     cmd.add_argument("--queue", nargs="+", choices=QUEUES, metavar="NAME",
@@ -358,26 +386,13 @@ def _clean(args) -> int:
     from labeler.cleaning import QUEUE_TITLES, QUEUES, build_queues
     from labeler.io import export_cleaned
     from labeler.project import Project
-    folder = Path(args.folder) if args.folder else demo_folder()
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = tqdm(desc=stage, file=sys.stderr, disable=None, leave=False)
-        bar = bars[stage]
-        bar.total, bar.n = total, done
-        bar.refresh()
-
+    from labeler.progress import stage_bars
+    folder = _folder(args)
     with Project(folder, args.workspace) as project:
-        try:
+        with stage_bars() as progress:
             queues = build_queues(project, backbone=args.backbone, size=args.size, layers=args.layers,
                                   model=args.model, duplicate_threshold=args.threshold,
                                   queues=tuple(args.queue or QUEUES), progress=progress)
-        finally:
-            for bar in bars.values():
-                bar.close()
         written = export_cleaned(project, args.cleaned) if args.cleaned else None
     shown = {name: table if args.top <= 0 else table.head(args.top) for name, table in queues.items()}
     if args.json:
@@ -402,7 +417,7 @@ def _clean(args) -> int:
 def _serve(args) -> int:
     from labeler.ui.serve import serve
     serve(args.folder, port=args.port, address=args.address, workspace=args.workspace, show=args.show,
-          backbone=args.backbone, size=args.size, backend=args.backend)
+          backbone=args.backbone, size=args.size, backend=args.backend, actor=args.actor)
     return 0
 
 

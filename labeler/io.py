@@ -1,31 +1,35 @@
 """Labels in and out: CSV files (the `image_name,tags` layout pandas and fastai read), folder-per-class
-trees, Hugging Face imagefolder metadata and model predictions.
+trees (`<label>/<file name>`, what torchvision's ImageFolder and fastai's `parent_label` read),
+Hugging Face imagefolder datasets and model predictions.
 
 Imports match file names exactly (relative to the project folder); names that are not images of
 the project are reported, never guessed. Each import is one transaction and one undoable event,
 so a failed import leaves the labels as they were. Exports skip excluded and missing items, are
-written to a temporary file beside the target and moved in place, and quote-prefix every cell a
-spreadsheet would run as a formula (imports strip that prefix, so round trips are exact).
+written beside the target and moved in place (files and trees alike, with the user's normal
+permissions), and quote-prefix every cell a spreadsheet would run as a formula (imports strip
+that prefix, so round trips are exact).
 """
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from engine._atomic import write_text
 from engine.data import discover_images
 
-from ._files import ExportReport, ImportReport, folder_names, restore_cell, write_csv_atomically
+from ._files import (EXPORT_MARKER, ExportReport, ImportReport, building_tree, check_tree_target, folder_names,
+                     place_file, restore_cell, unique_file_name, write_csv_atomically)
 from ._labels import validate_name
 from .errors import LabelFileError, LabelStoreError
 
 logger = logging.getLogger(__name__)
 
-EXPORT_MARKER = ".labeler-export"   # marks a folder export, so exporting again may replace it
+MAPPING_FILE = "labels.csv"   # in an export tree: file_name (in the tree), label, image_name (in the project)
 
 
 # ---- import -----------------------------------------------------------------------------------
@@ -136,7 +140,8 @@ def import_folders(project, root) -> ImportReport:
     """Assign labels from a folder-per-class tree: ROOT/<label>/.../<image>, as one undoable event.
 
     A file is matched to an item by its real path inside the project folder (the tree may hold
-    links to the images, or be the project folder itself), else by its path below its class folder.
+    links to the images, or be the project folder itself), else, in a tree that `export_folders`
+    wrote, by the original path its `labels.csv` gives, else by its path below its class folder.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -146,6 +151,7 @@ def import_folders(project, root) -> ImportReport:
     if not class_dirs:
         raise LabelFileError(f"Class folder tree {str(root)!r} has no sub-folders; expected ROOT/<label>/<images>.")
     known = {item.path for item in project.refresh_items()}
+    originals = _exported_originals(root)
     report = ImportReport(source=str(root))
     collected: dict[str, list[str]] = {}
     for class_dir in class_dirs:
@@ -155,20 +161,30 @@ def import_folders(project, root) -> ImportReport:
             raise LabelFileError(f"Class folder {str(class_dir)!r}: {err}") from None
         for relative in discover_images(class_dir):
             report.rows += 1
-            name = _item_name(project, class_dir / relative, relative, known)
+            original = originals.get(f"{class_dir.name}/{relative}")
+            name = _item_name(project, class_dir / relative, relative, known, original)
             collected.setdefault(name, []).append(label)
     _assign_collected(project, collected, report, f"import class folders of {root.name}")
     return report
 
 
-def _item_name(project, file: Path, relative: str, known: set[str]) -> str:
+def _exported_originals(root: Path) -> dict[str, str]:
+    """file_name -> image_name of the export tree `root` (from its labels.csv); {} for any other tree."""
+    if not (root / EXPORT_MARKER).exists() or not (root / MAPPING_FILE).is_file():
+        return {}
+    with open(root / MAPPING_FILE, newline="", encoding="utf-8") as f:
+        return {restore_cell(row[0]): restore_cell(row[2]) for row in list(csv.reader(f))[1:] if len(row) >= 3}
+
+
+def _item_name(project, file: Path, relative: str, known: set[str], original: str | None) -> str:
     try:
         inside = file.resolve().relative_to(project.folder).as_posix()
     except (ValueError, OSError):
         inside = None
-    if inside in known:
-        return inside
-    return relative if relative in known else (inside or relative)
+    for name in (inside, original, relative):
+        if name in known:
+            return name
+    return inside or relative
 
 
 # ---- export -----------------------------------------------------------------------------------
@@ -234,10 +250,12 @@ def export_cleaned(project, out, *, label_delimiter=" ") -> int:
 
 
 def export_hf_metadata(project, out) -> ExportReport:
-    """Hugging Face imagefolder `metadata.csv` (file_name,label; multi-label: file_name,labels space-joined).
+    """A Hugging Face imagefolder `metadata.csv` for the images where they are (file_name,label;
+    multi-label: file_name,labels space-joined).
 
     `out` is the file or a folder to hold metadata.csv; it must lie in the image folder or above
-    it, because file_name is relative to the metadata file.
+    it, because file_name is relative to the metadata file. `datasets` reads these labels as
+    strings; `export_hf` writes a dataset folder whose label column loads as a `ClassLabel`.
     """
     out = Path(out).expanduser()
     out = out / "metadata.csv" if out.is_dir() else out
@@ -291,66 +309,67 @@ def _prediction_cells(classes: list[str], row: np.ndarray, multi: bool) -> list[
 
 
 def export_folders(project, out, *, copy=False) -> ExportReport:
-    """OUT/<label>/<image path>: symbolic links to the images (copies with `copy=True`).
+    """OUT/<label>/<file name>: relative symbolic links to the images (copies with `copy=True`).
 
-    Multi-label items appear under each of their labels. An existing OUT is replaced only if
-    it is empty or an earlier folder export (it holds `.labeler-export`); the new tree is built
-    beside it and moved in place.
+    The layout torchvision's `ImageFolder`, fastai's `parent_label` and `datasets`' imagefolder
+    read: the label is the immediate parent folder. Images of one label with the same file name
+    become `name.jpg`, `name-2.jpg`, ... (in order of their paths); `OUT/labels.csv` maps each
+    exported file to its label and original path (file_name,label,image_name; fastai's
+    `ImageDataLoaders.from_csv(OUT)` reads it as it is). Multi-label items appear under each of
+    their labels (one row per copy). An existing OUT is replaced only if it is empty or an earlier
+    export (it holds `.labeler-export`); the new tree is built beside it and moved in place.
     """
-    out = Path(out).expanduser().absolute()
-    _check_folder_target(project, out)
-    rows, report = _rows_to_export(project)
-    present = {label for _, labels in rows for label in labels}
-    report.folders = folder_names(label for label in project.store.counts() if label in present)
-    building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        (building / EXPORT_MARKER).write_text("made by labeler export --format folders; safe to replace\n")
-        for item, labels in rows:
-            for label in labels:
-                _place(project.folder / item.path, building / report.folders[label] / item.path, copy)
-            report.rows += 1
-        _swap_in(building, out)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    report.path, report.format = str(out), "folders"
+    return _export_tree(project, out, "folders", by_label=True, copy=copy)
+
+
+def export_hf(project, out, *, link=False) -> ExportReport:
+    """A folder `datasets.load_dataset("imagefolder", data_dir=OUT)` loads with the labels, offline.
+
+    Single-label: the tree of `export_folders` (copies; relative links with `link=True`), which
+    imagefolder turns into a `label` column of type `ClassLabel` named after the label folders
+    (sorted; a project with one label needs `drop_labels=False`). A metadata file would turn that
+    column into plain text: `datasets` takes the features of a metadata file from its values, and
+    `load_dataset("imagefolder", ...)` reads no dataset card. Multi-label: the images in OUT with
+    `metadata.jsonl` ({"file_name": ..., "labels": [...]}), a `labels` column of lists of label
+    names. Both write `OUT/labels.csv` (file_name,label,image_name) and replace only an earlier export.
+    """
+    report = _export_tree(project, out, "hf", by_label=not project.store.multi_label, copy=not link)
+    if len(report.folders) == 1:
+        logger.warning("%s holds one label only: datasets' imagefolder adds its label column only with "
+                       "load_dataset('imagefolder', data_dir=..., drop_labels=False)", out)
     return report
 
 
-def _check_folder_target(project, out: Path) -> None:
-    if not out.parent.is_dir():
-        raise LabelFileError(f"Cannot export to {str(out)!r}: the folder {str(out.parent)!r} does not exist.")
-    inside_images = out.resolve().is_relative_to(project.folder)
-    if inside_images and not out.resolve().is_relative_to(project.workspace.root):
-        raise LabelFileError(f"Export folder {str(out)!r} is inside the image folder {project.folder}; its images "
-                             f"would be found as new items. Choose a folder outside it.")
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / EXPORT_MARKER).exists())):
-        raise LabelFileError(f"Export folder {str(out)!r} already exists and is not an earlier labeler export. "
-                             f"Choose a new folder, or empty it first.")
+def _export_tree(project, out, fmt: str, *, by_label: bool, copy: bool) -> ExportReport:
+    """OUT/<label>/<file name> (`by_label`) or OUT/<file name> with metadata.jsonl, and OUT/labels.csv."""
+    out = check_tree_target(out, project.folder, project.workspace.root)
+    rows, report = _rows_to_export(project)
+    rows.sort(key=lambda row: row[0].path)
+    present = {label for _, labels in rows for label in labels}
+    if by_label:
+        report.folders = folder_names((label for label in project.store.counts() if label in present),
+                                      reserved=[MAPPING_FILE])
+    taken: dict[str, set[str]] = {}
+    mapping, metadata = [], []
+    with building_tree(out, f"labeler export --format {fmt}") as building:
+        for item, labels in rows:
+            copies = [(report.folders[label], [label]) for label in labels] if by_label else [("", labels)]
+            for folder, its_labels in copies:   # one file per label folder, or one file with all its labels
+                name = unique_file_name(Path(item.path).name, taken.setdefault(folder, set()))
+                file_name = f"{folder}/{name}" if folder else name
+                place_file(project.folder / item.path, building / file_name, copy)
+                mapping += [[file_name, label, item.path] for label in its_labels]
+                if not by_label:
+                    metadata.append(json.dumps({"file_name": file_name, "labels": its_labels}, ensure_ascii=False))
+            report.rows += 1
+        write_csv_atomically(building / MAPPING_FILE, ["file_name", "label", "image_name"], mapping)
+        if not by_label:
+            write_text(building / "metadata.jsonl", "".join(line + "\n" for line in metadata))
+    report.path, report.format = str(out), fmt
+    logger.info("exported %d labeled items to %s (%s)", report.rows, out, fmt)
+    return report
 
 
-def _place(source: Path, target: Path, copy: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if copy:
-            shutil.copy2(source, target)
-        else:
-            os.symlink(source, target)
-    except OSError as err:
-        hint = "" if copy else " If this file system cannot hold symbolic links, export copies (copy=True, --copy)."
-        raise LabelFileError(f"Cannot {'copy' if copy else 'link'} {source} to {target} ({err.strerror}).{hint}") from err
-
-
-def _swap_in(building: Path, out: Path) -> None:
-    """Move the finished tree to `out`, replacing an empty folder or an earlier export."""
-    if not out.exists():
-        os.replace(building, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    os.replace(out, old / "previous")
-    os.replace(building, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-__all__ = ["EXPORT_MARKER", "ExportReport", "ImportReport", "export_cleaned", "export_folders", "export_hf_metadata",
-           "export_labels_csv", "export_predictions_csv", "import_folders", "import_labels_csv"]
+__all__ = ["EXPORT_MARKER", "MAPPING_FILE", "ExportReport", "ImportReport", "export_cleaned", "export_folders",
+           "export_hf", "export_hf_metadata", "export_labels_csv", "export_predictions_csv", "import_folders",
+           "import_labels_csv"]

@@ -52,7 +52,7 @@ class Project:
         workspace: where derived data and labels.sqlite go (default FOLDER/.labeler).
         multi_label: True/False to choose the mode of a new project (an error if it contradicts
             one that already has labels); None keeps what the project has (single-label when new).
-        actor: who makes the changes (default "hostname:pid"), for undo per app instance.
+        actor: who the changes are recorded as (default "user@host").
         backbone, size: the pretrained CNN and image edge whose features the project's map uses.
     """
 
@@ -179,6 +179,9 @@ class Project:
         elif self.store.multi_label:
             table = pd.DataFrame(columns=["item_id", "labels", "tags", "source", "created", "actor"])
         table.insert(1, "image_name", [by_id[i].path if i in by_id else None for i in table["item_id"]])
+        # stored as Unix seconds; shown as local date and time, to the second
+        table["created"] = pd.to_datetime(table["created"].astype(float), unit="s", utc=True) \
+            .dt.tz_convert(_local_zone()).dt.floor("s")
         table["excluded"] = table["item_id"].isin(excluded)
         table["missing"] = [by_id[i].missing if i in by_id else True for i in table["item_id"]]
         return table.reset_index(drop=True)
@@ -194,6 +197,12 @@ class Project:
         return {"folder": str(self.folder), "multi_label": self.store.multi_label, "items": len(items),
                 "missing": len(items) - len(present), "labeled": len(labeled - excluded),
                 "excluded": len(excluded), "unlabeled": len(present - labeled - excluded), "labels": per_label}
+
+
+def _local_zone():
+    """This machine's time zone, for showing when labels were made."""
+    import datetime
+    return datetime.datetime.now().astimezone().tzinfo
 
 
 def _joined(values) -> str:

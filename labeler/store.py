@@ -43,7 +43,7 @@ class LabelStore(CleaningDecisions, UndoableStore):
 
     Args:
         db_path: the workspace's `labels.sqlite` (created if needed).
-        actor: who makes the changes (default "hostname:pid"); undo/redo can be limited to it.
+        actor: who the changes are recorded as (default "user@host"); undo/redo can be limited to it.
         timeout: seconds to keep retrying while another process holds the write lock.
     """
 

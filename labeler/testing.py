@@ -49,6 +49,40 @@ def start_server(folder: Path, workspace: Path | None = None, timeout: float = 1
     raise RuntimeError(f"server did not start in {timeout:.0f} s")
 
 
+def start_jupyter(kind: str, root_dir: Path, state_dir: Path, env: dict | None = None, timeout: float = 180.0):
+    """JupyterLab (`kind="lab"`) or Notebook 7 (`"notebook"`) on 127.0.0.1 and a free port, serving `root_dir`;
+    returns (process, base URL with the token) once it answers. Its settings, workspaces and runtime files
+    go to `state_dir`, so a test starts from a clean JupyterLab every time."""
+    import os
+    import secrets
+    port, token = free_port(), secrets.token_hex(16)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "JUPYTER_RUNTIME_DIR": str(state_dir / "runtime"),
+                   "JUPYTERLAB_SETTINGS_DIR": str(state_dir / "settings"),
+                   "JUPYTERLAB_WORKSPACES_DIR": str(state_dir / "workspaces"),
+                   "JUPYTER_CONFIG_DIR": str(state_dir / "config"), "IPYTHONDIR": str(state_dir / "ipython"),
+                   **(env or {})}
+    command = [sys.executable, "-m", "jupyter", kind, "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={root_dir}", "--allow-root",   # CI machines run tests as root
+               "--LabApp.extension_manager=readonly"]                 # no package index lookups
+    log = tempfile.NamedTemporaryFile(prefix=f"labeler-jupyter-{kind}-", suffix=".log", delete=False)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=root_dir)
+    proc.log_path = log.name
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter {kind} exited: {Path(log.name).read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2)
+            return proc, url, token
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"jupyter {kind} did not start in {timeout:.0f} s")
+
+
 def stop_server(proc) -> str:
     """Stop a server from `start_server`; returns what it logged."""
     proc.terminate()
@@ -107,14 +141,14 @@ def hover_review_cell(page, cell: dict, timeout: float = 20.0) -> str:
     """Move the mouse over a review grid cell and wait until the page knows which image is under it
     (its id travels to the server before any key pressed next); returns that id."""
     page.mouse.move(cell["x"] + 36, cell["y"] + 36)
-    wait_until(lambda: bool(model_value(page, "review-hover-id")), timeout)
-    return model_value(page, "review-hover-id")
+    wait_until(lambda: (model_value(page, "review-pointer") or "").removeprefix("hover:").isdigit(), timeout)
+    return model_value(page, "review-pointer").removeprefix("hover:")
 
 
 def leave_review_grid(page, timeout: float = 20.0) -> None:
     """Move the mouse off the review grid and wait until the page has forgotten the hovered image."""
     page.mouse.move(5, 990)
-    wait_until(lambda: not model_value(page, "review-hover-id"), timeout)
+    wait_until(lambda: model_value(page, "review-pointer") in ("", "hover:"), timeout)
 
 
 INJECTED_JS = """() => {

@@ -4,12 +4,17 @@ Labels come from the label store (default), folder names (--folders), a CSV (--c
 --delimiter for multi-label), mask files (--masks DIR with --codes and --void) or points
 (--points CSV of x0,y0,x1,y1,... columns). Training follows `Learner.fine_tune`: the head
 first with the body frozen, then everything with discriminative learning rates.
+
+A classifier trained from the label store stores its predictions for every image of the project
+there (as `labeler predict --store` does for any classifier), under an id naming the model file
+(`model_id_for_file`), for `labeler export --format predictions` and the app's checks.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -17,43 +22,58 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engine.data import InputError
+from engine.data import ImageReadError, InputError
+from labeler._predictions import model_id_for_file
+
+logger = logging.getLogger(__name__)
+
+PREDICT_BATCH = 32  # images per forward pass when predicting a whole folder
 
 
 def add_commands(sub, make_command) -> None:
     """Add train and predict; `make_command(name, help, run)` gives a parser with the shared folder options."""
-    cmd = make_command("train", "train a classifier, multi-label classifier, U-Net or point regressor", run_train)
+    cmd = make_command("train", "train a classifier, multi-label classifier, U-Net or point regressor (a classifier "
+                                "trained from the label store also stores its predictions there)", run_train)
     source = cmd.add_argument_group("labels (default: the label store)")
     source.add_argument("--folders", action="store_true", help="labels are the images' folder names")
     source.add_argument("--csv", metavar="CSV", help="image_name,tags CSV")
     source.add_argument("--delimiter", help="separator of several labels in one cell (multi-label), e.g. ' '")
     source.add_argument("--masks", metavar="DIR", help="segmentation: folder of masks (uint8 class index)")
-    source.add_argument("--mask-suffix", default=".png", help="mask name = image stem + this (CamVid: _P.png)")
+    source.add_argument("--mask-suffix", default=".png",
+                        help="mask name = image stem + this (default %(default)s; CamVid: _P.png)")
     source.add_argument("--codes", metavar="TXT", help="segmentation: class names, one per line")
     source.add_argument("--void", type=int, default=None, help="segmentation: class index left out of loss and metrics")
     source.add_argument("--points", metavar="CSV", help="regression: image_name,...,x0,y0,x1,y1,... pixel coordinates")
     source.add_argument("--points-mean", action="store_true", help="regress the mean of the points (e.g. head centre)")
     split = cmd.add_argument_group("validation split (default: 20% at random)")
-    split.add_argument("--valid-pct", type=float, default=0.2)
+    split.add_argument("--valid-pct", type=float, default=0.2, metavar="FRACTION",
+                       help="share of the images held out for validation (default %(default)s)")
     split.add_argument("--valid-list", metavar="TXT", help="file names of the validation images (e.g. valid.txt)")
     split.add_argument("--group-regex", metavar="REGEX", help="keep groups whole, e.g. '^(.*)_\\d+' for one person")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=int, default=0,
+                       help="fixes the split, the head's initial weights and the batches (default %(default)s)")
     fit = cmd.add_argument_group("training")
     fit.add_argument("--task", choices=_RegisteredTasks(), metavar="TASK",
                      help="one of %(choices)s (default: from the labels)")
     fit.add_argument("--epochs", type=int, default=3, help="epochs with everything trainable (default 3)")
     fit.add_argument("--freeze-epochs", type=int, default=1, help="epochs training the head only first (default 1)")
     fit.add_argument("--lr", type=_learning_rate, default="auto",
-                     help="peak learning rate, or 'auto' for lr_find's suggestion")
+                     help="peak learning rate, or 'auto' for lr_find's suggestion (default auto)")
     fit.add_argument("--loss", choices=("mse", "l1"), default="mse", help="regression loss (default mse)")
     fit.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
                      help="classifier: give the true class 1 - EPS and spread EPS over all (e.g. 0.1; default 0)")
-    fit.add_argument("--no-augment", action="store_true")
+    fit.add_argument("--no-augment", action="store_true",
+                     help="train on the images as they are (default: random flips, turns, zoom, warp and lighting)")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
 
-    cmd = sub.add_parser("predict", help="predict new images with an exported model")
-    cmd.add_argument("model", help="a model written by `labeler train --out`")
-    cmd.add_argument("folder", help="folder of images")
+    text = "predict images with a model from `labeler train`; --store keeps a classifier's predictions"
+    cmd = sub.add_parser("predict", help=text, description=text)
+    cmd.add_argument("model", metavar="MODEL", help="a model written by `labeler train --out`")
+    cmd.add_argument("folder", nargs="?", metavar="FOLDER", help="folder of images (default: the built-in demo)")
+    cmd.add_argument("--workspace", help="where the label store is (default FOLDER/.labeler); used by --store")
+    cmd.add_argument("--store", action="store_true",
+                     help="store the class probabilities of every image of the project in its label store "
+                          "(classifiers), for `labeler export --format predictions` and the app")
     cmd.add_argument("--labels", metavar="CSV", help="image_name,tags of true labels: also print the metrics")
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     cmd.set_defaults(run=run_predict)
@@ -84,13 +104,14 @@ def _learning_rate(value: str) -> float | None:
 def run_train(args) -> int:
     import torch
 
-    from engine import Learner, ProgressCallback, build_data, create_model
+    from engine import Learner, Predictor, ProgressCallback, build_data, create_model
     from engine.data import discover_images
     from engine.demo import demo_folder
     from engine.learner import task_for
     torch.manual_seed(args.seed)  # the same --seed gives the same head initialisation and batches
     np.random.seed(args.seed)
     folder = Path(args.folder) if args.folder else demo_folder()
+    from_store = not (args.masks or args.points or args.folders or args.csv)
     items, labeler = _labels(args, folder, discover_images(folder))
     data = build_data(folder, items, _splitter(args), labeler, task=args.task, size=args.size,
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
@@ -108,6 +129,8 @@ def run_train(args) -> int:
     if (baseline := learner.baseline()) is not None:
         summary["baseline"] = _rounded(baseline)
     learner.export(args.out)
+    if from_store and learner.task.architecture == "classifier":
+        summary["stored"] = store_predictions(Predictor.from_learner(learner), folder, args.workspace, args.out)
     print(json.dumps(summary) if args.json else _text_summary(summary))
     return 0
 
@@ -125,7 +148,12 @@ def _text_summary(summary: dict) -> str:
     if "baseline" in summary:
         lines.append("an image-blind predictor (most common class, every tag, or the mean point) for comparison:")
         lines += [f"  {k}: {v:.4f}" for k, v in summary["baseline"].items()]
-    return "\n".join(lines + [f"model written to {summary['out']}"])
+    lines.append(f"model written to {summary['out']}")
+    if "stored" in summary:
+        stored = summary["stored"]
+        lines.append(f"its predictions for {stored['items']} images stored as {stored['model_id']!r} "
+                     f"(labeler export --format predictions)")
+    return "\n".join(lines)
 
 
 def _report(bar, row: dict) -> None:
@@ -170,7 +198,7 @@ def _labels(args, folder: Path, images: list[str]):
     if args.csv:
         labeler = LabelFromCSV(args.csv, delimiter=args.delimiter)
         return images, labeler
-    return _store_labels(folder, images)
+    return _store_labels(folder, args.workspace, images)
 
 
 def _points_table(path: Path, mean: bool) -> dict[str, np.ndarray]:
@@ -188,9 +216,9 @@ def _points_table(path: Path, mean: bool) -> dict[str, np.ndarray]:
     return table
 
 
-def _store_labels(folder: Path, images: list[str]):
+def _store_labels(folder: Path, workspace, images: list[str]):
     from labeler.project import Project
-    with Project(folder) as project:
+    with Project(folder, workspace) as project:
         labels = project.labels
         multi = project.multi_label
     if labels.empty:
@@ -205,29 +233,96 @@ def _store_labels(folder: Path, images: list[str]):
 def run_predict(args) -> int:
     from engine import load_exported
     from engine.data import discover_images
+    from engine.demo import demo_folder
     predictor = load_exported(args.model)
-    folder = Path(args.folder)
+    folder = Path(args.folder) if args.folder else demo_folder()
+    if args.store:
+        _check_classifier(predictor, args.model)    # before predicting anything
     truth = _truth(args.labels) if args.labels else {}
-    rows, hits = [], 0
-    for path in tqdm(discover_images(folder), desc="predicting", unit="img", file=sys.stderr, disable=None):
-        result = predictor.predict(folder / path)
-        row = {"path": path, **predictor.task.summary(result)}
+    rows, hits, done = [], 0, []
+    for path, image_size, output in _predict_paths(predictor, folder, discover_images(folder)):
+        row = {"path": path, **predictor.task.summary(predictor.task.decode(output, image_size, predictor.labels))}
         if path in truth and "label" in row:
             hits += row["label"] == truth[path]
         rows.append(row)
+        if args.store:
+            done.append((path, image_size, output))
     scored = sum(1 for r in rows if r["path"] in truth)
     out = {"predictions": rows}
     if scored:
         out["accuracy"] = round(hits / scored, 4)
         out["scored"] = scored
+    if args.store:
+        out["stored"] = store_predictions(predictor, folder, args.workspace, args.model, done)
     if args.json:
         print(json.dumps(out))
-    else:
-        for row in rows:
-            print(f"{row['path']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "path"))
-        if scored:
-            print(f"accuracy {out['accuracy']:.4f} on {scored} images with a true label")
+        return 0
+    for row in rows:
+        print(f"{row['path']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "path"))
+    if scored:
+        print(f"accuracy {out['accuracy']:.4f} on {scored} images with a true label")
+    if args.store:
+        print(f"predictions for {out['stored']['items']} images stored as {out['stored']['model_id']!r} "
+              f"(labeler export --format predictions)")
     return 0
+
+
+def store_predictions(predictor, folder: Path, workspace, model_file, done=None) -> dict:
+    """Store the class probabilities of every present image of the project in its label store.
+
+    `done`: (path, image size, output) rows already predicted for the folder's images; the images
+    are predicted here when None. The model id names the file and its contents
+    (`model_id_for_file`): storing the same model again replaces its predictions, a retrained one
+    is stored beside. Returns {"model_id", "items"}.
+
+    Raises:
+        InputError: the model is not a classifier (a mask or points per image are no class probabilities).
+    """
+    from labeler.project import Project
+    _check_classifier(predictor, model_file)
+    model_id = model_id_for_file(model_file)
+    with Project(folder, workspace) as project:
+        ids = {item.path: item.id for item in project.items if not item.missing}
+        if done is None:
+            done = _predict_paths(predictor, project.folder, list(ids), desc="predicting every image")
+        done = [(path, output) for path, _, output in done if path in ids]
+        probs = np.stack([output.numpy() for _, output in done]) if done else np.zeros((0, len(predictor.labels)))
+        project.store.set_predictions(model_id, [ids[path] for path, _ in done], list(predictor.labels), probs)
+    return {"model_id": model_id, "items": len(done)}
+
+
+def _check_classifier(predictor, model_file) -> None:
+    task = predictor.task
+    if task.architecture != "classifier":
+        raise InputError(f"{model_file} is a {task.name} model; only classifiers (classify, multilabel) give class "
+                         f"probabilities to store. Run `labeler predict` without --store to list its predictions.")
+
+
+def _predict_paths(predictor, folder: Path, paths: list[str], desc: str = "predicting"):
+    """(path, image size, activated output) per readable image, predicted `PREDICT_BATCH` at a time.
+
+    Images are decoded as training decodes them (`engine.data.load_image`); unreadable ones are
+    logged and left out.
+    """
+    import torch
+
+    from engine.data import load_image
+    with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
+        for start in range(0, len(paths), PREDICT_BATCH):
+            batch, sizes, kept = [], [], []
+            for path in paths[start:start + PREDICT_BATCH]:
+                try:
+                    image = load_image(folder / path)
+                except ImageReadError as err:
+                    logger.warning("%s", err)
+                    continue
+                batch.append(predictor.preprocess(image))
+                sizes.append(image.size)
+                kept.append(path)
+            if batch:
+                outputs = predictor.task.activation(predictor.raw_outputs(torch.cat(batch)))
+                yield from zip(kept, sizes, outputs)
+            bar.update(len(paths[start:start + PREDICT_BATCH]))
 
 
 def _truth(path: str) -> dict[str, str]:

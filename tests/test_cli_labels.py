@@ -70,10 +70,23 @@ def test_export_every_format(image_folder, labels_csv, tmp_path, capsys):
     assert code == 0 and json.loads(out)["rows"] == 3
     assert pd.read_csv(tmp_path / "out.csv")["tags"].tolist() == ["cat", "dog", "cat"]
     code, out, _ = run(capsys, "export", image_folder, "--format", "folders", "--out", tmp_path / "tree", "--copy")
-    assert code == 0 and (tmp_path / "tree" / "dog" / "a" / "img_01.jpg").is_file()
-    code, out, _ = run(capsys, "export", image_folder, "--format", "hf", "--out", image_folder)
-    assert code == 0 and "wrote 3 items" in out
-    assert (image_folder / "metadata.csv").read_text().startswith("file_name,label\n")
+    copied = tmp_path / "tree" / "dog" / "img_01.jpg"
+    assert code == 0 and copied.is_file() and not copied.is_symlink()
+    code, out, _ = run(capsys, "export", image_folder, "--format", "hf", "--out", tmp_path / "hf", "--link")
+    assert code == 0 and "wrote 3 items" in out and (tmp_path / "hf" / "cat" / "img_00.png").is_symlink()
+    assert (tmp_path / "hf" / "labels.csv").read_text().startswith("file_name,label,image_name\n")
+
+
+def test_export_copy_and_link_exclude_each_other(image_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", str(image_folder), "--format", "folders", "--out", str(tmp_path / "x"), "--copy", "--link"])
+    assert "argument --link: not allowed with argument --copy" in capsys.readouterr().err
+
+
+def test_export_into_the_image_folder_is_a_message_naming_the_fix(image_folder, labels_csv, capsys):
+    run(capsys, "import", image_folder, labels_csv)
+    code, _, err = run(capsys, "export", image_folder, "--format", "hf", "--out", image_folder / "hf")
+    assert code == 2 and "is inside the image folder" in err and ".exports" in err and "Traceback" not in err
 
 
 def test_export_predictions_without_a_model_is_a_message(image_folder, tmp_path, capsys):
@@ -117,3 +130,34 @@ def test_label_commands_have_help(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
         assert "--workspace" in capsys.readouterr().out
+
+
+def test_label_commands_take_the_demo_when_no_folder_is_given(image_folder, labels_csv, tmp_path, monkeypatch,
+                                                             capsys):
+    monkeypatch.setattr("labeler.cli.demo_folder", lambda: image_folder)
+    code, out, _ = run(capsys, "import", labels_csv, "--json")       # one positional that is a file: the CSV
+    assert code == 0 and json.loads(out)["assigned"] == 3
+    code, out, _ = run(capsys, "labels", "--json")
+    assert code == 0 and json.loads(out)["folder"] == str(image_folder) and json.loads(out)["labeled"] == 3
+    code, out, _ = run(capsys, "export", "--format", "csv", "--out", tmp_path / "out.csv", "--json")
+    assert code == 0 and json.loads(out)["rows"] == 3
+
+
+def test_import_records_the_actor_given(image_folder, labels_csv, capsys):
+    from labeler.cli import _parser
+    assert "@" in _parser().parse_args(["import", "x.csv"]).actor         # default: user@host
+    code, _, err = run(capsys, "import", image_folder, labels_csv, "--actor", "ana@lab")
+    assert code == 0, err
+    with Project(image_folder) as project:
+        assert set(project.labels["actor"]) == {"ana@lab"}
+
+
+def test_serve_passes_the_actor_to_the_app(monkeypatch):
+    import importlib
+    import inspect
+    seen = {}
+    module = importlib.import_module("labeler.ui.serve")   # `labeler.ui.serve` the attribute is the function
+    assert "actor" in inspect.signature(module.serve).parameters
+    monkeypatch.setattr(module, "serve", lambda folder, **options: seen.update(folder=folder, **options))
+    assert main(["serve", "photos", "--actor", "ana@lab", "--port", "5111"]) == 0
+    assert seen["folder"] == "photos" and seen["actor"] == "ana@lab" and seen["port"] == 5111

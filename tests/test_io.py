@@ -1,5 +1,6 @@
 """Label import and export: CSV round trips, formula neutralization, class folders, HF metadata, bad files."""
 import csv
+import json
 import os
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from labeler.errors import LabelFileError
-from labeler.io import (EXPORT_MARKER, export_folders, export_hf_metadata, export_labels_csv,
+from labeler.io import (EXPORT_MARKER, MAPPING_FILE, export_folders, export_hf, export_hf_metadata, export_labels_csv,
                         export_predictions_csv, import_folders, import_labels_csv)
 from labeler.project import Project
 
@@ -36,6 +37,11 @@ def labels_by_name(project):
     frame = project.labels
     column = "tags" if project.store.multi_label else "label"
     return dict(zip(frame["image_name"], frame[column]))
+
+
+def files_in(tree):
+    """The files of an export tree's label folders, as paths relative to it."""
+    return sorted(p.relative_to(tree).as_posix() for p in tree.glob("*/*"))
 
 
 # ---- CSV round trips ------------------------------------------------------------------------
@@ -194,16 +200,51 @@ def test_export_replaces_the_file_atomically_and_leaves_no_temporary_file(projec
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
 
 
-def test_export_folders_links_each_image_under_its_label_and_imports_back(project, tmp_path):
+def test_export_folders_links_each_image_by_file_name_under_its_label_and_imports_back(project, tmp_path):
     project.store.assign([0, 6], "cat")
     project.store.assign([1], "a/b")
     report = export_folders(project, tmp_path / "classes")
-    link = tmp_path / "classes" / "cat" / "a" / "img_00.png"
-    assert link.is_symlink() and link.resolve() == project.folder / "a" / "img_00.png"
+    link = tmp_path / "classes" / "cat" / "img_00.png"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert link.resolve() == project.folder / "a" / "img_00.png"
     assert report.folders == {"cat": "cat", "a/b": "a_b"} and report.rows == 3
+    assert files_in(tmp_path / "classes") == ["a_b/img_01.jpg", "cat/img_00.png", "cat/img_06.png"]
     with Project(project.folder, workspace=tmp_path / "fresh") as fresh:
         import_folders(fresh, tmp_path / "classes")
         assert labels_by_name(fresh) == {"a/img_00.png": "cat", "a/img_01.jpg": "a_b", "b/img_06.png": "cat"}
+
+
+def test_export_folders_names_clashing_files_stably_and_maps_them_to_their_originals(tmp_path):
+    from _helpers import write_image
+    folder = tmp_path / "shots"
+    for i, sub in enumerate(["day1", "day2", "day3"]):
+        write_image(folder / sub / "0015.jpg", seed=i)
+    with Project(folder) as project:
+        project.store.assign(project.ids_for(["day1/0015.jpg", "day2/0015.jpg", "day3/0015.jpg"]), "cat")
+        project.store.assign(project.ids_for(["day2/0015.jpg"]), "dog")        # relabeled
+        project.store.assign(project.ids_for(["day3/0015.jpg"]), "Dog")        # another label, one letter's case apart
+        report = export_folders(project, tmp_path / "out", copy=True)
+        mapping = pd.read_csv(tmp_path / "out" / MAPPING_FILE)
+        assert report.folders == {"cat": "cat", "dog": "dog", "Dog": "Dog-2"}
+        assert mapping.values.tolist() == [["cat/0015.jpg", "cat", "day1/0015.jpg"],
+                                           ["dog/0015.jpg", "dog", "day2/0015.jpg"],
+                                           ["Dog-2/0015.jpg", "Dog", "day3/0015.jpg"]]
+        project.store.assign(project.ids_for(["day3/0015.jpg"]), "cat")
+        export_folders(project, tmp_path / "out", copy=True)
+        assert sorted(p.name for p in (tmp_path / "out" / "cat").iterdir()) == ["0015-2.jpg", "0015.jpg"]
+        with Project(folder, workspace=tmp_path / "fresh") as fresh:   # copies: matched through labels.csv
+            report = import_folders(fresh, tmp_path / "out")
+            assert report.unknown == [] and labels_by_name(fresh) == {"day1/0015.jpg": "cat", "day2/0015.jpg": "dog",
+                                                                      "day3/0015.jpg": "cat"}
+
+
+def test_export_folders_puts_a_multi_label_item_in_each_of_its_labels(multi_project, tmp_path):
+    multi_project.store.assign([0], "cat")
+    multi_project.store.assign([0, 1], "indoor")
+    export_folders(multi_project, tmp_path / "tags")
+    assert files_in(tmp_path / "tags") == ["cat/img_00.png", "indoor/img_00.png", "indoor/img_01.jpg"]
+    mapping = pd.read_csv(tmp_path / "tags" / MAPPING_FILE)
+    assert mapping["label"].tolist() == ["cat", "indoor", "indoor"]
 
 
 def test_export_folders_copies_replace_an_earlier_export_but_never_a_foreign_folder(project, tmp_path):
@@ -212,15 +253,55 @@ def test_export_folders_copies_replace_an_earlier_export_but_never_a_foreign_fol
     export_folders(project, out)
     project.store.assign([0], "dog")
     export_folders(project, out, copy=True)
-    copied = out / "dog" / "a" / "img_00.png"
+    copied = out / "dog" / "img_00.png"
     assert copied.is_file() and not copied.is_symlink() and not (out / "cat").exists()
     assert (out / EXPORT_MARKER).exists()
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []   # nothing left beside it
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
     with pytest.raises(LabelFileError, match="already exists and is not an earlier labeler export"):
         export_folders(project, foreign)
     assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_export_tree_inside_the_image_folder_is_refused_unless_hidden(project, tmp_path):
+    project.store.assign([0], "cat")
+    with pytest.raises(LabelFileError, match=r"is inside the image folder .* a hidden one inside it"):
+        export_folders(project, project.folder / "export")
+    export_hf(project, project.folder / ".exports")
+    assert project.refresh_items(rescan=True) and len(project.items) == 12
+
+
+def test_a_failed_export_leaves_the_earlier_one_and_nothing_beside_it(project, tmp_path, monkeypatch):
+    project.store.assign([0, 1], "cat")
+    out = tmp_path / "classes"
+    export_folders(project, out)
+
+    def fail(source, target, copy):
+        raise LabelFileError("disk full")
+    monkeypatch.setattr("labeler.io.place_file", fail)
+    with pytest.raises(LabelFileError, match="disk full"):
+        export_folders(project, out)
+    assert (out / "cat" / "img_00.png").is_symlink() and sorted(os.listdir(tmp_path)) == ["classes", "images"]
+
+
+def test_hf_export_of_a_multi_label_project_lists_each_images_labels_in_metadata_jsonl(multi_project, tmp_path):
+    multi_project.store.assign([0], "cat")
+    multi_project.store.assign([0, 7], "indoor")
+    report = export_hf(multi_project, tmp_path / "hf")
+    lines = [json.loads(line) for line in (tmp_path / "hf" / "metadata.jsonl").read_text().splitlines()]
+    assert lines == [{"file_name": "img_00.png", "labels": ["cat", "indoor"]},
+                     {"file_name": "img_07.jpg", "labels": ["indoor"]}]
+    assert (tmp_path / "hf" / "img_00.png").is_file() and not (tmp_path / "hf" / "img_00.png").is_symlink()
+    assert report.rows == 2 and report.folders == {} and report.format == "hf"
+
+
+def test_hf_export_of_one_label_says_how_datasets_keeps_its_label_column(project, tmp_path, caplog):
+    project.store.assign([0, 1], "cat")
+    export_hf(project, tmp_path / "hf", link=True)
+    assert (tmp_path / "hf" / "cat" / "img_00.png").is_symlink()
+    assert "drop_labels=False" in caplog.text
 
 
 def test_import_folders_reads_a_class_tree_inside_the_project_folder(tmp_path):

@@ -11,6 +11,8 @@ the page hanging or show a traceback.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import html
 import io
 import logging
@@ -26,6 +28,9 @@ from labeler.errors import USER_ERRORS
 logger = logging.getLogger(__name__)
 
 KINDS = ("info", "success", "warning", "danger")
+# a notebook output has no height of its own: the app takes this much (the map, and the review grid
+# under it with room for several rows of full-size tiles)
+NOTEBOOK_HEIGHT = 1050
 _MESSAGE_CSS = """
 :host { display: block; }
 .labeler-message { border-radius: 6px; padding: 8px 12px; font: 14px/1.4 system-ui, sans-serif;
@@ -75,11 +80,82 @@ class Message(pn.viewable.Viewer):
         return self._pane
 
 
-def guarded(show: Callable[[str, str], None]):
-    """A runner for actions: `run(action, *args)` returns its result, or None after showing why it failed."""
+class NotebookAware:
+    """A view that lays itself out for a notebook output when it is displayed there.
+
+    A served page gives the view the whole window and its keys; a notebook output is as high as
+    its content and belongs to Jupyter, so there the view takes a fixed height and listens to keys
+    only while it has the focus. Subclasses say what changes in `_for_notebook`.
+    """
+
+    in_notebook = False
+    _notebook_document = None
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        self.in_notebook = True
+        self._for_notebook()
+        bundle = super()._repr_mimebundle_(include, exclude)
+        documents = [model.document for model, _ in self.__panel__()._models.values() if model.document]
+        self._notebook_document = documents[-1] if documents else None
+        keep_stylesheets_local(self.__panel__())
+        return bundle
+
+    def _in_document(self):
+        """A context in which this view's notebook document is the current one, where nothing else is: Panel
+        leaves `state.curdoc` unset in a notebook's Bokeh callbacks, and models made then would miss the
+        document's caches (its local stylesheets). A no-op in a served app, which always has one."""
+        from panel.io.state import set_curdoc, state
+        return set_curdoc(self._notebook_document if state.curdoc is None else None)
+
+    def _for_notebook(self) -> None:
+        raise NotImplementedError
+
+
+def keep_stylesheets_local(viewable) -> None:
+    """Widgets made after a notebook output was rendered get their stylesheets inline, not from a CDN.
+
+    `pn.extension(inline=True)` inlines Panel's stylesheets in the first render only. Models made
+    later (a new label's button, a message) take Panel's cached stylesheet objects, which point at
+    cdn.holoviz.org: offline, 3 failed requests and unstyled widgets per change (seen in JupyterLab
+    4.6 and Notebook 7.6 with Panel 1.9). Panel looks those objects up by URL in a cache per
+    document; this puts an inline copy of each of Panel's own files under its URLs there, so every
+    later model carries the CSS itself. It relies on a Panel internal (`state._stylesheets`); the
+    notebook browser test counts requests that leave the machine, so a Panel release that changes it
+    shows up there.
+    """
+    from bokeh.models import InlineStyleSheet
+    from panel.io.state import state
+    for model, _ in list(viewable._models.values()):
+        if model.document is None:
+            continue
+        cache = state._stylesheets.setdefault(model.document, {})
+        for urls, css in _panel_css().items():          # a model belongs to one document: one copy each
+            sheet = InlineStyleSheet(css=css)
+            cache.update(dict.fromkeys(urls, sheet))
+
+
+@functools.lru_cache(maxsize=1)
+def _panel_css() -> dict[tuple[str, ...], str]:
+    """Every CSS file Panel ships, by each URL Panel may name it with: on its CDN or its server's static
+    path (later rewritten to the CDN in a notebook), with and without the version suffix."""
+    from panel.io.resources import CDN_DIST, DIST_DIR, JS_VERSION, LOCAL_DIST
+    files = {}
+    for path in DIST_DIR.rglob("*.css"):
+        name = path.relative_to(DIST_DIR).as_posix()
+        urls = (CDN_DIST + name, LOCAL_DIST + name)
+        files[urls + tuple(f"{url}?v={JS_VERSION}" for url in urls)] = path.read_text(encoding="utf-8")
+    return files
+
+
+def guarded(show: Callable[[str, str], None], context: Callable = contextlib.nullcontext):
+    """A runner for actions: `run(action, *args)` returns its result, or None after showing why it failed.
+
+    The action runs inside `context()` (a view's `_in_document`).
+    """
     def run(action, *args):
         try:
-            return action(*args)
+            with context():
+                return action(*args)
         except USER_ERRORS as err:
             show(str(err), "warning")
         except Exception as err:  # a bug: the person gets a message, the log the traceback

@@ -22,16 +22,20 @@ from engine.class_layout import CLASS_LAYOUT_EXTENT
 from labeler.errors import LabelerError
 from labeler.session import Session
 
-from ._panel import Message, esc, export_to_buffer, guarded, html_table, locked, with_document_lock
+from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buffer, guarded, html_table, locked,
+                     with_document_lock)
 from .clean_view import CleanView
 from .composite import to_data_uri
 from .keys import DIGITS, Binding, KeyTable, Shortcuts
 from .map import BACKENDS, MapView, unit_square
-from .review import ReviewGrid
+from .review import COLUMNS, ReviewGrid
 
 logger = logging.getLogger(__name__)
 NEW_LABEL_PLACEHOLDER = "new label, then Enter"
 SIMILAR_K = 50
+REVIEW_MIN_PX = 330          # the review grid's share of the page: four rows of tiles at least
+PREVIEW_PX, NOTEBOOK_PREVIEW_PX = 256, 176          # the hovered image, beside the map
+NOTEBOOK_GRID_COLUMNS = 8       # review tiles per row in a notebook, whose output is narrower than a window
 # a long label name ends in an ellipsis instead of spilling out of its button
 ONE_LINE_BUTTON = ".bk-btn { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }"
 REPORT_CSS = "table { table-layout: fixed; width: 100%; font-size: 12px; } td:first-child { overflow-wrap: anywhere; }"
@@ -50,36 +54,49 @@ KEYS = KeyTable(
 )
 
 
-class LabelApp(pn.viewable.Viewer):
-    """Label a folder of images in the browser or a notebook."""
+class LabelApp(NotebookAware, pn.viewable.Viewer):
+    """Label a folder of images in the browser or a notebook.
+
+    In a notebook, `app.open_in_tab()` serves the same project in a browser tab of its own.
+    """
 
     status = param.String(default="", doc="the last message shown to the user")
     vary_opacity = param.Boolean(default=False, doc="fade what the model already predicts confidently")
 
     def __init__(self, folder=None, *, workspace=None, backbone=DEFAULT_BACKBONE, size=DEFAULT_SIZE,
-                 backend="webgl", **params):
+                 backend="webgl", actor: str | None = None, **params):
         super().__init__(**params)
         if backend not in BACKENDS:
             raise LabelerError(f"Unknown plot backend {backend!r}. Choose one of: {', '.join(BACKENDS)}.")
         self._backend = backend
+        self._arguments = dict(folder=folder, workspace=workspace, backbone=backbone, size=size, backend=backend,
+                               actor=actor)
         from .opening import Opening
-        self._opening = Opening(folder, workspace=workspace, backbone=backbone, size=size)
+        self._opening = Opening(folder, workspace=workspace, backbone=backbone, size=size, actor=actor)
         self._layout = pn.Column(self._opening.panel, sizing_mode="stretch_both", min_height=700)
         self._message = Message()
-        self._run = guarded(self._show)
-        self._opening.on_ready(self._build)
+        self._run = guarded(self._show, self._in_document)
+        self._opening.on_ready(lambda project: self._in_document_build(project))
 
     # -- layout ----------------------------------------------------------------------------
+    def _in_document_build(self, project) -> None:
+        with self._in_document():
+            self._build(project)
+
     def _build(self, project) -> None:
         self.session = Session(project)
         self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
                            on_hover=lambda item_id: self._run(self._on_hover, item_id))
-        self.grid = ReviewGrid(project.thumbs, on_change=self._update_review_text, colours=self.session.label_colours)
+        self.grid = ReviewGrid(project.thumbs, on_change=lambda: self._run(self._update_review_text),
+                               colours=self.session.label_colours,
+                               columns=NOTEBOOK_GRID_COLUMNS if self.in_notebook else COLUMNS)
         self.clean = CleanView(project)
+        if self.in_notebook:
+            self.clean.use_focus_keys()
         self._widgets()
         self._redraw(reset_view=True)           # before the page gets the plot: it arrives drawn, in one piece
         self._layout[:] = [self._tabs()]
-        self._opening.on_more(self._on_more_rows)
+        self._opening.on_more(lambda *state: self._run(self._on_more_rows, *state))
         if len(self.session.rows) < self.session.n_items:
             self._show(f"Still computing features: the map shows {len(self.session.rows):,} of "
                        f"{self.session.n_items:,} images so far and grows as the rest arrive.", "info")
@@ -116,8 +133,10 @@ class LabelApp(pn.viewable.Viewer):
         self._download_preds = pn.widgets.FileDownload(callback=self._predictions_csv, filename="predictions.csv",
                                                        label="Download predictions CSV", **button)
         self._review_text = pn.pane.HTML("Lasso a group of images to review it here.", sizing_mode="stretch_width")
-        self._preview = pn.pane.HTML("", width=260, height=280)
-        self._shortcuts = Shortcuts.for_table(KEYS)
+        self._preview = pn.pane.HTML("", width=self._preview_px + 4, height=self._preview_px + 24)
+        # after Enter in the new-label field, the keys are the map's again (a label's number, arrows)
+        self._shortcuts = Shortcuts.for_table(KEYS, scope="focus" if self.in_notebook else "page",
+                                              blur_fields=[NEW_LABEL_PLACEHOLDER])
         self._callbacks()
 
     def _callbacks(self) -> None:
@@ -149,7 +168,9 @@ class LabelApp(pn.viewable.Viewer):
             self._download_labels, self._download_preds, help_card, self._shortcuts,
             width=300, scroll=True, sizing_mode="stretch_height",
         )
-        review = pn.Column(self._review_text, self.grid.panel, sizing_mode="stretch_both")
+        # the grid keeps room for several rows of tiles and scrolls within it
+        review = pn.Column(self._review_text, self.grid.panel, sizing_mode="stretch_both", scroll=True,
+                           min_height=REVIEW_MIN_PX)
         main = pn.Column(self._message, pn.Row(self.map.panel, self._preview, sizing_mode="stretch_both",
                                                min_height=420),
                          review, sizing_mode="stretch_both")
@@ -389,8 +410,9 @@ class LabelApp(pn.viewable.Viewer):
 
     # -- events from the map and the opening -----------------------------------------------
     def _on_hover(self, item_id: int) -> None:
-        uri = to_data_uri(self.session.project.thumbs.preview_jpeg(item_id, 256))
-        self._preview.object = (f'<img src="{uri}" style="max-width:256px;max-height:256px"><br>'
+        px = self._preview_px
+        uri = to_data_uri(self.session.project.thumbs.preview_jpeg(item_id, px))
+        self._preview.object = (f'<img src="{uri}" style="max-width:{px}px;max-height:{px}px"><br>'
                                 f'<small>{esc(self.session.item_path(item_id))}</small>')
 
     def _on_more_rows(self, rows: int, total: int, finished: bool, error: str | None) -> None:
@@ -420,6 +442,28 @@ class LabelApp(pn.viewable.Viewer):
     def labels(self):
         """The human and accepted labels as a pandas DataFrame."""
         return self._opening.project.labels
+
+    @property
+    def _preview_px(self) -> int:
+        """The hover preview's edge: smaller in a notebook, where the output is narrower than a window."""
+        return NOTEBOOK_PREVIEW_PX if self.in_notebook else PREVIEW_PX
+
+    def _for_notebook(self) -> None:
+        self._layout.param.update(sizing_mode="stretch_width", height=NOTEBOOK_HEIGHT, min_height=None)
+        if hasattr(self, "session"):       # built already (a cached project opens at once): resize the parts
+            self._shortcuts.scope = "focus"
+            self.clean.use_focus_keys()
+            self.grid.set_columns(NOTEBOOK_GRID_COLUMNS)
+            self._preview.param.update(width=self._preview_px + 4, height=self._preview_px + 24)
+
+    def open_in_tab(self, port: int | None = None) -> str:
+        """Serve this project in a browser tab of its own (this machine only); returns its address.
+
+        Each tab gets its own app on the same label store, so labels made there show here after a
+        change (and the other way round). The server runs until the kernel stops.
+        """
+        from .serve import serve_in_background
+        return serve_in_background(port=port, **self._arguments)
 
     def __panel__(self):
         return self._layout

@@ -25,7 +25,8 @@ from labeler.clean_session import COLUMNS, PAGE_SIZE, CleanSession
 from labeler.cleaning import QUEUE_TITLES, QUEUES
 from labeler.jobs import Job
 
-from ._panel import Message, esc, export_to_buffer, guarded, poll_job, with_document_lock
+from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buffer, guarded, poll_job,
+                     with_document_lock)
 from .composite import to_data_uri
 from .keys import DIGITS, Binding, KeyTable, Shortcuts
 
@@ -153,7 +154,7 @@ class CleanGrid(JSComponent):
     """]
 
 
-class CleanView(pn.viewable.Viewer):
+class CleanView(NotebookAware, pn.viewable.Viewer):
     """Review the cleaning queues of a project and decide on each item, in the browser or a notebook.
 
     Args:
@@ -179,7 +180,7 @@ class CleanView(pn.viewable.Viewer):
         self.thumbs = thumbs if thumbs is not None else project.thumbs
         self._builder = builder
         self._message = Message()
-        self._run = guarded(self._show)
+        self._run = guarded(self._show, self._in_document)
         self._job: Job | None = None
         self.session = CleanSession(project, queues)
         self._computed = queues is not None
@@ -249,6 +250,14 @@ class CleanView(pn.viewable.Viewer):
             self._empty, self._grid, self._model_path, sizing_mode="stretch_both", scroll=True)
         return pn.Row(main, side, sizing_mode="stretch_both", min_height=700)
 
+    def use_focus_keys(self) -> None:
+        """Take keys only while the view has the focus (in a notebook, where the page is Jupyter's)."""
+        self._shortcuts.scope = "focus"
+
+    def _for_notebook(self) -> None:
+        self._layout.param.update(sizing_mode="stretch_width", height=NOTEBOOK_HEIGHT, min_height=None)
+        self.use_focus_keys()
+
     def __panel__(self):
         return self._layout
 
@@ -259,7 +268,12 @@ class CleanView(pn.viewable.Viewer):
 
     # -- drawing ---------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Redraw from the session and the store (after changes made elsewhere, e.g. in the Label tab)."""
+        """Redraw from the session and the store (after changes made elsewhere, e.g. in the Label tab or a
+        notebook cell)."""
+        with self._in_document():
+            self._redraw()
+
+    def _redraw(self) -> None:
         s = self.session
         table = s.table()
         position = s.position(table)
@@ -350,6 +364,9 @@ class CleanView(pn.viewable.Viewer):
     # -- actions ---------------------------------------------------------------------------------
     @param.depends("queue", watch=True)
     def _on_queue(self) -> None:
+        self._run(self._switch_queue)
+
+    def _switch_queue(self) -> None:
         self.session.switch(self.queue)
         self._queue_select.value = self.queue
         self._show("")
@@ -358,17 +375,17 @@ class CleanView(pn.viewable.Viewer):
     @param.depends("hide_decided", watch=True)
     def _on_hide(self) -> None:
         self.session.hide_decided = self.hide_decided
-        self.refresh()
+        self._run(self.refresh)
 
     def _act(self, action, *args) -> None:
         self._run(action, *args)
-        self.refresh()
+        self._run(self.refresh)
 
     def _decide(self, action, *args) -> None:
         said = self._run(action, *args)
         if said is not None:
             self._show(said, "success")
-        self.refresh()
+        self._run(self.refresh)
 
     def _on_click(self, event) -> None:
         table = self.session.table()
@@ -427,7 +444,8 @@ class CleanView(pn.viewable.Viewer):
             self._finish(self._job.run())
             return
         self._job.start()
-        poll_job(self._job, on_progress=self._on_progress, on_done=self._finish, period_ms=300)
+        poll_job(self._job, on_progress=lambda job: self._run(self._on_progress, job),
+                 on_done=lambda job: self._run(self._finish, job), period_ms=300)
 
     def _on_progress(self, job: Job) -> None:
         if job.total:

@@ -59,16 +59,27 @@ class KeyTable:
 
 
 class Shortcuts(JSComponent):
-    """Listens for keys anywhere on the page (not while typing in a field) and sets `event`.
+    """Forwards the keys of a view's table from the page to Python (never while typing in a field).
 
     Only while it is displayed: an app with several tabs gives each tab its own Shortcuts, and
-    the keys go to the tab in view.
+    the keys go to the tab in view. `scope` says when keys are the app's:
+
+    - "page" (a served app: the page is the app): every key pressed on the page.
+    - "focus" (a notebook, where the page is Jupyter's): only after a click (or Tab) into the app,
+      until a click elsewhere. Those keys never reach Jupyter: they are taken in the capture phase,
+      before Jupyter's own shortcuts see them (arrows would otherwise also move the active cell), and
+      the app's root is marked `data-lm-suppress-shortcuts`, so Lumino leaves typing in the app's
+      fields alone. Shift+Enter and other keys with Ctrl, Alt or Cmd still run cells.
     """
 
     pressed = param.List(default=[], doc="the latest shortcuts pressed, as [counter, key] pairs (the last 50): "
                                          "the page may send several presses at once, and none is lost")
     keys = param.List(default=[], item_type=str, doc="the keys forwarded (e.key names, 'ctrl+z', 'ctrl+shift+z')")
     focus_keys = param.Dict(default={}, doc="key -> placeholder of a text field that the key focuses (not forwarded)")
+    blur_fields = param.List(default=[], item_type=str, doc="placeholders of text fields that give the keys back "
+                                                               "after Enter or Escape (as the fields keys focus do)")
+    scope = param.Selector(default="page", objects=["page", "focus"],
+                           doc="page: keys anywhere on the page; focus: only while the app has the focus (notebooks)")
 
     _esm = """
     function findField(root, placeholder) {
@@ -82,6 +93,18 @@ class Shortcuts(JSComponent):
       return null;
     }
 
+    // the app's root: the outermost element this component sits in, across shadow roots
+    function appRoot(el) {
+      let node = el;
+      while (node.getRootNode() !== document && node.getRootNode().host) { node = node.getRootNode().host; }
+      return node;
+    }
+
+    function keyName(e) {
+      if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'z') { return e.shiftKey ? 'ctrl+shift+z' : 'ctrl+z'; }
+      return (e.ctrlKey || e.metaKey || e.altKey) ? null : e.key;
+    }
+
     export function render({ model }) {
       let recent = model.pressed.slice(-50);
       let count = Math.max(0, ...recent.map((pair) => pair[0]));   // a view shown again counts on
@@ -90,43 +113,69 @@ class Shortcuts(JSComponent):
       // a hidden tab's shortcuts stay quiet (Bokeh hides inactive tabs with visibility: hidden)
       const shown = () => el.isConnected && getComputedStyle(el).visibility === 'visible' &&
                           (!el.checkVisibility || el.checkVisibility());
-      const handler = (e) => {
-        if (!shown()) { return; }
-        const path = e.composedPath ? e.composedPath() : [e.target];
-        if (path.some((node) => node && (node.tagName === 'INPUT' || node.tagName === 'TEXTAREA' || node.isContentEditable))) {
-          return;
-        }
-        let key = e.key;
-        if ((e.ctrlKey || e.metaKey) && key.toLowerCase() === 'z') {
-          key = e.shiftKey ? 'ctrl+shift+z' : 'ctrl+z';
-        } else if (e.ctrlKey || e.metaKey || e.altKey) {
-          return;
-        }
-        const placeholder = model.focus_keys[key];
-        if (placeholder !== undefined) {
-          const field = findField(document, placeholder);
-          if (field) { e.preventDefault(); field.focus(); }
-          return;
-        }
-        if (!model.keys.includes(key)) { return; }
-        e.preventDefault();
+      const focusScope = model.scope === 'focus';
+      let active = !focusScope;
+      const inField = (path) => path.some((node) => node && (node.tagName === 'INPUT' || node.tagName === 'TEXTAREA' ||
+                                                             node.isContentEditable));
+      const send = (key) => {
         count += 1;
         recent = [...recent.slice(-49), [count, key]];
         model.pressed = recent;
       };
+      const handler = (e) => {
+        if (!active || !shown()) { return; }
+        const path = e.composedPath ? e.composedPath() : [e.target];
+        if (inField(path)) { return; }
+        const key = keyName(e);
+        const placeholder = key === null ? undefined : model.focus_keys[key];
+        if (placeholder !== undefined) {
+          const field = findField(appRoot(el), placeholder) || findField(document, placeholder);
+          if (field) { e.preventDefault(); e.stopImmediatePropagation(); field.focus(); }
+          return;
+        }
+        const ours = key !== null && model.keys.includes(key);
+        if (ours) { send(key); }
+        // in a notebook, every plain key goes to the app while it has the focus (Jupyter would act on it
+        // too: arrows move the active cell, letters insert cells), but Shift+Enter still runs a cell
+        const plain = key !== null && !(e.key === 'Enter' && e.shiftKey);
+        if (ours || (focusScope && plain)) {
+          e.preventDefault();
+          if (focusScope) { e.stopImmediatePropagation(); }
+        }
+      };
       // Enter (after the field has sent its value) or Escape in a field a key focused: back to the shortcuts
       const leave = (e) => {
         if (e.key !== 'Enter' && e.key !== 'Escape') { return; }
-        const fields = Object.values(model.focus_keys);
+        const fields = [...Object.values(model.focus_keys), ...model.blur_fields];
         const path = e.composedPath ? e.composedPath() : [e.target];
         const field = path.find((node) => node && node.tagName === 'INPUT' && fields.includes(node.placeholder));
         if (field) { field.blur(); }
       };
-      document.addEventListener('keydown', handler);
+      // a click into the app gives it the keys, a click elsewhere gives them back; focus moving into the
+      // app (Tab) gives it the keys too, but focus moving out does not take them: Jupyter moves the focus
+      // to its notebook right after a click into an output
+      const inside = (e) => (e.composedPath ? e.composedPath() : [e.target]).includes(appRoot(el));
+      const mark = () => {
+        const root = appRoot(el);
+        if (active) { root.dataset.labelerActive = 'true'; } else { delete root.dataset.labelerActive; }
+      };
+      const track = (e) => { active = inside(e); mark(); };
+      const enter = (e) => { if (inside(e)) { active = true; mark(); } };
+      // capture on window: before Jupyter's document-level handlers see the key
+      const target = focusScope ? window : document;
+      target.addEventListener('keydown', handler, focusScope);
       document.addEventListener('keyup', leave);
+      if (focusScope) {
+        window.addEventListener('pointerdown', track, true);
+        window.addEventListener('focusin', enter, true);
+        // Lumino (JupyterLab, Notebook 7) skips shortcuts for keys pressed inside this element
+        requestAnimationFrame(() => appRoot(el).setAttribute('data-lm-suppress-shortcuts', 'true'));
+      }
       model.on('remove', () => {
-        document.removeEventListener('keydown', handler);
+        target.removeEventListener('keydown', handler, focusScope);
         document.removeEventListener('keyup', leave);
+        window.removeEventListener('pointerdown', track, true);
+        window.removeEventListener('focusin', enter, true);
       });
       return el;
     }

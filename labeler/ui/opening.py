@@ -26,10 +26,11 @@ GROWTH_TO_REDRAW = 0.1   # share of the images that must arrive before an open m
 class Opening:
     """The state of opening one project; `on_ready(callback)` calls back with the project."""
 
-    def __init__(self, folder, *, workspace=None, backbone=DEFAULT_BACKBONE, size=DEFAULT_SIZE):
+    def __init__(self, folder, *, workspace=None, backbone=DEFAULT_BACKBONE, size=DEFAULT_SIZE, actor=None):
         from engine.demo import demo_folder
         from labeler.project import Project
-        self.project = Project(folder if folder else demo_folder(), workspace, backbone=backbone, size=size)
+        self.project = Project(folder if folder else demo_folder(), workspace, backbone=backbone, size=size,
+                               actor=actor)
         self.progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", name="opening-progress")
         self.text = pn.pane.HTML(f"Opening {esc(self.project.folder)}…")
         self.panel = pn.Column(self.text, self.progress, sizing_mode="stretch_width", max_width=700)

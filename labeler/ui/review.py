@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import panel as pn
-from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, ImageURL, Range1d, TapTool
+from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, ImageURL, Range1d
 from bokeh.plotting import figure
 
 from labeler.thumbs import encode_jpeg
@@ -30,8 +30,12 @@ class ReviewGrid:
         self.review = None                  # the session's Review: dropping edits it directly
         self.ids: list[int] = []
         self.hovered: int | None = None     # the image under the mouse
-        self._hover_id = Div(text="", visible=False, name="review-hover-id")
-        self._hover_id.on_change("text", self._on_hover)
+        # what the pointer does over the grid, as text from the page: "hover:<id>" ("hover:" off the grid)
+        # or "tap:<id>:<count>" (a count, so a second click on the same image is news). One hidden Div
+        # carries both: in a notebook (JupyterLab 4.6) Panel passed neither a TapTool's selection nor a
+        # second Div's text to Python, while this Div's did arrive
+        self._pointer = Div(text="", visible=False, name="review-pointer")
+        self._pointer.on_change("text", self._on_pointer)
         self._cells = ColumnDataSource(dict(x=[], y=[], id=[], veil=[], cross=[], score=[], tag=[]))
         self._image = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
         self.figure = self._make_figure()
@@ -51,12 +55,17 @@ class ReviewGrid:
         fig.text("x", "y", text="score", source=self._cells, x_offset=-self.tile_px / 2 + 3, y_offset=self.tile_px / 2 - 3,
                  text_font_size="10px", text_color="#ffffff", background_fill_color="tag",
                  background_fill_alpha=0.8)
-        fig.add_tools(TapTool(renderers=[cells]))
+        fig.js_on_event("tap", CustomJS(args=dict(div=self._pointer, source=self._cells, fig=fig), code="""
+            const columns = Math.round(fig.x_range.end), rows = Math.round(fig.y_range.end);
+            const index = (rows - 1 - Math.floor(cb_obj.y)) * columns + Math.floor(cb_obj.x);
+            if (cb_obj.x >= 0 && cb_obj.x < columns && cb_obj.y >= 0 && index < source.data.id.length) {
+              div.taps = (div.taps || 0) + 1;
+              div.text = `tap:${source.data.id[index]}:${div.taps}`;
+            }"""))
         fig.add_tools(HoverTool(renderers=[cells], tooltips=None, callback=CustomJS(
-            args=dict(div=self._hover_id, source=self._cells),
-            code="const i = cb_data.index.indices; div.text = i.length ? String(source.data.id[i[0]]) : '';")))
-        fig.js_on_event("mouseleave", CustomJS(args=dict(div=self._hover_id), code="div.text = '';"))
-        self._cells.selected.on_change("indices", self._on_tap)
+            args=dict(div=self._pointer, source=self._cells),
+            code="const i = cb_data.index.indices; div.text = 'hover:' + (i.length ? source.data.id[i[0]] : '');")))
+        fig.js_on_event("mouseleave", CustomJS(args=dict(div=self._pointer), code="div.text = 'hover:';"))
         return fig
 
     def show(self, review) -> None:
@@ -78,8 +87,22 @@ class ReviewGrid:
         self._image.data = self._composite(rows) if self.ids else dict(url=[], x=[], y=[], w=[], h=[])
         self.panel.visible = bool(self.ids)
 
-    def _on_hover(self, attr, old, new) -> None:
-        self.hovered = int(new) if new.isdigit() and int(new) in self.ids else None
+    def set_columns(self, columns: int) -> None:
+        """Tiles per row (a narrower place shows fewer); the review shown is laid out again."""
+        self.columns = columns
+        self.figure.width = columns * self.tile_px
+        self.figure.x_range.end = columns
+        if self.review is not None:
+            self.show(self.review)
+
+    def _on_pointer(self, attr, old, new) -> None:
+        kind, _, rest = new.partition(":")
+        item = rest.split(":")[0]
+        known = item.isdigit() and int(item) in self.ids
+        if kind == "hover":
+            self.hovered = int(item) if known else None
+        elif kind == "tap" and known:
+            self.toggle(int(item))
 
     @property
     def dropped(self) -> set[int]:
@@ -90,12 +113,6 @@ class ReviewGrid:
         self._cells.data.update(veil=self._veil(), cross=self._cross())
         self.on_change()
 
-    def _on_tap(self, attr, old, new) -> None:
-        if not new:
-            return
-        for index in new:
-            self.toggle(self.ids[index])
-        self._cells.selected.indices = []
 
     def _veil(self) -> list[float]:
         return [0.65 if i in self.dropped else 0.0 for i in self.ids]

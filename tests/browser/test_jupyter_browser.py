@@ -1,0 +1,180 @@
+"""The example notebooks in a real JupyterLab and Notebook 7, driven in Chromium: not only nbclient.
+
+Each test starts the Jupyter server on 127.0.0.1, opens an example notebook, runs all cells from
+the Run menu as a person would, and uses the widget: a lasso fills a review grid of full-size tiles,
+a click drops a tile, a label's key labels the tile under the mouse, arrows flip layers and views
+without moving Jupyter's active cell. Every request to anything but this machine is aborted and
+counted; the count must stay 0 (Panel's JavaScript and stylesheets must all be local).
+"""
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labeler.testing import canvases, hover_review_cell, lasso, start_jupyter, stop_server, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PATHS = {"lab": "lab/tree", "notebook": "notebooks"}
+SHOTS = os.environ.get("LABELER_SCREENSHOTS")
+
+
+@pytest.fixture(params=["lab", "notebook"])
+def jupyter(request, small_digits, tmp_path):
+    """(kind, server URL, token, notebook folder): a Jupyter server of this kind on a copy of the examples."""
+    root, folder = tmp_path / "notebooks", tmp_path / "digits"
+    root.mkdir()
+    shutil.copytree(small_digits, folder, ignore=shutil.ignore_patterns(".labeler"))
+    for notebook in EXAMPLES.glob("*.ipynb"):
+        shutil.copy(notebook, root)
+    env = {"LABELER_EXAMPLE_FOLDER": str(folder), "LABELER_CACHE": str(tmp_path / "cache")}
+    proc, url, token = start_jupyter(request.param, root, tmp_path / "jupyter", env)
+    yield request.param, url, token, root
+    stop_server(proc)
+
+
+@pytest.fixture
+def local_page(browser):
+    """A page whose requests may only go to this machine; the others are aborted and listed in `page.outside`."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    outside, errors = [], []
+
+    def route(route):
+        url = route.request.url
+        host = url.split("/")[2].split(":")[0] if "://" in url else ""
+        if url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
+            return route.continue_()
+        outside.append(url)
+        return route.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
+    # Jupyter's own scripts may fail on their own (Notebook 7.6 logs a settings-schema TypeError from its
+    # core bundle at start-up here); the app's errors come from Bokeh, Panel or this project
+    page.app_errors = lambda: [error for error in errors if "/static/notebook/" not in error
+                               and "/static/lab/" not in error]
+    page.outside, page.errors = outside, errors
+    yield page
+    context.close()
+
+
+def _run_all(page, kind, url, token, name) -> None:
+    page.goto(f"{url}{PATHS[kind]}/{name}?token={token}")
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(timeout=120_000)
+    first = page.locator(".jp-CodeCell .jp-InputArea-prompt").first
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        raise AssertionError(f"Jupyter shows a dialog: {dialog.first.inner_text()!r}")
+    for _ in range(5):      # Run All does nothing until the kernel's session is fully connected: try again
+        if dialog.count():
+            raise AssertionError(f"Jupyter shows a dialog: {dialog.first.inner_text()!r}")
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.get_by_role("menuitem", name=re.compile("Run All Cells")).first.click()
+        try:
+            wait_until(lambda: first.inner_text().strip() not in ("", "[ ]:"), timeout=15)
+            return
+        except TimeoutError:
+            page.keyboard.press("Escape")
+    raise AssertionError("Run All Cells never started the notebook")
+
+
+def _wait_until_run(page) -> None:
+    """Every code cell has run: the last prompt has its number and none is waiting ([*]) or unrun ([ ]);
+    a prompt scrolled far out of view is empty (JupyterLab draws only the cells near the view)."""
+    prompts = page.locator(".jp-CodeCell .jp-InputArea-prompt")
+
+    def finished() -> bool:
+        texts = [text.strip() for text in prompts.all_inner_texts()]
+        return bool(texts) and re.fullmatch(r"\[\d+\]:", texts[-1]) and not {"[*]:", "[ ]:"} & set(texts)
+    wait_until(finished, timeout=300)
+
+
+def _grid(page) -> dict:
+    """The review grid's canvas: the first one well below the map's."""
+    boxes = canvases(page)
+    return [box for box in boxes if box["y"] > boxes[0]["y"] + 100][0]
+
+
+def _active_cell(page) -> int:
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'))
+                                       .findIndex((cell) => cell.classList.contains('jp-mod-active'))""")
+
+
+def _shot(page, name: str) -> None:
+    if SHOTS:
+        page.screenshot(path=os.path.join(SHOTS, name))
+
+
+def test_the_label_app_in_jupyter(jupyter, local_page):
+    kind, url, token, _ = jupyter
+    page = local_page
+    _run_all(page, kind, url, token, "label_in_jupyter.ipynb")
+    layer = page.get_by_text(re.compile(r"^Layer: ")).first
+    layer.wait_for(timeout=240_000)
+    _wait_until_run(page)
+    page.locator("canvas").first.scroll_into_view_if_needed()
+
+    # a lasso fills a review grid with several rows of full-size tiles (72 px), below the map, in view
+    lasso(page, 0.3, 0.7, 0.3, 0.7)
+    page.get_by_text(re.compile(r"\d+ selected")).first.wait_for(timeout=30_000)
+    wait_until(lambda: _grid(page)["height"] >= 3 * 72)
+    grid, viewport = _grid(page), page.viewport_size["height"]
+    assert grid["y"] + 3 * 72 <= viewport, (grid, viewport)
+    _shot(page, f"jupyter_{kind}_lasso.png")
+
+    # a click drops a tile; typing a label labels the rest
+    page.mouse.click(grid["x"] + 36, grid["y"] + 36)
+    page.get_by_text("1 dropped").first.wait_for(timeout=20_000)
+    field = page.get_by_placeholder("new label, then Enter")
+    field.fill("round")
+    field.press("Enter")
+    page.get_by_text(re.compile(r"Labeled \d+ images “round”")).first.wait_for(timeout=30_000)
+    # the dropped one stays selected: its label's key over it labels it alone
+    hover_review_cell(page, _grid(page))
+    page.keyboard.press("1")
+    page.get_by_text("Lasso a group of images to review it here.").first.wait_for(timeout=20_000)
+
+    # arrows flip layers and views, and Jupyter's active cell stays where it is
+    page.get_by_text(re.compile(r"^View: ")).first.click()
+    cell, before = _active_cell(page), layer.inner_text()
+    page.keyboard.press("ArrowRight")
+    wait_until(lambda: layer.inner_text() != before, timeout=30)
+    view = page.get_by_text(re.compile(r"^View: ")).first
+    before_view = view.inner_text()
+    page.keyboard.press("ArrowDown")
+    wait_until(lambda: view.inner_text() != before_view, timeout=60)
+    assert _active_cell(page) == cell
+    _shot(page, f"jupyter_{kind}_layer_by_key.png")
+
+    # a click outside the app gives the keys back to Jupyter: ArrowUp moves its active cell, not the view
+    page.locator(".jp-CodeCell .jp-InputPrompt").last.click()
+    cell, shown = _active_cell(page), view.inner_text()
+    page.keyboard.press("ArrowUp")
+    wait_until(lambda: _active_cell(page) == cell - 1)
+    assert view.inner_text() == shown
+    assert page.outside == [], page.outside
+    assert not page.app_errors(), page.errors
+
+
+def test_the_clean_view_in_jupyter(jupyter, local_page):
+    kind, url, token, root = jupyter
+    page = local_page
+    _run_all(page, kind, url, token, "clean_in_jupyter.ipynb")
+    cards = page.locator(".clean-card")
+    cards.first.wait_for(timeout=300_000)
+    _wait_until_run(page)
+    cards.first.scroll_into_view_if_needed()
+    cards.nth(2).click()
+    wait_until(lambda: "focused" in (cards.nth(2).get_attribute("class") or ""))
+    cell = _active_cell(page)
+    page.keyboard.press("ArrowRight")
+    wait_until(lambda: "focused" in (cards.nth(3).get_attribute("class") or ""))
+    page.keyboard.press("k")
+    cards.nth(3).locator(".badge", has_text="kept").wait_for(timeout=20_000)
+    assert _active_cell(page) == cell
+    _shot(page, f"jupyter_{kind}_clean.png")
+    assert page.outside == [], page.outside
+    assert not page.app_errors(), page.errors
