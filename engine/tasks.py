@@ -67,6 +67,7 @@ class Task:
     name: ClassVar[str] = ""
     architecture: ClassVar[str] = "classifier"  # its model: a builder of `engine.models.ARCHITECTURES`
     can_unflip: bool = True  # whether flip test-time augmentation applies (`unflip` maps a mirrored output back)
+    per_label_scores: ClassVar[bool] = True  # one probability per label and image (storable as predictions)
     unscored: ClassVar[str] = "no loss"  # why an item's loss is NaN (top losses)
 
     @classmethod
@@ -300,6 +301,7 @@ class SegmentTask(Task):
     """Per-pixel cross-entropy; void pixels count neither in the loss nor in the metrics."""
 
     name, architecture, unscored = "segment", "unet", "only void pixels"
+    per_label_scores = False
 
     def __init__(self, void_code: int | None = None, n_classes: int | None = None):
         self.void_code, self.n_classes = void_code, n_classes
@@ -374,6 +376,7 @@ class RegressTask(Task):
     """Points as (x, y) pairs in [-1, 1], metrics and predictions in pixels; other numbers pass through."""
 
     name, architecture = "regress", "regressor"
+    per_label_scores = False
     LOSSES: ClassVar[dict] = {"mse": F.mse_loss, "l1": F.l1_loss}
 
     def __init__(self, size: int = 224, loss: str = "mse", points: int = 0):

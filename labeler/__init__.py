@@ -17,6 +17,7 @@ _EXPORTS = {
     "io": ["ExportReport", "ImportReport", "export_cleaned", "export_folders", "export_hf", "export_hf_metadata",
            "export_labels_csv", "export_predictions_csv", "import_folders", "import_labels_csv"],
     "ui.clean_view": ["CleanView"],
+    "ui.notebook": ["notebook_extension"],
     "cleaning": ["QUEUES", "QUEUE_TITLES", "build_queues"],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

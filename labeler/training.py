@@ -129,7 +129,7 @@ def run_train(args) -> int:
     if (baseline := learner.baseline()) is not None:
         summary["baseline"] = _rounded(baseline)
     learner.export(args.out)
-    if from_store and learner.task.architecture == "classifier":
+    if from_store and learner.task.per_label_scores:
         summary["stored"] = store_predictions(Predictor.from_learner(learner), folder, args.workspace, args.out)
     print(json.dumps(summary) if args.json else _text_summary(summary))
     return 0
@@ -293,7 +293,7 @@ def store_predictions(predictor, folder: Path, workspace, model_file, done=None)
 
 def _check_classifier(predictor, model_file) -> None:
     task = predictor.task
-    if task.architecture != "classifier":
+    if not task.per_label_scores:
         raise InputError(f"{model_file} is a {task.name} model; only classifiers (classify, multilabel) give class "
                          f"probabilities to store. Run `labeler predict` without --store to list its predictions.")
 

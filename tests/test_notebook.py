@@ -68,7 +68,7 @@ def test_notebook_runs(digits, tmp_path, monkeypatch):
     folder_out = [out for out in _cell(nb, "folder").outputs if out.output_type == "execute_result"]
     assert folder_out and str(digits) in folder_out[0].data["text/plain"]
 
-    # pn.extension loaded Bokeh/Panel's JavaScript inline
+    # notebook_extension loaded Bokeh/Panel's JavaScript inline (under nbclient no Jupyter server serves it)
     setup_mimes = {mime for out in _cell(nb, "setup").outputs for mime in out.get("data", {})}
     assert "application/vnd.holoviews_load.v0+json" in setup_mimes, setup_mimes
 

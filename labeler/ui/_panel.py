@@ -218,3 +218,41 @@ def export_to_buffer(export, project, show: Callable[[str, str], None] | None = 
         if show is not None and empty and rows == 0:
             show(empty, "warning")
         return io.BytesIO(out.read_bytes())
+
+
+def serve_pages(make_page: Callable, *, port: int | None = None, address: str = "127.0.0.1", show: bool = False,
+                threaded: bool = False) -> str:
+    """Serve `make_page()` (one per browser tab) at http://address:port/ and return that address; with
+    `threaded`, from a thread of this process (a notebook's kernel) at once, otherwise until stopped."""
+    port = port or _free_port(address)
+    url = f"http://{address}:{port}/"
+
+    def page():
+        try:
+            return make_page()
+        except USER_ERRORS as error:          # e.g. a folder that is not there: say so on the page
+            return Message(text=str(error), kind="danger")
+
+    pn.serve({"/": page}, port=port, address=address, show=show, title="labeler", threaded=threaded,
+             websocket_origin=[f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"])
+    if threaded:                              # the address is returned once it answers
+        _wait_for_port(address, port)
+    return url
+
+
+def _wait_for_port(address: str, port: int, timeout: float = 30.0) -> None:
+    import socket
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the server on {address}:{port} did not start in {timeout:.0f} s")
+
+
+def _free_port(address: str) -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]

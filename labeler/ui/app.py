@@ -23,7 +23,7 @@ from labeler.errors import LabelerError
 from labeler.session import Session
 
 from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buffer, guarded, html_table, locked,
-                     with_document_lock)
+                     serve_pages, with_document_lock)
 from .clean_view import CleanView
 from .composite import to_data_uri
 from .keys import DIGITS, Binding, KeyTable, Shortcuts
@@ -462,8 +462,8 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         Each tab gets its own app on the same label store, so labels made there show here after a
         change (and the other way round). The server runs until the kernel stops.
         """
-        from .serve import serve_in_background
-        return serve_in_background(port=port, **self._arguments)
+        arguments = self._arguments
+        return serve_pages(lambda: LabelApp(**arguments), port=port, threaded=True)
 
     def __panel__(self):
         return self._layout

@@ -3,8 +3,9 @@
 Each test starts the Jupyter server on 127.0.0.1, opens an example notebook, runs all cells from
 the Run menu as a person would, and uses the widget: a lasso fills a review grid of full-size tiles,
 a click drops a tile, a label's key labels the tile under the mouse, arrows flip layers and views
-without moving Jupyter's active cell. Every request to anything but this machine is aborted and
-counted; the count must stay 0 (Panel's JavaScript and stylesheets must all be local).
+without moving Jupyter's active cell. Every request to anything but this machine is counted; the
+count must stay 0 (Panel's JavaScript and stylesheets must all be local). Saved, the label notebook
+must stay under 2 MB (Panel's JavaScript comes from the Jupyter server, not into an output).
 """
 import os
 import re
@@ -37,19 +38,17 @@ def jupyter(request, small_digits, tmp_path):
 
 @pytest.fixture
 def local_page(browser):
-    """A page whose requests may only go to this machine; the others are aborted and listed in `page.outside`."""
+    """A page that lists in `page.outside` every request it makes to anything but this machine."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     outside, errors = [], []
 
-    def route(route):
-        url = route.request.url
+    def leaves_the_machine(url: str) -> bool:
         host = url.split("/")[2].split(":")[0] if "://" in url else ""
-        if url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
-            return route.continue_()
-        outside.append(url)
-        return route.abort()
+        return not url.startswith(("data:", "blob:")) and host not in ("127.0.0.1", "localhost")
 
-    context.route("**/*", route)
+    # every request is seen and those that leave the machine are listed (this machine has no internet, so
+    # they also fail). Not routed: with any `context.route` set, JupyterLab's notebook save never completes
+    context.on("request", lambda request: outside.append(request.url) if leaves_the_machine(request.url) else None)
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack}"))
     # Jupyter's own scripts may fail on their own (Notebook 7.6 logs a settings-schema TypeError from its
@@ -65,12 +64,8 @@ def _run_all(page, kind, url, token, name) -> None:
     page.goto(f"{url}{PATHS[kind]}/{name}?token={token}")
     page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(timeout=120_000)
     first = page.locator(".jp-CodeCell .jp-InputArea-prompt").first
-    dialog = page.locator(".jp-Dialog")
-    if dialog.count():
-        raise AssertionError(f"Jupyter shows a dialog: {dialog.first.inner_text()!r}")
     for _ in range(5):      # Run All does nothing until the kernel's session is fully connected: try again
-        if dialog.count():
-            raise AssertionError(f"Jupyter shows a dialog: {dialog.first.inner_text()!r}")
+        _answer_dialogs(page)
         page.locator(".lm-MenuBar-item", has_text="Run").first.click()
         page.get_by_role("menuitem", name=re.compile("Run All Cells")).first.click()
         try:
@@ -79,6 +74,19 @@ def _run_all(page, kind, url, token, name) -> None:
         except TimeoutError:
             page.keyboard.press("Escape")
     raise AssertionError("Run All Cells never started the notebook")
+
+
+def _answer_dialogs(page) -> None:
+    """Pick the notebook's own kernel when JupyterLab asks (it sometimes does when its kernel list arrives
+    after the notebook opens), as a person would; any other dialog fails the test."""
+    dialog = page.locator(".jp-Dialog")
+    if not dialog.count():
+        return
+    text = dialog.first.inner_text()
+    if not text.startswith("Select Kernel") or "Python 3 (ipykernel)" not in text:
+        raise AssertionError(f"Jupyter shows a dialog: {text!r}")
+    dialog.first.locator(".jp-Dialog-button.jp-mod-accept").click()
+    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(timeout=120_000)
 
 
 def _wait_until_run(page) -> None:
@@ -109,7 +117,7 @@ def _shot(page, name: str) -> None:
 
 
 def test_the_label_app_in_jupyter(jupyter, local_page):
-    kind, url, token, _ = jupyter
+    kind, url, token, root = jupyter
     page = local_page
     _run_all(page, kind, url, token, "label_in_jupyter.ipynb")
     layer = page.get_by_text(re.compile(r"^Layer: ")).first
@@ -158,6 +166,15 @@ def test_the_label_app_in_jupyter(jupyter, local_page):
     assert page.outside == [], page.outside
     assert not page.app_errors(), page.errors
 
+    # saved, the notebook stays small: Panel's JavaScript came from the Jupyter server, not into an output
+    saved = root / "label_in_jupyter.ipynb"
+    page.locator(".lm-MenuBar-item", has_text="File").first.click()
+    page.get_by_role("menuitem", name=re.compile(r"^Save( Notebook)?( and Checkpoint)?\b")).first.click()
+    wait_until(lambda: re.search(r'"execution_count": \d', saved.read_text()), timeout=180)
+    text = saved.read_text()
+    assert "panel-preview/static/js/bokeh.min.js" in text
+    assert len(text.encode()) < 2_000_000, f"the saved notebook is {len(text.encode()):,} bytes"
+
 
 def test_the_clean_view_in_jupyter(jupyter, local_page):
     kind, url, token, root = jupyter
@@ -166,12 +183,16 @@ def test_the_clean_view_in_jupyter(jupyter, local_page):
     cards = page.locator(".clean-card")
     cards.first.wait_for(timeout=300_000)
     _wait_until_run(page)
-    cards.first.scroll_into_view_if_needed()
+    page.locator(".clean-cards").first.scroll_into_view_if_needed()
+
+    def in_focus(index: int) -> bool:
+        return "focused" in (cards.nth(index).get_attribute("class") or "")
+
     cards.nth(2).click()
-    wait_until(lambda: "focused" in (cards.nth(2).get_attribute("class") or ""))
+    wait_until(lambda: in_focus(2))
     cell = _active_cell(page)
-    page.keyboard.press("ArrowRight")
-    wait_until(lambda: "focused" in (cards.nth(3).get_attribute("class") or ""))
+    page.keyboard.press("ArrowRight")        # the kernel moves the focus and redraws
+    wait_until(lambda: in_focus(3), timeout=30)
     page.keyboard.press("k")
     cards.nth(3).locator(".badge", has_text="kept").wait_for(timeout=20_000)
     assert _active_cell(page) == cell

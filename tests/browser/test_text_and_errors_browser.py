@@ -195,3 +195,33 @@ def test_buttons_pressed_at_the_wrong_time_say_why_and_the_app_keeps_working(ser
     _message(page, r"Accepted \d+ predictions above 0\.90")
     assert len(canvases(page)) >= 1
     assert not seen["dialogs"] and not seen["errors"], seen
+
+
+_IN_A_KERNEL = """
+import sys, time
+from labeler.ui.serve import serve_in_background
+print("URL", serve_in_background(sys.argv[1], workspace=sys.argv[2]), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_tab_of_its_own_from_a_kernel_and_a_missing_folder_said_on_the_page(small_digits, tmp_path, page):
+    """`serve_in_background` (what `app.open_in_tab()` runs) serves from a thread of a running process
+    and answers at once; a folder that is not there is a message on the page, not a traceback."""
+    import subprocess
+    import sys
+    for folder, expect in ((small_digits, r"^Layer: "), (tmp_path / "not-here", r"not-here: not a folder of images")):
+        log = tmp_path / f"{folder.name}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-c", _IN_A_KERNEL, str(folder), str(tmp_path / "workspace")],
+                                    stdout=subprocess.PIPE, stderr=out, text=True)
+        try:
+            lines = iter(proc.stdout.readline, "")
+            url = next((line.split()[1] for line in lines if line.startswith("URL ")), "")
+            assert url.startswith("http://127.0.0.1:"), log.read_text()[-2000:]
+            page.goto(url)
+            page.get_by_text(re.compile(expect)).first.wait_for(timeout=180_000)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert "Traceback" not in log.read_text()
