@@ -31,22 +31,8 @@ def start_server(folder: Path, workspace: Path | None = None, timeout: float = 1
     command = [sys.executable, "-m", "labeler.cli", "serve", str(folder), "--port", str(port)]
     if workspace:
         command += ["--workspace", str(workspace)]
-    # the log goes to a file: an undrained pipe fills up and blocks the server mid-session
-    log = tempfile.NamedTemporaryFile(prefix="labeler-serve-", suffix=".log", delete=False)
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    proc.log_path = log.name
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {Path(log.name).read_text()[-4000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"server did not start in {timeout:.0f} s")
+    return _launch(command, "labeler serve", url, timeout), url
 
 
 def start_jupyter(kind: str, root_dir: Path, state_dir: Path, env: dict | None = None, timeout: float = 180.0):
@@ -66,21 +52,29 @@ def start_jupyter(kind: str, root_dir: Path, state_dir: Path, env: dict | None =
                f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
                f"--ServerApp.root_dir={root_dir}", "--allow-root",   # CI machines run tests as root
                "--LabApp.extension_manager=readonly"]                 # no package index lookups
-    log = tempfile.NamedTemporaryFile(prefix=f"labeler-jupyter-{kind}-", suffix=".log", delete=False)
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=root_dir)
-    proc.log_path = log.name
     url = f"http://127.0.0.1:{port}/"
+    proc = _launch(command, f"jupyter {kind}", f"{url}api/status?token={token}", timeout, env=environment,
+                   cwd=root_dir)
+    return proc, url, token
+
+
+def _launch(command: list[str], name: str, probe: str, timeout: float, **popen) -> subprocess.Popen:
+    """Start a server process and return it once `probe` answers; its output goes to `proc.log_path`
+    (a file: an undrained pipe fills up and blocks the server mid-session)."""
+    log = tempfile.NamedTemporaryFile(prefix=f"labeler-{name.replace(' ', '-')}-", suffix=".log", delete=False)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, **popen)
+    proc.log_path = log.name
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"jupyter {kind} exited: {Path(log.name).read_text()[-4000:]}")
+            raise RuntimeError(f"{name} exited: {Path(log.name).read_text()[-4000:]}")
         try:
-            urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2)
-            return proc, url, token
+            urllib.request.urlopen(probe, timeout=2)
+            return proc
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError(f"jupyter {kind} did not start in {timeout:.0f} s")
+    raise RuntimeError(f"{name} did not start in {timeout:.0f} s")
 
 
 def stop_server(proc) -> str:
