@@ -413,6 +413,28 @@ class Predictor:
         finally:
             self.model.train(was_training)
 
+    def outputs(self, folder, paths, *, batch_size: int = 32, progress=None):
+        """(path, image size, activated output) per readable image of `paths` under `folder`, predicted
+        `batch_size` at a time. Images are decoded as training decodes them (`data.load_image`);
+        unreadable ones are logged and left out. `progress(n)` is called with the paths each batch handled."""
+        from .data import ImageReadError, load_image
+        folder = Path(folder)
+        for start in range(0, len(paths), batch_size):
+            batch, sizes, kept = [], [], []
+            for path in paths[start:start + batch_size]:
+                try:
+                    image = load_image(folder / path)
+                except ImageReadError as err:
+                    logger.warning("%s", err)
+                    continue
+                batch.append(self.preprocess(image))
+                sizes.append(image.size)
+                kept.append(path)
+            if batch:
+                yield from zip(kept, sizes, self.task.activation(self.raw_outputs(torch.cat(batch))))
+            if progress is not None:
+                progress(len(paths[start:start + batch_size]))
+
     def predict(self, image) -> dict:
         """Label and probabilities, tags, a mask at the image's size, or points in the image's pixels."""
         from PIL import Image

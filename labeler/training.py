@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engine.data import ImageReadError, InputError
+from engine.data import InputError
 from labeler._predictions import model_id_for_file
 
 logger = logging.getLogger(__name__)
@@ -299,30 +299,9 @@ def _check_classifier(predictor, model_file) -> None:
 
 
 def _predict_paths(predictor, folder: Path, paths: list[str], desc: str = "predicting"):
-    """(path, image size, activated output) per readable image, predicted `PREDICT_BATCH` at a time.
-
-    Images are decoded as training decodes them (`engine.data.load_image`); unreadable ones are
-    logged and left out.
-    """
-    import torch
-
-    from engine.data import load_image
+    """`Predictor.outputs` for the folder's images, `PREDICT_BATCH` at a time, with a progress bar."""
     with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
-        for start in range(0, len(paths), PREDICT_BATCH):
-            batch, sizes, kept = [], [], []
-            for path in paths[start:start + PREDICT_BATCH]:
-                try:
-                    image = load_image(folder / path)
-                except ImageReadError as err:
-                    logger.warning("%s", err)
-                    continue
-                batch.append(predictor.preprocess(image))
-                sizes.append(image.size)
-                kept.append(path)
-            if batch:
-                outputs = predictor.task.activation(predictor.raw_outputs(torch.cat(batch)))
-                yield from zip(kept, sizes, outputs)
-            bar.update(len(paths[start:start + PREDICT_BATCH]))
+        yield from predictor.outputs(folder, paths, batch_size=PREDICT_BATCH, progress=bar.update)
 
 
 def _truth(path: str) -> dict[str, str]:
