@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from .errors import LearnerError  # noqa: F401  (raised here; importable from here)
-from .models import create_model
+from .plots import LearnerPlots
+from .predictor import EXPORT_FORMAT, Predictor, load_exported  # noqa: F401  (importable from here too)
 from .tasks import TASKS, Task, get_task  # noqa: F401  (TASKS: the registry, importable from here too)
 
 logger = logging.getLogger(__name__)
-
-EXPORT_FORMAT = "labeler-model/1"
 
 
 # --- the task of a TaskData ----------------------------------------------------------
@@ -142,8 +141,12 @@ def steepest_lr(lrs, losses) -> float:
     return float(lrs[skip + int(np.argmin(np.gradient(losses[skip:], np.log(lrs[skip:]))))])
 
 
-class Learner:
-    """Trains `model` on `data` (a TaskData) with the task chosen by `data.task` unless `task` is given."""
+class Learner(LearnerPlots):
+    """Trains `model` on `data` (a TaskData) with the task chosen by `data.task` unless `task` is given.
+
+    Plots and interpretation (`plot_lr_find`, `plot_losses`, `plot_confusion`, `plot_top_losses`, `interpret`)
+    come from `engine.plots.LearnerPlots`.
+    """
 
     def __init__(self, data, model: nn.Module, task: Task | None = None, wd: float = 0.01, callbacks=(), device=None):
         self.data, self.model, self.wd = data, model, wd
@@ -226,6 +229,8 @@ class Learner:
                     losses.append(self._train_batch(x, y))
                     scheduler.step()
                     self.step += 1
+                    if self.stop:  # a callback asked to stop now: this epoch ends after the batch
+                        break
                 self.last_metrics = {"epoch": self.epoch, "train_loss": float(np.mean(losses)), **self.validate()}
                 self.history.append(self.last_metrics)
                 logger.info("epoch %d: %s", self.epoch, self.last_metrics)
@@ -296,7 +301,7 @@ class Learner:
             self.fit_one_cycle(freeze_epochs, lr, pct_start)
             self.unfreeze()
             lr /= 2
-        if epochs:
+        if epochs and not self.stop:
             self.fit_one_cycle(epochs, slice(lr / 100, lr), pct_start)
         return lr
 
@@ -333,21 +338,6 @@ class Learner:
         self.lr_find_result = (lrs_tried, smoothed, steepest_lr(lrs_tried, smoothed))
         return self.lr_find_result
 
-    def plot_lr_find(self, path) -> Path:
-        """Save the last `lr_find` curve as an image (matplotlib, Agg backend)."""
-        import matplotlib
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-        lrs, losses, suggestion = self.lr_find_result
-        figure, axes = plt.subplots(figsize=(6, 4))
-        axes.plot(lrs, losses)
-        axes.axvline(suggestion, color="red", linestyle="--", label=f"steepest: {suggestion:.2e}")
-        axes.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)")
-        axes.legend()
-        figure.savefig(path)
-        plt.close(figure)
-        return Path(path)
-
     def save(self, path) -> None:
         torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict()}, path)
 
@@ -383,74 +373,3 @@ def _split_targets(dataset) -> torch.Tensor | None:
     tensors = getattr(dataset, "tensors", None)  # a TensorDataset of (x, y)
     return tensors[1] if tensors is not None and len(tensors) > 1 else None
 
-
-class Predictor:
-    """An exported model ready to predict on PIL images or image paths."""
-
-    def __init__(self, model: nn.Module, task: Task, labels, size: int, mean, std):
-        self.model, self.task, self.labels = model.eval(), task, labels
-        self.size, self.mean, self.std = size, list(mean), list(std)
-
-    @classmethod
-    def from_learner(cls, learner: Learner) -> Predictor:
-        data = learner.data
-        return cls(learner.model, learner.task, data.classes or data.codes, data.size, data.mean, data.std)
-
-    def preprocess(self, image) -> torch.Tensor:
-        """A PIL image as the (1, 3, size, size) normalized batch the model predicts on."""
-        from torchvision.transforms.v2 import functional as TF
-        pixels = TF.to_dtype(TF.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
-        pixels = TF.resize(pixels, [self.size, self.size], antialias=True)  # square, as the data block feeds it
-        return TF.normalize(pixels, self.mean, self.std)[None]
-
-    @torch.no_grad()
-    def raw_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's raw outputs (float32, on the CPU) for a batch of `preprocess`ed images; its mode is restored."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self.model(x.to(next(self.model.parameters()).device)).float().cpu()
-        finally:
-            self.model.train(was_training)
-
-    def outputs(self, folder, paths, *, batch_size: int = 32, progress=None):
-        """(path, image size, activated output) per readable image of `paths` under `folder`, predicted
-        `batch_size` at a time. Images are decoded as training decodes them (`data.load_image`);
-        unreadable ones are logged and left out. `progress(n)` is called with the paths each batch handled."""
-        from .data import ImageReadError, load_image
-        folder = Path(folder)
-        for start in range(0, len(paths), batch_size):
-            batch, sizes, kept = [], [], []
-            for path in paths[start:start + batch_size]:
-                try:
-                    image = load_image(folder / path)
-                except ImageReadError as err:
-                    logger.warning("%s", err)
-                    continue
-                batch.append(self.preprocess(image))
-                sizes.append(image.size)
-                kept.append(path)
-            if batch:
-                yield from zip(kept, sizes, self.task.activation(self.raw_outputs(torch.cat(batch))))
-            if progress is not None:
-                progress(len(paths[start:start + batch_size]))
-
-    def predict(self, image) -> dict:
-        """Label and probabilities, tags, a mask at the image's size, or points in the image's pixels."""
-        from PIL import Image
-        image = image if isinstance(image, Image.Image) else Image.open(image)
-        output = self.task.activation(self.raw_outputs(self.preprocess(image)))[0]
-        return self.task.decode(output, image.size, self.labels)
-
-
-def load_exported(path, device="cpu") -> Predictor:
-    """Rebuild an exported model (no pretrained weights needed) as a `Predictor`."""
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != EXPORT_FORMAT:
-        raise LearnerError(f"{path} is not a model exported by Learner.export (expected format {EXPORT_FORMAT}).")
-    config = dict(state["model_config"])
-    model = create_model(config.pop("task"), config.pop("backbone"), config.pop("n_out"), pretrained=False, **config)
-    model.load_state_dict(state["state_dict"])
-    task = get_task(state["task"])(**state["task_config"])
-    labels = state["classes"] or state["codes"]
-    return Predictor(model.to(device), task, labels, state["size"], state["mean"], state["std"])

@@ -126,3 +126,27 @@ def mean_point_error(pred_coords, target_coords, size: int) -> float:
 def relative_point_error(pred_coords, target_coords, size: int) -> float:
     """Mean point distance as a fraction of the image size (0.05 = 5% of the side)."""
     return mean_point_error(pred_coords, target_coords, size) / size
+
+
+# --- how sure a score is ------------------------------------------------------------------
+
+def bootstrap_intervals(score, outputs, targets, *, n_boot: int = 200, level: float = 0.95,
+                        seed: int = 0) -> dict[str, tuple[float, float]]:
+    """A percentile bootstrap interval for every entry of `score(outputs, targets)` (a task's `metrics`).
+
+    The validation items are resampled with replacement `n_boot` times and scored whole each time, so
+    a metric over all pixels or a mean over classes gets the interval its own definition implies.
+    Entries that are settings rather than scores (a tuned threshold) come out as well; ignore them.
+    """
+    n = len(targets)
+    if n < 2:
+        raise MetricError(f"A bootstrap interval needs at least 2 validation items; got {n}. Validate on more.")
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        rows = rng.integers(0, n, n)
+        for name, value in score(outputs[rows], targets[rows]).items():
+            samples.setdefault(name, []).append(float(value))
+    tail = (1 - level) / 2 * 100
+    return {name: (float(np.nanpercentile(values, tail)), float(np.nanpercentile(values, 100 - tail)))
+            for name, values in samples.items() if np.isfinite(values).any()}

@@ -20,6 +20,7 @@ from torchvision import tv_tensors
 
 from . import metrics
 from .augment import draw_sample
+from .interpret import ClassTarget, CoordinateTarget, RegionTarget
 from ._targets import load_mask, multi_hot, normalized_points
 from .errors import EngineError, InputError, LearnerError
 
@@ -128,6 +129,14 @@ class Task:
     def decode(self, output: torch.Tensor, image_size: tuple[int, int], labels: list | None) -> dict:
         """One image's activated output -> a result for a person (label, mask, points in pixels)."""
         raise NotImplementedError
+
+    def cam_target(self, output: torch.Tensor):
+        """What Grad-CAM explains by default, for one image's raw output: the predicted class (`engine.interpret`)."""
+        return ClassTarget(int(output.argmax()))
+
+    def draw(self, image: np.ndarray, output: torch.Tensor, labels: list | None, truth=None) -> np.ndarray:
+        """`image` (HWC uint8) with one activated `output` (and `truth`, in the layout of `y`) drawn where it can be."""
+        return image
 
     def summary(self, result: dict) -> dict:
         """A short JSON-ready digest of a `decode` result (a line of `labeler predict`)."""
@@ -346,6 +355,16 @@ class SegmentTask(Task):
         return {"pixel_accuracy": metrics.pixel_accuracy(outputs, targets, self.void_code),
                 "mean_iou": metrics.mean_iou(outputs, targets, n_classes, self.void_code)}
 
+    def cam_target(self, output):
+        """The most common predicted class but void, over the pixels predicted as it."""
+        predicted = output.argmax(0)
+        counted = predicted[predicted != self.ignore_index]
+        best = int((counted if len(counted) else predicted.flatten()).mode().values)
+        return RegionTarget(best, (predicted == best).cpu().numpy())
+
+    def draw(self, image, output, labels, truth=None):
+        return draw_sample(image, mask=np.asarray(output), n_codes=len(labels), void_code=self.void_code)
+
     def decode(self, output, image_size, labels):
         width, height = image_size
         mask = F.interpolate(output[None, None].float(), size=(height, width), mode="nearest")[0, 0]
@@ -353,14 +372,14 @@ class SegmentTask(Task):
 
     def summary(self, result):
         counts = np.bincount(np.asarray(result["mask"]).ravel(), minlength=len(result["codes"]))
-        return {"classes": {c: round(n / counts.sum(), 4) for c, n in zip(result["codes"], counts) if n}}
+        return {"classes": {c: round(float(n / counts.sum()), 4) for c, n in zip(result["codes"], counts) if n}}
 
     def config(self):
         return {"void_code": self.void_code, "n_classes": self.n_classes}
 
     def encode_one(self, image, label, labels, size):
-        mask = Image.fromarray(load_mask(label, image.size, len(labels), self.void_code).astype(np.int32))
-        return torch.from_numpy(np.asarray(mask.resize((size, size), Image.NEAREST), np.int64))
+        mask = torch.from_numpy(load_mask(label, image.size, len(labels), self.void_code))[None, None].float()
+        return F.interpolate(mask, size=(size, size), mode="nearest")[0, 0].long()  # as validation resizes masks
 
     def item_losses(self, pred, target):
         """The mean over each image's non-void pixels (NaN for an image with only void pixels)."""
@@ -449,6 +468,18 @@ class RegressTask(Task):
     def metrics(self, outputs, targets):
         return {"point_error_px": metrics.mean_point_error(outputs, targets, self.size),
                 "point_error_rel": metrics.relative_point_error(outputs, targets, self.size)}
+
+    def cam_target(self, output):
+        return CoordinateTarget(0)  # the first value: the x of the first point
+
+    def draw(self, image, output, labels, truth=None):
+        """Predicted points as red dots, over the true ones (`truth`) in green."""
+        if not self.points:
+            return image
+        if truth is not None:  # draw_sample draws red: the pixels it changed become green
+            true = draw_sample(image, points=(np.asarray(truth).reshape(-1, 2) + 1) / 2 * image.shape[1::-1])
+            image = np.where((true != image).any(-1, keepdims=True), np.uint8([0, 200, 0]), image)
+        return draw_sample(image, points=(np.asarray(output).reshape(-1, 2) + 1) / 2 * image.shape[1::-1])
 
     def decode(self, output, image_size, labels):
         return {"points": ((output.reshape(-1, 2) + 1) / 2 * torch.tensor(image_size, dtype=torch.float32)).numpy()}

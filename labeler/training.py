@@ -8,6 +8,9 @@ first with the body frozen, then everything with discriminative learning rates.
 A classifier trained from the label store stores its predictions for every image of the project
 there (as `labeler predict --store` does for any classifier), under an id naming the model file
 (`model_id_for_file`), for `labeler export --format predictions` and the app's checks.
+
+`labeler predict` scores true labels (--labels, or --masks / --points as for training) with the task's
+metrics exactly as training's validation computes them (`Predictor.metrics`); --out writes the predictions.
 """
 from __future__ import annotations
 
@@ -38,13 +41,7 @@ def add_commands(sub, make_command) -> None:
     source.add_argument("--folders", action="store_true", help="labels are the images' folder names")
     source.add_argument("--csv", metavar="CSV", help="image_name,tags CSV")
     source.add_argument("--delimiter", help="separator of several labels in one cell (multi-label), e.g. ' '")
-    source.add_argument("--masks", metavar="DIR", help="segmentation: folder of masks (uint8 class index)")
-    source.add_argument("--mask-suffix", default=".png",
-                        help="mask name = image stem + this (default %(default)s; CamVid: _P.png)")
-    source.add_argument("--codes", metavar="TXT", help="segmentation: class names, one per line")
-    source.add_argument("--void", type=int, default=None, help="segmentation: class index left out of loss and metrics")
-    source.add_argument("--points", metavar="CSV", help="regression: image_name,...,x0,y0,x1,y1,... pixel coordinates")
-    source.add_argument("--points-mean", action="store_true", help="regress the mean of the points (e.g. head centre)")
+    _mask_and_point_options(source)
     split = cmd.add_argument_group("validation split (default: 20% at random)")
     split.add_argument("--valid-pct", type=float, default=0.2, metavar="FRACTION",
                        help="share of the images held out for validation (default %(default)s)")
@@ -66,17 +63,46 @@ def add_commands(sub, make_command) -> None:
                      help="train on the images as they are (default: random flips, turns, zoom, warp and lighting)")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
 
-    text = "predict images with a model from `labeler train`; --store keeps a classifier's predictions"
+    text = ("predict images with a model from `labeler train`; with true labels, score it as training validates; "
+            "--out writes the predictions, --store keeps a classifier's")
     cmd = sub.add_parser("predict", help=text, description=text)
     cmd.add_argument("model", metavar="MODEL", help="a model written by `labeler train --out`")
     cmd.add_argument("folder", nargs="?", metavar="FOLDER", help="folder of images (default: the built-in demo)")
     cmd.add_argument("--workspace", help="where the label store is (default FOLDER/.labeler); used by --store")
+    cmd.add_argument("--only", metavar="TXT", help="predict only the images this file names, one a line, matched as "
+                                                   "train's --valid-list matches (e.g. camvid/valid.txt)")
     cmd.add_argument("--store", action="store_true",
                      help="store the class probabilities of every image of the project in its label store "
                           "(classifiers), for `labeler export --format predictions` and the app")
-    cmd.add_argument("--labels", metavar="CSV", help="image_name,tags of true labels: also print the metrics")
-    cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    cmd.add_argument("--out", metavar="CSV",
+                     help="write image_name and the prediction per image (label,confidence; labels; x0,y0,...); a "
+                          "segmentation model also writes each mask (PNG of uint8 class indices at the image's size) "
+                          "to the folder CSV-name_masks/ beside it (preds.csv: preds_masks/), named as --mask-suffix "
+                          "names masks, and the CSV's mask column gives each file")
+    cmd.add_argument("--batch-size", type=int, default=PREDICT_BATCH,
+                     help="images per forward pass (default %(default)s)")
+    cmd.add_argument("--workers", type=int, default=None,
+                     help="image-decoding processes (default: the cores but one, at most 4; 0: none)")
+    cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout (scores under metrics)")
+    truth = cmd.add_argument_group("true labels: print the task's metrics over the images that have one, computed "
+                                   "as training's validation computes them (at the model's size)")
+    truth.add_argument("--labels", metavar="CSV", help="image_name,tags: accuracy of a classifier; mAP and F2 of a "
+                                                       "multi-label one")
+    truth.add_argument("--delimiter", help="separator of the tags in one --labels cell (default: a space for a "
+                                           "multi-label model)")
+    _mask_and_point_options(truth)
     cmd.set_defaults(run=run_predict)
+
+
+def _mask_and_point_options(group) -> None:
+    """The segmentation and point options, the same for train and predict."""
+    group.add_argument("--masks", metavar="DIR", help="segmentation: folder of masks (uint8 class index)")
+    group.add_argument("--mask-suffix", default=".png",
+                       help="mask name = image stem + this (default %(default)s; CamVid: _P.png)")
+    group.add_argument("--codes", metavar="TXT", help="segmentation: class names, one per line")
+    group.add_argument("--void", type=int, default=None, help="segmentation: class index left out of loss and metrics")
+    group.add_argument("--points", metavar="CSV", help="regression: image_name,...,x0,y0,x1,y1,... pixel coordinates")
+    group.add_argument("--points-mean", action="store_true", help="regress the mean of the points (e.g. head centre)")
 
 
 class _RegisteredTasks:
@@ -182,30 +208,48 @@ def _group(pattern: re.Pattern, item: str) -> str:
 
 def _labels(args, folder: Path, images: list[str]):
     """(items, labeler) from the chosen label source."""
-    from engine import LabelFromCSV, MaskLabel, PointsLabel, label_from_folder
+    from engine import LabelFromCSV, label_from_folder
     if args.masks:
-        masks = Path(args.masks)
-        codes = Path(args.codes).read_text().split() if args.codes else None
-        if not codes:
-            raise InputError("Segmentation needs --codes TXT (the class names, one per line).")
-        items = [p for p in images if (masks / (Path(p).stem + args.mask_suffix)).exists()]
-        return items, MaskLabel(lambda p: masks.resolve() / (Path(p).stem + args.mask_suffix), codes, args.void)
+        return _mask_labels(args, images)
     if args.points:
-        table = _points_table(Path(args.points), args.points_mean)
-        return [p for p in images if p in table], PointsLabel(lambda p: table[p])
+        return _points_labels(args, images)
     if args.folders:
         return images, label_from_folder
     if args.csv:
-        labeler = LabelFromCSV(args.csv, delimiter=args.delimiter)
+        labeler = LabelFromCSV(_existing(args.csv, "--csv"), delimiter=args.delimiter)
         return images, labeler
     return _store_labels(folder, args.workspace, images)
+
+
+def _existing(path, option: str) -> Path:
+    if not Path(path).exists():
+        raise InputError(f"{option} {str(path)!r} does not exist. Check the path.")
+    return Path(path)
+
+
+def _mask_labels(args, images: list[str]):
+    """(the images with a mask, MaskLabel) from --masks, --mask-suffix, --codes and --void."""
+    from engine import MaskLabel
+    masks = _existing(args.masks, "--masks").resolve()
+    codes = _existing(args.codes, "--codes").read_text().split() if args.codes else None
+    if not codes:
+        raise InputError("Segmentation needs --codes TXT (the class names, one per line).")
+    labeler = MaskLabel(lambda p: masks / (Path(p).stem + args.mask_suffix), codes, args.void)
+    return [p for p in images if labeler(p).exists()], labeler
+
+
+def _points_labels(args, images: list[str]):
+    """(the images with points, PointsLabel) from --points and --points-mean."""
+    from engine import PointsLabel
+    table = _points_table(_existing(args.points, "--points"), args.points_mean)
+    return [p for p in images if p in table], PointsLabel(lambda p: table[p])
 
 
 def _points_table(path: Path, mean: bool) -> dict[str, np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows:
-        raise InputError(f"{path}: no rows. Expected image_name,...,x0,y0,x1,y1,...")
+    if not rows or "image_name" not in rows[0]:
+        raise InputError(f"{path}: no rows or no image_name column. Expected image_name,...,x0,y0,x1,y1,...")
     xs = sorted((c for c in rows[0] if re.fullmatch(r"x\d+", c)), key=lambda c: int(c[1:]))
     if not xs:
         raise InputError(f"{path}: no x0,y0,... columns. Expected image_name,...,x0,y0,x1,y1,...")
@@ -238,33 +282,175 @@ def run_predict(args) -> int:
     folder = Path(args.folder) if args.folder else demo_folder()
     if args.store:
         _check_classifier(predictor, args.model)    # before predicting anything
-    truth = _truth(args.labels) if args.labels else {}
-    rows, hits, done = [], 0, []
-    for path, image_size, output in _predict_paths(predictor, folder, discover_images(folder)):
-        row = {"path": path, **predictor.task.summary(predictor.task.decode(output, image_size, predictor.labels))}
-        if path in truth and "label" in row:
-            hits += row["label"] == truth[path]
-        rows.append(row)
+    paths = discover_images(folder)
+    paths = _only(args.only, paths) if args.only else paths
+    truth, source = _true_labels(args, predictor, paths)
+    files = _PredictionFiles(args.out, args.mask_suffix) if args.out else None
+    rows, outputs, targets, done = [], [], [], []
+    for path, image_size, output, target in _predict_paths(predictor, folder, paths, truth, batch_size=args.batch_size,
+                                                           workers=args.workers):
+        result = predictor.task.decode(output, image_size, predictor.labels)
+        rows.append({"path": path, **predictor.task.summary(result)})
+        if files:
+            files.add(path, rows[-1], result)
+        if target is not None:
+            outputs.append(output)
+            targets.append(target)
         if args.store:
             done.append((path, image_size, output))
-    scored = sum(1 for r in rows if r["path"] in truth)
-    out = {"predictions": rows}
-    if scored:
-        out["accuracy"] = round(hits / scored, 4)
-        out["scored"] = scored
+    out = {"predictions": rows, **(_scores(predictor, outputs, targets, source) if truth else {})}
+    if files:
+        out["out"] = files.close()
     if args.store:
         out["stored"] = store_predictions(predictor, folder, args.workspace, args.model, done)
-    if args.json:
-        print(json.dumps(out))
-        return 0
-    for row in rows:
-        print(f"{row['path']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "path"))
-    if scored:
-        print(f"accuracy {out['accuracy']:.4f} on {scored} images with a true label")
-    if args.store:
-        print(f"predictions for {out['stored']['items']} images stored as {out['stored']['model_id']!r} "
-              f"(labeler export --format predictions)")
+    print(json.dumps(out) if args.json else _text_predictions(out))
     return 0
+
+
+def _only(path, images: list[str]) -> list[str]:
+    """The images --only names (matched by file name or relative path, as ListSplit matches --valid-list)."""
+    from engine import ListSplit
+    _, listed = ListSplit(_existing(path, "--only"))(images)
+    if not len(listed):
+        raise InputError(f"--only {str(path)!r} names none of the {len(images)} images of the folder. Give file "
+                         f"names or paths relative to FOLDER, one a line.")
+    return [images[i] for i in listed]
+
+
+def _true_labels(args, predictor, images: list[str]) -> tuple[dict, str | None]:
+    """({image: its true label as labelers give it}, the file they come from) from --labels, --masks or --points.
+
+    Raises:
+        InputError: more than one source, a missing file, no image with a label, or labels of another task.
+    """
+    from engine.datablock import infer_task
+    given = [option for option, value in (("--labels", args.labels), ("--masks", args.masks),
+                                          ("--points", args.points)) if value]
+    if not given:
+        return {}, None
+    if len(given) > 1:
+        raise InputError(f"Give one source of true labels, not {' and '.join(given)}.")
+    if args.labels:
+        labeler, source = _csv_labeler(args, predictor), args.labels
+        items = [item for item in images if _has_row(labeler, item)]
+    else:
+        items, labeler = _mask_labels(args, images) if args.masks else _points_labels(args, images)
+        source = args.masks or args.points
+    if not items:
+        raise InputError(f"{source} gives a true label to none of the {len(images)} images predicted. Check the "
+                         f"names it uses (and --mask-suffix for masks).")
+    truth = {item: labeler(item) for item in items}
+    named = infer_task(labeler, list(truth.values()))
+    if named != predictor.task.name:
+        raise InputError(f"{args.model} is a {predictor.task.name} model, but {source} holds labels of a {named} "
+                         f"model. Score a classifier with --labels CSV, a segmentation model with --masks DIR "
+                         f"--codes TXT and a point regressor with --points CSV.")
+    if args.masks:
+        _check_codes(args, labeler, predictor)
+    return truth, source
+
+
+def _csv_labeler(args, predictor):
+    """--labels as a LabelFromCSV; a model that takes no single class name per image reads tags split on spaces."""
+    from engine import LabelFromCSV
+    delimiter = args.delimiter
+    if delimiter is None and not type(predictor.task).matches(["a class name"]):
+        delimiter = " "
+    return LabelFromCSV(_existing(args.labels, "--labels"), delimiter=delimiter)
+
+
+def _has_row(labeler, item: str) -> bool:
+    try:
+        labeler(item)
+    except InputError:  # the CSV has no row for it: predicted, not scored
+        return False
+    return True
+
+
+def _check_codes(args, labeler, predictor) -> None:
+    """--codes and --void must be the model's: its outputs are indices into its own codes."""
+    if labeler.codes != list(predictor.labels):
+        raise InputError(f"--codes {args.codes!r} names {labeler.codes}, but {args.model} was trained on "
+                         f"{list(predictor.labels)}. Give the codes file it was trained with.")
+    model_void = predictor.task.config().get("void_code")
+    if args.void is not None and args.void != model_void:
+        raise InputError(f"--void {args.void}, but {args.model} leaves out code {model_void}. Give --void "
+                         f"{model_void} or leave --void out.")
+
+
+def _scores(predictor, outputs: list, targets: list, source: str) -> dict:
+    """The task's metrics over the images with a true label (and "accuracy" on top, as before "metrics")."""
+    from engine.errors import MetricError
+    try:
+        metrics = _rounded(predictor.metrics(outputs, targets))
+    except MetricError as err:
+        raise InputError(f"The labels of {source} do not fit the model's outputs: {err}") from None
+    scores = {"metrics": metrics, "scored": len(targets), "labels_from": str(source)}
+    if "accuracy" in metrics:
+        scores["accuracy"] = metrics["accuracy"]
+    return scores
+
+
+def _text_predictions(out: dict) -> str:
+    lines = [f"{row['path']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "path")
+             for row in out["predictions"]]
+    if "metrics" in out:
+        lines.append(f"on the {out['scored']} images with a true label in {out['labels_from']}:")
+        lines += [f"  {k}: {v:.4f}" for k, v in out["metrics"].items()]
+    if "out" in out:
+        lines.append(" and ".join(f"{kind} written to {path}" for kind, path in out["out"].items()))
+    if "stored" in out:
+        lines.append(f"predictions for {out['stored']['items']} images stored as {out['stored']['model_id']!r} "
+                     f"(labeler export --format predictions)")
+    return "\n".join(lines)
+
+
+class _PredictionFiles:
+    """--out: a CSV row per image (image_name and the task's summary); a mask per image as a PNG beside it."""
+
+    def __init__(self, out, mask_suffix: str):
+        from labeler._files import checked_output_file
+        self.csv = checked_output_file(out)
+        self.masks = self.csv.with_name(self.csv.stem + "_masks")
+        self.mask_suffix, self.rows, self.wrote_masks = mask_suffix, [], False
+
+    def add(self, path: str, summary: dict, result: dict) -> None:
+        from engine._atomic import atomic_output
+        row = {"image_name": path, **_cells({k: v for k, v in summary.items() if k != "path"})}
+        if "mask" in result:  # a class index per pixel: a PNG at the image's size, which the CSV names
+            from PIL import Image
+            file = self.masks / Path(path).with_name(Path(path).stem + self.mask_suffix)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(file) as f:
+                Image.fromarray(np.asarray(result["mask"], np.uint8)).save(f, format="PNG")
+            row["mask"], self.wrote_masks = file.relative_to(self.csv.parent).as_posix(), True
+        self.rows.append(row)
+
+    def close(self) -> dict:
+        """Write the CSV; returns {"predictions": CSV path, "masks": their folder (segmentation)}."""
+        from engine._atomic import atomic_output
+        from labeler._files import neutralize
+        columns = list(dict.fromkeys(key for row in self.rows for key in row)) or ["image_name"]
+        with atomic_output(self.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: neutralize(v) if isinstance(v, str) else v for k, v in row.items()}
+                             for row in self.rows)
+        return {"predictions": str(self.csv), **({"masks": str(self.masks)} if self.wrote_masks else {})}
+
+
+def _cells(summary: dict) -> dict:
+    """A task's summary as CSV cells: tags joined by spaces, points as x0,y0,x1,y1,...; per-class tables (a mask's
+    share of each class) stay in --json."""
+    cells = {}
+    for key, value in summary.items():
+        if isinstance(value, list) and value and isinstance(value[0], list):
+            cells.update({f"{axis}{i}": v for i, point in enumerate(value) for axis, v in zip("xy", point)})
+        elif isinstance(value, list):
+            cells[key] = " ".join(map(str, value))
+        elif not isinstance(value, dict):
+            cells[key] = value
+    return cells
 
 
 def store_predictions(predictor, folder: Path, workspace, model_file, done=None) -> dict:
@@ -285,7 +471,7 @@ def store_predictions(predictor, folder: Path, workspace, model_file, done=None)
         ids = {item.path: item.id for item in project.items if not item.missing}
         if done is None:
             done = _predict_paths(predictor, project.folder, list(ids), desc="predicting every image")
-        done = [(path, output) for path, _, output in done if path in ids]
+        done = [(path, output) for path, _, output, *_ in done if path in ids]
         probs = np.stack([output.numpy() for _, output in done]) if done else np.zeros((0, len(predictor.labels)))
         project.store.set_predictions(model_id, [ids[path] for path, _ in done], list(predictor.labels), probs)
     return {"model_id": model_id, "items": len(done)}
@@ -298,12 +484,9 @@ def _check_classifier(predictor, model_file) -> None:
                          f"probabilities to store. Run `labeler predict` without --store to list its predictions.")
 
 
-def _predict_paths(predictor, folder: Path, paths: list[str], desc: str = "predicting"):
-    """`Predictor.outputs` for the folder's images, `PREDICT_BATCH` at a time, with a progress bar."""
+def _predict_paths(predictor, folder: Path, paths: list[str], targets=None, desc: str = "predicting",
+                   batch_size: int = PREDICT_BATCH, workers: int | None = None):
+    """`Predictor.labeled_outputs` for the folder's images, with a progress bar."""
     with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
-        yield from predictor.outputs(folder, paths, batch_size=PREDICT_BATCH, progress=bar.update)
-
-
-def _truth(path: str) -> dict[str, str]:
-    with open(path, newline="") as f:
-        return {row[0]: row[1] for row in list(csv.reader(f))[1:] if len(row) >= 2}
+        yield from predictor.labeled_outputs(folder, paths, targets, batch_size=batch_size, workers=workers,
+                                             progress=bar.update)
