@@ -18,9 +18,12 @@ measures, per number of points N and per output backend:
   precomputed array and ``source.change.emit()`` (no server, no Python), timed to the same
   "paint end + one frame" mark.
 
-Each is the median over 3 repetitions. Usage::
+Each is the median over 3 repetitions. With ``--during-fine-tune``, every size is measured twice: idle,
+then while the Model tab's fine-tune (``labeler.finetune``: a child process at a lower priority) trains
+mobilenet_v2 on 300 cifar10 images of ``../shared/data`` in the background; the table gives both rows
+and their ratio. Usage::
 
-    python bench/ui_latency.py [--sizes 10000,50000,100000] [--backend canvas|webgl|both] [--json]
+    python bench/ui_latency.py [--sizes 10000,50000,100000] [--backend canvas|webgl|both] [--during-fine-tune] [--json]
 """
 from __future__ import annotations
 
@@ -200,7 +203,49 @@ def measure(page, backend: str, n: int, timeout_s: float) -> dict:
     return res
 
 
-def run(sizes: list[int], backends: list[str], timeout_s: float, log=print) -> list[dict]:
+@contextlib.contextmanager
+def fine_tuning(folder, log=print):
+    """A fine-tune of `folder`'s project running in the background (as the Model tab starts it) until the block
+    ends; entered once it trains (its first batch has been reported)."""
+    from labeler.finetune import TrainSpec, start_training
+    from labeler.project import Project
+    with Project(folder) as project:
+        run = start_training(project, TrainSpec(size=128, freeze_epochs=1, epochs=50))
+        deadline = time.monotonic() + 600
+        while run.running and not run.step and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not run.step:
+            raise RuntimeError(f"the fine-tune did not start training: {run.error or run.stage}")
+        log(f"  fine-tune running (batch {run.step} of {run.steps})")
+        try:
+            yield run
+        finally:
+            run.stop()
+            run.join(600)
+            log(f"  fine-tune stopped after {run.step} batches")
+
+
+def fine_tune_folder(root, per_class: int = 30):
+    """A project of `per_class` cifar10 photos per class from ../shared/data, labels imported (made once)."""
+    from pathlib import Path
+
+    from labeler.io import import_folders
+    from labeler.project import Project
+    source = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+    if not source.is_dir():
+        raise SystemExit(f"{source} is absent: --during-fine-tune needs ../shared/data/cifar10")
+    folder = Path(root) / f"cifar10-{per_class}"
+    if not folder.exists():
+        for label in sorted(p for p in source.iterdir() if p.is_dir()):
+            (folder / label.name).mkdir(parents=True)
+            for image in sorted(label.glob("*.jpg"))[:per_class]:
+                shutil.copy(image, folder / label.name / image.name)
+        with Project(folder) as project:
+            import_folders(project, folder)
+    return folder
+
+
+def run(sizes: list[int], backends: list[str], timeout_s: float, log=print, fine_tune=None) -> list[dict]:
     import panel as pn
     from playwright.sync_api import sync_playwright
 
@@ -223,25 +268,11 @@ def run(sizes: list[int], backends: list[str], timeout_s: float, log=print) -> l
             try:
                 for backend in backends:
                     for n in sizes:
-                        page = browser.new_page(viewport={"width": 1000, "height": 900})
-                        try:
-                            t = time.perf_counter()
-                            page.goto(f"http://127.0.0.1:{port}/bench?n={n}&backend={backend}", timeout=timeout_s * 1000)
-                            page.wait_for_function(
-                                "() => window.Bokeh && Bokeh.documents.length && Bokeh.index.query_one(v => v.model && v.model.name === 'map')",
-                                timeout=timeout_s * 1000)
-                            if not page.evaluate(JS_SETUP):
-                                raise RuntimeError("plot view not found")
-                            res = measure(page, backend, n, timeout_s)
-                            res["page_s"] = time.perf_counter() - t
-                            log(f"  {backend:6s} n={n:>7d}: lasso {res['lasso_ms']:.0f} ms, baseline {res['baseline_ms']:.0f} ms "
-                                f"({res['page_s']:.1f} s)")
-                            results.append(res)
-                        except Exception as err:  # report and go on with the other sizes
-                            log(f"  {backend:6s} n={n:>7d}: FAILED {type(err).__name__}: {err}")
-                            results.append(dict(backend=backend, n=n, error=f"{type(err).__name__}: {err}"))
-                        finally:
-                            page.close()
+                        results.append(_one(browser, port, backend, n, timeout_s, log))
+                        if fine_tune is not None:
+                            with fine_tuning(fine_tune, log):
+                                results.append({**_one(browser, port, backend, n, timeout_s, log),
+                                                "condition": "during fine-tune"})
             finally:
                 browser.close()
     finally:
@@ -249,21 +280,49 @@ def run(sizes: list[int], backends: list[str], timeout_s: float, log=print) -> l
     return results
 
 
+def _one(browser, port: int, backend: str, n: int, timeout_s: float, log) -> dict:
+    """One page at `n` points: the lasso measured (or the error, so the other sizes still run)."""
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    try:
+        t = time.perf_counter()
+        page.goto(f"http://127.0.0.1:{port}/bench?n={n}&backend={backend}", timeout=timeout_s * 1000)
+        page.wait_for_function(
+            "() => window.Bokeh && Bokeh.documents.length && Bokeh.index.query_one(v => v.model && v.model.name === 'map')",
+            timeout=timeout_s * 1000)
+        if not page.evaluate(JS_SETUP):
+            raise RuntimeError("plot view not found")
+        res = measure(page, backend, n, timeout_s)
+        res["page_s"] = time.perf_counter() - t
+        log(f"  {backend:6s} n={n:>7d}: lasso {res['lasso_ms']:.0f} ms, baseline {res['baseline_ms']:.0f} ms "
+            f"({res['page_s']:.1f} s)")
+        return res
+    except Exception as err:  # report and go on with the other sizes
+        log(f"  {backend:6s} n={n:>7d}: FAILED {type(err).__name__}: {err}")
+        return dict(backend=backend, n=n, error=f"{type(err).__name__}: {err}")
+    finally:
+        page.close()
+
+
 def markdown(results: list[dict]) -> str:
     """The app's own path first: after a lasso it shows the selection in the browser (Bokeh's selection
     glyphs) while Python only fills the review grid; recolouring from Python happens when a label is applied."""
     f = lambda v: "–" if v is None else f"{v:.0f}"
     ratio = lambda a, b: "–" if a is None or not b else f"{a / b:.1f}×"
-    lines = ["| backend | N | selected | lasso→selection shown ms (the app's lasso) | vs redraw | Python-recoloured ms "
-             "| vs redraw | Bokeh redraw alone ms | Python cb ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| backend | N | while | selected | lasso→selection shown ms (the app's lasso) | vs redraw "
+             "| Python-recoloured ms | vs redraw | vs idle | Bokeh redraw alone ms | Python cb ms |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    idle = {}
     for r in results:
+        condition = r.get("condition", "idle")
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['n']} | failed: {r['error'][:80]} | | | | | | |")
+            lines.append(f"| {r['backend']} | {r['n']} | {condition} | failed: {r['error'][:80]} | | | | | | | |")
             continue
+        if condition == "idle":
+            idle[r["backend"], r["n"]] = r["lasso_ms"]
         sel = r.get("selection_paint_ms")
-        lines.append(f"| {r['backend']} | {r['n']} | {r['selected']} | {f(sel)} | {ratio(sel, r['baseline_ms'])} "
-                     f"| {f(r['lasso_ms'])} | {ratio(r['lasso_ms'], r['baseline_ms'])} | {f(r['baseline_ms'])} "
+        lines.append(f"| {r['backend']} | {r['n']} | {condition} | {r['selected']} | {f(sel)} "
+                     f"| {ratio(sel, r['baseline_ms'])} | {f(r['lasso_ms'])} | {ratio(r['lasso_ms'], r['baseline_ms'])} "
+                     f"| {ratio(r['lasso_ms'], idle.get((r['backend'], r['n'])))} | {f(r['baseline_ms'])} "
                      f"| {f(r['python_cb_ms'])} |")
     return "\n".join(lines)
 
@@ -274,13 +333,17 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=["canvas", "webgl", "both"], default="both")
     ap.add_argument("--json", action="store_true", help="print results as JSON instead of a markdown table")
     ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for any one step")
+    ap.add_argument("--during-fine-tune", action="store_true",
+                    help="measure each size again while a fine-tune runs (300 cifar10 images of ../shared/data)")
+    ap.add_argument("--work", default="/tmp/labeler-bench", help="where the fine-tune's project is made (once)")
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
     backends = ["webgl", "canvas"] if a.backend == "both" else [a.backend]
     log = lambda m: print(m, file=sys.stderr, flush=True)
     out = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):  # Panel's server thread prints "Launching server at ..."
-        results = run(sizes, backends, a.timeout, log=log)
+        fine_tune = fine_tune_folder(a.work) if a.during_fine_tune else None
+        results = run(sizes, backends, a.timeout, log=log, fine_tune=fine_tune)
     if a.json:
         print(json.dumps(results, indent=2), file=out)
     else:
@@ -291,6 +354,8 @@ def main(argv=None) -> int:
               "Python-recoloured: pointer-up to the first paint after new colours for every point came from Python "
               "(what labeling the selection costs), + 1 frame.\n"
               "Bokeh redraw alone: the same colour-column replacement done in the page (no server, no Python).\n"
+              "while: idle, or during a fine-tune (mobilenet_v2, 128 px, 300 cifar10 images, the Model tab's child "
+              "process); vs idle: the Python-recoloured time against the idle row of the same size.\n"
               "Chromium runs with --disable-gpu, so WebGL is software-rendered here.")
     return 0 if all("error" not in r for r in results) else 1
 

@@ -17,6 +17,9 @@ _EXPORTS = {
     "io": ["ExportReport", "ImportReport", "export_cleaned", "export_folders", "export_hf", "export_hf_metadata",
            "export_labels_csv", "export_predictions_csv", "import_folders", "import_labels_csv"],
     "ui.clean_view": ["CleanView"],
+    "ui.model_view": ["ModelView"],
+    "finetune": ["TrainSpec", "start_training", "current_training"],
+    "model_store": ["ModelStore"],
     "ui.notebook": ["notebook_extension"],
     "cleaning": ["QUEUES", "QUEUE_TITLES", "build_queues"],
 }

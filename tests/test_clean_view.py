@@ -248,6 +248,30 @@ def test_compute_fills_the_queues_and_a_failure_is_a_message(project, queues):
     assert not failing.computing
 
 
+def test_top_losses_use_the_current_model_unless_a_model_file_is_typed(project, queues):
+    from labeler.model_store import ModelStore, write_record
+    models = []
+
+    def builder(opened, **kwargs):
+        models.append(kwargs["model"])
+        return {**queues, "top_losses": empty_queue()}
+
+    view = CleanView(project, builder=builder)
+    view.compute(wait=True)                               # no model yet: the empty queue says where to get one
+    view.queue = "top_losses"
+    assert models == [None] and "Top losses of" not in view.status
+    assert "Fine-tune a model in the Model tab" in view._empty.object
+    store = ModelStore(project.workspace.root)
+    for _ in range(2):                                    # a folder with a record is a finished model
+        write_record(store.new_dir(), {"task": "classify", "metrics": {}, "labels": 12})
+    store.set_current("model-1")
+    view.compute(wait=True)
+    assert models[-1] == str(store.model_path("model-1")) and view.status.endswith(" Top losses of model-1.")
+    view.model_path = " elsewhere/model.pt "              # a file typed in the field wins
+    view.compute(wait=True)
+    assert models[-1] == "elsewhere/model.pt" and view.status.endswith(" Top losses of elsewhere/model.pt.")
+
+
 def test_queues_property_gives_dataframes_with_decisions(view):
     press(view, "k")
     frames = view.queues

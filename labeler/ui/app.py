@@ -1,9 +1,10 @@
 """The labeler app: images scattered by a CNN layer; lasso, review, label, find similar, separate, train.
 
 `LabelApp(folder)` is a Panel Viewer: served by `apps/label.py` / `labeler serve`, or shown
-inline in Jupyter. Every instance holds its own session state (one per browser tab). Two
-tabs: "Label" (the map) and "Clean" (`clean_view`: likely label errors, top losses,
-duplicates and odd files, computed the first time the tab opens).
+inline in Jupyter. Every instance holds its own session state (one per browser tab). Three
+tabs: "Label" (the map), "Clean" (`clean_view`: likely label errors, top losses,
+duplicates and odd files, computed the first time the tab opens) and "Model" (`model_view`:
+fine-tune, watch it train, top losses with heatmaps, export).
 
 This module is wiring: what to do lives in `labeler.session.Session` (plain, testable code),
 how the map draws in `map`, the review grid in `review`, keys in `keys`. Every action a person
@@ -25,7 +26,8 @@ from labeler.session import Session
 from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buffer, guarded, html_table, locked,
                      serve_pages, with_document_lock)
 from .clean_view import CleanView
-from .composite import to_data_uri
+from .model_view import ModelView
+from .heatmap_view import PREVIEW_TEXT_PX, LabelHeatmaps
 from .keys import DIGITS, Binding, KeyTable, Shortcuts
 from .map import BACKENDS, MapView, unit_square
 from .review import COLUMNS, ReviewGrid
@@ -47,6 +49,7 @@ KEYS = KeyTable(
                              "that image alone", "_key_label"),
     Binding(("s",), "s", "find similar to the selection", "_key_similar"),
     Binding(("t",), "t", "train a model on the labels so far", "_key_train"),
+    Binding(("g",), "g", "show / hide where the current model looked (heatmaps in preview and grid)", "_key_heatmaps"),
     Binding(("Escape",), "Esc", "clear the selection", "_key_clear"),
     Binding(("ctrl+z",), "Ctrl+Z", "undo", "_key_undo"),
     Binding(("ctrl+shift+z",), "Ctrl+Shift+Z", "redo", "_key_redo"),
@@ -62,6 +65,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
 
     status = param.String(default="", doc="the last message shown to the user")
     vary_opacity = param.Boolean(default=False, doc="fade what the model already predicts confidently")
+    heatmaps = param.Boolean(default=False, doc="show the current model's heatmaps in the preview and the review grid")
 
     def __init__(self, folder=None, *, workspace=None, backbone=DEFAULT_BACKBONE, size=DEFAULT_SIZE,
                  backend="webgl", actor: str | None = None, **params):
@@ -91,9 +95,11 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
                                colours=self.session.label_colours,
                                columns=NOTEBOOK_GRID_COLUMNS if self.in_notebook else COLUMNS)
         self.clean = CleanView(project)
+        self.model = ModelView(project)
         if self.in_notebook:
             self.clean.use_focus_keys()
         self._widgets()
+        self._heat = LabelHeatmaps(project, self.grid, self._preview, self._run, self._show)
         self._redraw(reset_view=True)           # before the page gets the plot: it arrives drawn, in one piece
         self._layout[:] = [self._tabs()]
         self._opening.on_more(lambda *state: self._run(self._on_more_rows, *state))
@@ -123,6 +129,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
                                     stylesheets=[REPORT_CSS])
         self._checked = pn.pane.HTML("", sizing_mode="stretch_width", name="checked")
         self._opacity = pn.widgets.Checkbox.from_param(self.param.vary_opacity, name="Vary opacity by confidence")
+        self._heatmap_toggle = pn.widgets.Checkbox.from_param(self.param.heatmaps, name="Show heatmaps (g)")
         self._threshold = pn.widgets.FloatSlider(name="Accept predictions above", start=0.5, end=0.99, step=0.01,
                                                  value=0.9, sizing_mode="stretch_width")
         self._check = pn.widgets.Button(name="Check predictions", **button)
@@ -133,7 +140,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._download_preds = pn.widgets.FileDownload(callback=self._predictions_csv, filename="predictions.csv",
                                                        label="Download predictions CSV", **button)
         self._review_text = pn.pane.HTML("Lasso a group of images to review it here.", sizing_mode="stretch_width")
-        self._preview = pn.pane.HTML("", width=self._preview_px + 4, height=self._preview_px + 24)
+        self._preview = pn.pane.HTML("", width=self._preview_px + 4, height=self._preview_px + PREVIEW_TEXT_PX)
         # after Enter in the new-label field, the keys are the map's again (a label's number, arrows)
         self._shortcuts = Shortcuts.for_table(KEYS, scope="focus" if self.in_notebook else "page",
                                               blur_fields=[NEW_LABEL_PLACEHOLDER])
@@ -150,6 +157,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
             widget.on_click(locked(lambda action=action: self._run(action)))
         self._new_label.param.watch(self._on_new_label, "enter_pressed")
         self.param.watch(locked(lambda: self._run(self._recolour)), "vary_opacity")
+        self.param.watch(locked(lambda: self._run(self._on_heatmaps)), "heatmaps")
         self._threshold.param.watch(locked(lambda: self._run(self._show_checked)), "value")
         self._shortcuts.on_key(lambda key: self._run(KEYS.dispatch, self, key))
 
@@ -163,7 +171,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
             pn.Row(self._undo, self._redo, sizing_mode="stretch_width"),
             pn.Row(self._similar, self._clear, sizing_mode="stretch_width"),
             self._separate_choice, self._separate,
-            self._train, self._report, self._opacity, self._threshold,
+            self._train, self._report, self._opacity, self._heatmap_toggle, self._threshold,
             pn.Row(self._check, self._accept_shown, sizing_mode="stretch_width"), self._checked, self._accept,
             self._download_labels, self._download_preds, help_card, self._shortcuts,
             width=300, scroll=True, sizing_mode="stretch_height",
@@ -177,7 +185,8 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         return pn.Row(side, main, sizing_mode="stretch_both")
 
     def _tabs(self):
-        tabs = pn.Tabs(("Label", self._page()), ("Clean", self.clean), sizing_mode="stretch_both")
+        tabs = pn.Tabs(("Label", self._page()), ("Clean", self.clean), ("Model", self.model),
+                       sizing_mode="stretch_both")
         self._version_seen = self.session.version
         tabs.param.watch(lambda event: with_document_lock(lambda: self._run(self._on_tab, event.new)), "active")
         return tabs
@@ -187,8 +196,12 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         if active == 1:
             self._version_seen = self.session.version
             self.clean.show()
-        elif self.session.version != self._version_seen:
-            self._after_change()
+        elif active == 2:
+            self.model.show()
+        else:
+            self._heat.fill_grid()          # another model may have become current in the Model tab
+            if self.session.version != self._version_seen:
+                self._after_change()
 
     # -- drawing ---------------------------------------------------------------------------
     def _redraw(self, reset_view=False) -> None:
@@ -367,6 +380,13 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._show_checked()
         self._after_change()
 
+    def _on_heatmaps(self) -> None:
+        said = self._run(self._heat.switch, self.heatmaps)
+        if said is not None:
+            self._show(said, "info")
+        elif self.heatmaps != self._heat.on:     # it could not switch on (no model yet): the toggle goes back
+            self.heatmaps = self._heat.on
+
     def _on_accept(self) -> None:
         accepted = self.session.accept_above(float(self._threshold.value))
         checked, wrong = accepted.checked, accepted.likely_wrong
@@ -399,6 +419,9 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
     def _key_train(self, key: str) -> None:
         self._on_train()
 
+    def _key_heatmaps(self, key: str) -> None:
+        self.heatmaps = not self.heatmaps
+
     def _key_clear(self, key: str) -> None:
         self._set_selection([])
 
@@ -410,10 +433,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
 
     # -- events from the map and the opening -----------------------------------------------
     def _on_hover(self, item_id: int) -> None:
-        px = self._preview_px
-        uri = to_data_uri(self.session.project.thumbs.preview_jpeg(item_id, px))
-        self._preview.object = (f'<img src="{uri}" style="max-width:{px}px;max-height:{px}px"><br>'
-                                f'<small>{esc(self.session.item_path(item_id))}</small>')
+        self._heat.show_preview(item_id, self._preview_px, self.session.item_path(item_id))
 
     def _on_more_rows(self, rows: int, total: int, finished: bool, error: str | None) -> None:
         """More images have features: redraw, unless a review is open (labeling redraws it later)."""
@@ -454,7 +474,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
             self._shortcuts.scope = "focus"
             self.clean.use_focus_keys()
             self.grid.set_columns(NOTEBOOK_GRID_COLUMNS)
-            self._preview.param.update(width=self._preview_px + 4, height=self._preview_px + 24)
+            self._preview.param.update(width=self._preview_px + 4, height=self._preview_px + PREVIEW_TEXT_PX)
 
     def open_in_tab(self, port: int | None = None) -> str:
         """Serve this project in a browser tab of its own (this machine only); returns its address.

@@ -54,8 +54,8 @@ MOVES = {"ArrowLeft": -1, "ArrowRight": 1, "ArrowUp": -COLUMNS, "ArrowDown": COL
 EMPTY_TEXT = {
     "label_issues": "No likely label errors: label a few images of at least two labels (a handful each), then "
                     "find issues again.",
-    "top_losses": "Top losses need a trained model: run <code>labeler train FOLDER --out model.pt</code>, give its "
-                  "path below and find issues again.",
+    "top_losses": "Fine-tune a model in the Model tab (or give a model file from <code>labeler train --out</code> "
+                  "below), then find issues again.",
     "duplicates": "No duplicates or near-duplicates found.",
     "odd_files": "No odd files: every image is readable and looks like the others.",
 }
@@ -167,7 +167,8 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
 
     queue = param.Selector(default=QUEUES[0], objects=list(QUEUES), doc="the queue shown")
     hide_decided = param.Boolean(default=False, doc="leave decided items out of the grid")
-    model_path = param.String(default="", doc="an exported model (labeler train --out) for the top-losses queue")
+    model_path = param.String(default="", doc="an exported model (labeler train --out) for top losses; empty: the "
+                                              "current model (Model tab)")
     status = param.String(default="", doc="the last message shown to the user")
     computing = param.Boolean(default=False, doc="whether the queues are being computed")
 
@@ -182,6 +183,7 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
         self._message = Message()
         self._run = guarded(self._show, self._in_document)
         self._job: Job | None = None
+        self._model: tuple[str, str] | None = None     # the top losses' model: (file, what to call it)
         self.session = CleanSession(project, queues)
         self._computed = queues is not None
         self._uris: dict[tuple[int, int], str] = {}
@@ -199,7 +201,7 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
         self._find = pn.widgets.Button(label="Find issues", color="primary", width=130)
         self._hide = pn.widgets.Checkbox.from_param(self.param.hide_decided, name="Hide decided (h)", margin=(16, 10))
         self._model_path = pn.widgets.TextInput.from_param(self.param.model_path, name="",
-                                                           placeholder="model.pt for top losses (optional)",
+                                                           placeholder="model.pt for top losses (default: current model)",
                                                            sizing_mode="stretch_width")
         self._progress = pn.indicators.Progress(value=-1, max=100, sizing_mode="stretch_width", visible=False)
         self._page_text = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -439,6 +441,7 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
         self._find.disabled = True
         self._show("Finding likely label errors, duplicates and odd files…", "info")
         self._progress.value, self._progress.visible = -1, True
+        self._model = self._top_loss_model()
         self._job = Job(self._work, name="labeler-clean")
         if wait:
             self._finish(self._job.run())
@@ -462,7 +465,15 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
         with workspace_lock(self.project.workspace.root), \
                 Project(self.project.folder, self.project.workspace.root, backbone=self.project.backbone,
                         size=self.project.size) as project:
-            return build(project, model=self.model_path.strip() or None, progress=job.report)
+            return build(project, model=self._model[0] if self._model else None, progress=job.report)
+
+    def _top_loss_model(self) -> tuple[str, str] | None:
+        """The model file for top losses and its name: the one typed in the field, else the current model."""
+        from labeler.model_store import ModelStore
+        if typed := self.model_path.strip():
+            return typed, typed
+        store = ModelStore(self.project.workspace.root)
+        return None if (current := store.current_id) is None else (str(store.model_path(current)), current)
 
     def _finish(self, job: Job) -> None:
         self.computing = False
@@ -476,5 +487,6 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
             self._queue_select.options = self._queue_options()
             counts = self.session.counts()
             found = ", ".join(f"{counts[name][1]} {QUEUE_TITLES[name].lower()}" for name in QUEUES)
-            self._show(f"Found {found}.", "success")
+            used = f" Top losses of {self._model[1]}." if self._model else ""
+            self._show(f"Found {found}.{used}", "success")
         self.refresh()

@@ -1,7 +1,9 @@
 """The review grid: the selection as thumbnails; a click drops an image, a second click takes it back.
 
 The image under the mouse is known (`hovered`), so a label's number key pressed over it labels that
-image alone. A check of predictions shows each image's predicted label on it.
+image alone. A check of predictions shows each image's predicted label on it. `set_overlays` shows
+other pictures in some tiles instead of their thumbnails (the heatmaps of `heatmap_view`), and
+`on_show` hears of every review shown.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ class ReviewGrid:
         self.review = None                  # the session's Review: dropping edits it directly
         self.ids: list[int] = []
         self.hovered: int | None = None     # the image under the mouse
+        self.overlays: dict[int, np.ndarray] = {}   # item -> a tile shown instead of its thumbnail
+        self.on_show = None                 # called with no argument after each review shown
         # what the pointer does over the grid, as text from the page: "hover:<id>" ("hover:" off the grid)
         # or "tap:<id>:<count>" (a count, so a second click on the same image is news). One hidden Div
         # carries both: in a notebook (JupyterLab 4.6) Panel passed neither a TapTool's selection nor a
@@ -86,6 +90,21 @@ class ReviewGrid:
         self._cells.data = dict(x=x, y=y, id=self.ids, veil=self._veil(), cross=self._cross(), score=scores, tag=tags)
         self._image.data = self._composite(rows) if self.ids else dict(url=[], x=[], y=[], w=[], h=[])
         self.panel.visible = bool(self.ids)
+        if self.on_show is not None:
+            self.on_show()
+
+    @property
+    def tile_size(self) -> int:
+        """The edge, in pixels, of the tiles the grid's picture is made of (and of `overlays`)."""
+        return self.thumbs.size
+
+    def set_overlays(self, overlays: dict[int, np.ndarray]) -> None:
+        """Show these tiles (uint8, `tile_size` square) instead of the thumbnails of their items; {}: none."""
+        changed = overlays.keys() != self.overlays.keys() or any(
+            tile is not self.overlays[item] for item, tile in overlays.items())
+        self.overlays = dict(overlays)
+        if changed and self.ids:
+            self._image.data = self._composite(round(self.figure.y_range.end))
 
     def set_columns(self, columns: int) -> None:
         """Tiles per row (a narrower place shows fewer); the review shown is laid out again."""
@@ -113,7 +132,6 @@ class ReviewGrid:
         self._cells.data.update(veil=self._veil(), cross=self._cross())
         self.on_change()
 
-
     def _veil(self) -> list[float]:
         return [0.65 if i in self.dropped else 0.0 for i in self.ids]
 
@@ -124,7 +142,7 @@ class ReviewGrid:
         tiles = self.thumbs.get(self.ids)
         size = tiles.shape[1]
         canvas = np.full((rows * size, self.columns * size, 3), 255, dtype=np.uint8)
-        for position, tile in enumerate(tiles):
+        for position, (item, tile) in enumerate(zip(self.ids, tiles)):
             r, c = divmod(position, self.columns)
-            canvas[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
+            canvas[r * size:(r + 1) * size, c * size:(c + 1) * size] = self.overlays.get(item, tile)
         return dict(url=[to_data_uri(encode_jpeg(canvas, 85))], x=[0], y=[rows], w=[self.columns], h=[rows])

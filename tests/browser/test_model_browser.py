@@ -1,0 +1,194 @@
+"""The Model tab in headless Chromium: find a learning rate, fine-tune while labeling goes on, look at what
+the model got wrong with and without heatmaps, export the model and load it with `labeler predict`."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _helpers import shared_data
+from labeler.testing import assert_no_traceback, lasso, model_value, start_server, stop_server, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.data, pytest.mark.weights]
+
+
+def _shot(page, name: str) -> None:
+    if os.environ.get("LABELER_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["LABELER_SCREENSHOTS"], f"model_{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def cifar300(tmp_path_factory) -> Path:
+    """300 cifar10 photos (30 per class) with their labels imported into the project's store."""
+    from labeler.io import import_folders
+    from labeler.project import Project
+    source = shared_data("cifar10")
+    folder = tmp_path_factory.mktemp("cifar300")
+    for label in sorted(p for p in source.iterdir() if p.is_dir()):
+        (folder / label.name).mkdir()
+        for image in sorted(label.glob("*.jpg"))[:30]:
+            shutil.copy(image, folder / label.name / image.name)
+    with Project(folder) as project:
+        import_folders(project, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def camvid_small(tmp_path_factory) -> Path:
+    """48 camvid scenes (a third of them from the validation sequence) with their masks, codes and valid list."""
+    source = shared_data("camvid")
+    root = tmp_path_factory.mktemp("camvid")
+    valid = source.joinpath("valid.txt").read_text().split()
+    train = sorted({p.name for p in (source / "images").glob("*.jpg")} - set(valid))
+    chosen_valid, chosen = valid[:16], train[:32] + valid[:16]
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    for name in chosen:
+        shutil.copy(source / "images" / name, root / "images" / name)
+        mask = Path(name).stem + "_P.png"
+        shutil.copy(source / "labels" / mask, root / "labels" / mask)
+    shutil.copy(source / "codes.txt", root / "codes.txt")
+    (root / "valid.txt").write_text("\n".join(chosen_valid) + "\n")
+    return root
+
+
+def _open_model_tab(page, url: str) -> None:
+    page.goto(url)
+    page.get_by_text(re.compile(r"^Layer: ")).wait_for(timeout=180_000)
+    page.locator(".bk-tab", has_text="Model").click()
+    page.get_by_role("button", name="Fine-tune").wait_for(timeout=20_000)
+
+
+def _set(page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Enter")
+
+
+def _curve_points(page, name: str, column: str) -> int:
+    data = model_value(page, name, "data") or {}
+    values = data.get(column) if isinstance(data, dict) else None
+    return len(values) if values is not None else 0
+
+
+def _progress(page) -> float:
+    value = page.locator("progress").first.get_attribute("value")
+    return float(value or 0)
+
+
+def _tile_source(page, index: int) -> str:
+    return page.locator(".labeler-top-loss img").nth(index).get_attribute("src")
+
+
+def test_fine_tune_in_the_model_tab_while_labeling_then_heatmaps_and_export(cifar300, tmp_path, browser):
+    proc, url = start_server(cifar300)  # its own workspace, where the labels were imported
+    context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        _open_model_tab(page, url)
+        _set(page, "Image size (px)", "64")
+        _set(page, "Epochs, head only", "1")
+        _set(page, "Epochs, everything", "1")
+
+        # Find learning rate: the curve is drawn, the suggestion marked and taken by the rate field
+        page.get_by_role("button", name="Find learning rate").click()
+        page.get_by_text(re.compile(r"Suggested learning rate")).wait_for(timeout=600_000)
+        assert _curve_points(page, "lr_find_curve", "lr") >= 3
+        assert model_value(page, "lr_suggestion", "visible") is True
+        suggestion = model_value(page, "lr_suggestion", "location")
+        assert 1e-4 <= suggestion <= 1e-2
+        assert float(page.get_by_label("Learning rate", exact=True).input_value()) == pytest.approx(suggestion,
+                                                                                                     rel=0.05)
+        _shot(page, "lr_find")
+
+        # Fine-tune: the progress bar moves; meanwhile a lasso in the Label tab works
+        page.get_by_role("button", name="Fine-tune").click()
+        page.get_by_text(re.compile(r"epoch 1 of 2 · batch \d+ of \d+")).wait_for(timeout=300_000)
+        first = _progress(page)
+        _shot(page, "training")
+        page.locator(".bk-tab", has_text="Label").click()
+        lasso(page)
+        page.get_by_text(re.compile(r"\d+ selected")).first.wait_for(timeout=60_000)
+        still_training = _curve_points(page, "loss_curve", "epoch") < 2   # its last epoch is not in yet
+        page.locator(".bk-tab", has_text="Model").click()
+        wait_until(lambda: _progress(page) > first or page.get_by_text("model 1 is ready").count(), 300)
+        page.get_by_text(re.compile(r"model 1 is ready")).wait_for(timeout=600_000)
+        assert still_training, "the lasso should have been answered while the model was still training"
+        assert _curve_points(page, "loss_curve", "epoch") == 2
+        assert page.locator(".labeler-epochs tr").count() == 3          # a header and two epochs
+
+        # what it measured, the confusion matrix and the top losses with heatmaps
+        table = page.locator(".labeler-metrics")
+        wait_until(lambda: "accuracy" in table.inner_text())       # the report arrives just after the message
+        metrics = table.inner_text()
+        assert "image-blind baseline" in metrics and "95% interval" in metrics
+        page.locator("img[src*='data:image/png']").first.wait_for(timeout=20_000)  # the confusion matrix
+        assert page.get_by_text("Most confused").count()
+        tiles = page.locator(".labeler-top-loss")
+        assert tiles.count() == 16
+        before = _tile_source(page, 0)
+        tiles.nth(0).get_by_role("button", name="Heatmap").click()
+        wait_until(lambda: _tile_source(page, 0) != before)
+        assert _tile_source(page, 1) != before
+        _shot(page, "finished")
+
+        # Export downloads the model, and `labeler predict` loads it
+        with page.expect_download() as download:
+            page.get_by_role("button", name=re.compile(r"Export model-1")).click()
+        model = tmp_path / "exported.pt"
+        download.value.save_as(model)
+        few = tmp_path / "few"
+        few.mkdir()
+        for image in sorted((cifar300 / "cat").glob("*.jpg"))[:3]:
+            shutil.copy(image, few / image.name)
+        out = subprocess.run([sys.executable, "-m", "labeler.cli", "predict", str(model), str(few), "--json"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        predictions = json.loads(out.stdout)["predictions"]
+        assert len(predictions) == 3 and all(row["label"] in {p.name for p in cifar300.iterdir()} for row in
+                                             predictions)
+        assert not errors, errors
+    finally:
+        context.close()
+        assert_no_traceback(stop_server(proc))
+
+
+def test_segmentation_in_the_model_tab_shows_predicted_masks(camvid_small, tmp_path, browser):
+    proc, url = start_server(camvid_small / "images", tmp_path / "workspace")
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    try:
+        _open_model_tab(page, url)
+        page.get_by_label("Train on", exact=True).select_option(label="a folder of masks (segmentation)")
+        _set(page, "Masks folder", "../labels")
+        _set(page, "Codes file", "../codes.txt")
+        _set(page, "Mask name = image stem +", "_P.png")
+        _set(page, "Void class index (optional)", "11")
+        page.get_by_label("Validation", exact=True).select_option(label="a list of validation images")
+        _set(page, "Validation list", "../valid.txt")
+        _set(page, "Image size (px)", "64")
+        _set(page, "Epochs, head only", "1")
+        _set(page, "Epochs, everything", "1")
+        page.get_by_role("button", name="Fine-tune").click()
+        page.get_by_text(re.compile(r"model 1 is ready")).wait_for(timeout=600_000)
+        table = page.locator(".labeler-metrics")
+        wait_until(lambda: "pixel accuracy" in table.inner_text())
+        assert "mean iou" in table.inner_text()
+        assert "32 train / 16 validation images" in page.get_by_text(re.compile("train / ")).first.inner_text()
+        tiles = page.locator(".labeler-top-loss")
+        assert tiles.count() == 16
+        before = _tile_source(page, 0)
+        tiles.nth(0).get_by_role("button", name="Heatmap").click()
+        wait_until(lambda: _tile_source(page, 0) != before)
+        _shot(page, "segmentation")
+    finally:
+        context.close()
+        assert_no_traceback(stop_server(proc))

@@ -1,0 +1,117 @@
+"""The Model tab without a browser: settings read from the widgets, a finished model's report, the model list."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labeler.finetune import TrainSpec
+from labeler.model_store import ModelStore, write_record
+from labeler.project import Project
+from labeler.ui.model_view import ModelView
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def project(image_folder):
+    with Project(image_folder, actor="me") as opened:
+        yield opened
+
+
+def finished_model(project, *, classes=("a", HOSTILE), accuracy=0.75) -> str:
+    """A model folder as a fine-tune leaves it: record, pictures, confusion picture, a model file."""
+    store = ModelStore(project.workspace.root)
+    folder = store.new_dir()
+    (folder / "top").mkdir()
+    rows = []
+    for rank in range(3):
+        for kind, value in (("picture", 40), ("heatmap", 200)):
+            Image.fromarray(np.full((32, 32, 3), value + rank, np.uint8)).save(folder / "top" / f"{rank}-{kind}.jpg")
+        rows.append({"item": f"a/{HOSTILE}{rank}.png", "given": classes[1], "predicted": classes[0],
+                     "loss": 2.0 - rank / 2, "probability": 0.6, "picture": f"top/{rank}-picture.jpg",
+                     "heatmap": f"top/{rank}-heatmap.jpg"})
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "confusion.png")
+    (folder / "model.pt").write_bytes(b"weights")
+    write_record(folder, {
+        "task": "classify", "backbone": "mobilenet_v2", "size": 64, "labels": 12, "train": 9, "valid": 3,
+        "lr": 2e-3, "stopped": False, "best_epoch": 1, "spec": {}, "classes": list(classes),
+        "history": [{"epoch": 0, "frozen": True, "train_loss": 1.2, "valid_loss": 1.0, "accuracy": 0.5},
+                    {"epoch": 1, "frozen": False, "train_loss": 0.9, "valid_loss": 0.8, "accuracy": accuracy}],
+        "metrics": {"valid_loss": 0.8, "accuracy": accuracy}, "intervals": {"accuracy": [0.5, 0.9]},
+        "metrics_tta": {"valid_loss": 0.7, "accuracy": 0.8}, "baseline": {"accuracy": 0.5},
+        "top_losses": rows, "confusion": [[1, 1], [0, 1]], "most_confused": [[classes[1], classes[0], 1]],
+        "confusion_picture": "confusion.png"})
+    return folder.name
+
+
+def html_of(viewable) -> str:
+    """Every HTML object inside a Panel layout, joined."""
+    found = []
+    for pane in viewable.select(lambda obj: hasattr(obj, "object") and isinstance(getattr(obj, "object"), str)):
+        found.append(pane.object)
+    return "\n".join(found)
+
+
+def test_without_a_model_it_says_how_to_make_one(project):
+    view = ModelView(project)
+    assert "No model yet" in html_of(view._models)
+    assert "0 labeled images" in view._about.object
+
+
+def test_the_settings_are_read_from_the_widgets_and_a_wrong_one_is_said(project):
+    view = ModelView(project)
+    view._size.value, view._epochs.value, view._lr.value = 96, 2, "auto"
+    view._split.value, view._valid_list.value = "list", "valid.txt"
+    spec = view.spec()
+    assert isinstance(spec, TrainSpec)
+    assert (spec.size, spec.epochs, spec.lr) == (96, 2, None)
+    assert spec.valid_list == str((project.folder / "valid.txt").resolve())  # relative to the image folder
+    view._lr.value = "fast"
+    view._fine_tune.clicks += 1
+    assert "not a number" in view._message.text and view._message.kind == "warning"
+
+
+def test_fine_tune_without_labels_says_so_and_starts_nothing(project):
+    view = ModelView(project)
+    view._fine_tune.clicks += 1
+    assert "No labels yet" in view._message.text
+    assert ModelStore(project.workspace.root).records() == []
+
+
+def test_a_finished_model_shows_its_metrics_confusion_and_top_losses_as_text(project):
+    model_id = finished_model(project)
+    view = ModelView(project)
+    report = html_of(view._results)
+    assert "0.7500" in report and "0.5000 – 0.9000" in report and "image-blind baseline" in report
+    assert HOSTILE not in report and "&lt;img src=x" in report            # names are text, never HTML
+    assert list(view._loss_source.data["epoch"]) == [1, 2]                  # its loss history is drawn
+    assert "head only" in view._epoch_table.object
+    models = html_of(view._models)
+    assert model_id in models and "current" in models and "accuracy 0.7500 (95%: 0.5000–0.9000)" in models
+
+
+def test_a_tile_toggles_its_heatmap(project):
+    finished_model(project)
+    view = ModelView(project)
+    tiles = view._results.select(lambda obj: "labeler-top-loss" in getattr(obj, "css_classes", []))
+    assert len(tiles) == 3
+    image, toggle = tiles[0][0], tiles[0][2]
+    plain = image.object
+    toggle.value = True
+    assert image.object != plain and "data:image/jpeg;base64," in image.object
+    toggle.value = False
+    assert image.object == plain
+
+
+def test_any_finished_model_can_be_made_current(project):
+    first = finished_model(project, accuracy=0.6)
+    second = finished_model(project, accuracy=0.9)
+    view = ModelView(project)
+    store = ModelStore(project.workspace.root)
+    assert store.current_id == second
+    choose = view._models[1][0]
+    choose.value = first
+    assert store.current_id == first
+    assert "0.6000" in html_of(view._results)
+    assert view._message.text == f"{first} is the current model."
