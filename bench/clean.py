@@ -5,11 +5,17 @@ written): the folder labels are imported into the store, 5% of them flipped at r
 to another class, and the label-issue queue (k-fold on cached features, ranked by cleanlab) is
 scored by the share of flipped items in its top 150 and the recall of flipped items in its top
 300, beside two rankings measured in the same run: random order and the app's first model's
-low confidence in the given label. Then 50 resized and/or re-compressed copies are planted
-(seeded mix of scale factors and JPEG qualities) and the duplicates queue is scored at the
-default threshold: planted pairs found, and false pairs (any other pair in a group) over all pairs.
+low confidence in the given label.
 
-    .venv/bin/python bench/clean.py [--data ../shared/data] [--json] [--no-baseline]
+Duplicates, on cifar10 and on a copy of the built-in demo (5,000 handwritten digits, 28 x 28):
+the Duplicates queue at the default settings is built before planting anything (what it lists
+then are look-alikes, unless the set holds real copies), then 50 altered copies are planted
+(`plant_copies`: resized, re-encoded as JPEG, both, shifted a pixel, cropped a pixel, brightness
+changed; seeded) and it is scored: planted pairs found, and false pairs (any other pair in a
+group) over all pairs. Beside it, in the same run, the method before the pixel check (8 x 8
+signature and features.3, cosine >= 0.98; `old_duplicate_groups`).
+
+    .venv/bin/python bench/clean.py [--data ../shared/data] [--sets cifar10 digits] [--json] [--no-baseline]
 """
 from __future__ import annotations
 
@@ -23,18 +29,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine import embed  # noqa: E402
+from engine import clean, embed  # noqa: E402
 from engine.clean import DEFAULT_DUPLICATE_THRESHOLD  # noqa: E402
-from labeler.cleaning import build_queues  # noqa: E402
+from engine.demo import demo_folder  # noqa: E402
+from labeler.cleaning import build_queues, duplicate_features  # noqa: E402
 from labeler.io import import_folders  # noqa: E402
 from labeler.project import Project  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = (0.5, 0.75, 1.5, 2.0, 3.0)
 QUALITIES = (30, 50, 70, 90)
+BRIGHTNESS = (0.85, 0.9, 1.1, 1.15)
+COPY_KINDS = ("resize", "jpeg", "both", "shift", "crop", "brightness")
+OLD_THRESHOLD = 0.98    # the near-duplicate cosine before the pixel check
 
 
 def copy_dataset(source: Path, target: Path) -> Path:
@@ -56,27 +66,44 @@ def flip_labels(project: Project, fraction: float = 0.05, seed: int = 0) -> set[
 
 
 def plant_copies(folder: Path, items: list[str], n: int = 50, seed: int = 1) -> list[tuple[str, str]]:
-    """Write n altered copies beside n distinct originals: resized (PNG), re-compressed (JPEG) or both.
+    """Write n altered copies beside n distinct originals, the kinds of COPY_KINDS in turn (seeded choices):
+    resize (0.5x to 3x, PNG), jpeg (quality 30 to 90), both, shift (content moved a pixel in each direction,
+    the uncovered edge repeating its neighbour), crop (a 3% strip, at least a pixel, off one side in each
+    direction) and brightness (x0.85 to x1.15). The copy's name tells its kind.
 
     Returns (original, copy) relative paths."""
     rng = np.random.default_rng(seed)
     planted = []
     for k, original in enumerate(rng.choice(items, size=n, replace=False)):
         path = folder / original
-        image = Image.open(path).convert("RGB")
-        kind = ("resize", "jpeg", "both")[k % 3]
-        if kind != "jpeg":
-            scale = float(rng.choice(SCALES))
-            image = image.resize((max(8, round(image.width * scale)), max(8, round(image.height * scale))),
-                                 Image.BICUBIC)
-        if kind == "resize":
-            copy = path.with_name(f"{path.stem}_copy{k}.png")
-            image.save(copy)
-        else:
-            copy = path.with_name(f"{path.stem}_copy{k}.jpg")
-            image.save(copy, quality=int(rng.choice(QUALITIES)))
+        with Image.open(path) as opened:
+            image = opened.convert("L" if opened.mode in ("1", "L", "I", "I;16") else "RGB")
+        kind = COPY_KINDS[k % len(COPY_KINDS)]
+        image = _altered(image, kind, rng)
+        copy = path.with_name(f"{path.stem}_{kind}{k}.{'jpg' if kind in ('jpeg', 'both') else 'png'}")
+        image.save(copy, **({"quality": int(rng.choice(QUALITIES))} if copy.suffix == ".jpg" else {}))
         planted.append((str(original), copy.relative_to(folder).as_posix()))
     return planted
+
+
+def _altered(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    """The image resized, shifted, cropped or brightened as `plant_copies` says (jpeg: unchanged here)."""
+    if kind in ("resize", "both"):
+        scale = float(rng.choice(SCALES))
+        return image.resize((max(8, round(image.width * scale)), max(8, round(image.height * scale))), Image.BICUBIC)
+    if kind == "shift":
+        dx, dy = (int(v) for v in rng.choice([-1, 1], size=2))
+        moved = np.roll(np.asarray(image), (dy, dx), axis=(0, 1))
+        moved[0 if dy > 0 else -1] = moved[1 if dy > 0 else -2]
+        moved[:, 0 if dx > 0 else -1] = moved[:, 1 if dx > 0 else -2]
+        return Image.fromarray(moved)
+    if kind == "crop":
+        dx, dy = (max(1, round(0.03 * side)) for side in image.size)
+        left, top = int(rng.integers(0, 2)) * dx, int(rng.integers(0, 2)) * dy
+        return image.crop((left, top, image.width - dx + left, image.height - dy + top))
+    if kind == "brightness":
+        return ImageEnhance.Brightness(image).enhance(float(rng.choice(BRIGHTNESS)))
+    return image
 
 
 def ranking_scores(ranked_ids: list[int], flipped: set[int], top: int = 150, recall_at: int = 300) -> dict:
@@ -100,7 +127,68 @@ def duplicate_scores(queue, planted: list[tuple[str, str]], before: set[tuple[st
     false = pairs - wanted
     return {"planted": len(wanted), "found": len(pairs & wanted), "found_share": len(pairs & wanted) / len(wanted),
             "pairs": len(pairs), "false_pairs": len(false), "false_share": len(false) / max(1, len(pairs)),
-            "false_among_originals": len(false & set(before)), "groups": int(queue["group"].nunique())}
+            "false_among_originals": len(false & set(before)), "groups": int(queue["group"].nunique()),
+            "listed": len(queue), "missed": sorted(copy for original, copy in planted
+                                                   if tuple(sorted((original, copy))) not in pairs)}
+
+
+def duplicate_inputs(project: Project) -> dict:
+    """What the Duplicates queue reads, for the engine directly: names, thumbnails, sizes, hashes, features."""
+    items = project.refresh_items(rescan=True)
+    paths = [project.folder / item.path for item in items]
+    survey = clean.survey_images(paths)
+    features = np.asarray(duplicate_features(project.features(), project.backbone), dtype=np.float32)[:len(items)]
+    return {"names": [item.path for item in items], "paths": paths, "thumbnails": survey.thumbnails,
+            "hashes": survey.stats["sha1"].tolist(), "sizes": survey.stats[["width", "height"]].fillna(0).to_numpy(),
+            "features": features}
+
+
+def old_signatures(paths: list[Path]) -> np.ndarray:
+    """(n, 64) the signature the Duplicates queue used before: each image decoded near 64 pixels (JPEG draft
+    mode), grey, box-averaged to 8 x 8, mean removed (zeros where unreadable)."""
+    from engine.data import decode_image, read_image_bytes
+    from engine.errors import ImageReadError
+    rows = np.zeros((len(paths), 64), dtype=np.float32)
+    for row, path in enumerate(paths):
+        try:
+            image = decode_image(read_image_bytes(path), path, size=64)
+        except ImageReadError:
+            continue
+        small = np.asarray(image.convert("L").resize((8, 8), Image.BOX), np.float32)
+        rows[row] = (small - small.mean()).ravel()
+    return rows
+
+
+def old_duplicate_groups(inputs: dict):
+    """The method before the pixel check, as a queue-like table (image_name, group): exact copies by hash and
+    pairs whose `old_signatures` and features.3 cosine (weights 0.9 / 0.1) is >= OLD_THRESHOLD."""
+    import pandas as pd
+    rows = clean.duplicate_rows([old_signatures(inputs["paths"]), inputs["features"]], clean.DUPLICATE_WEIGHTS)
+    groups = clean.DuplicateFinder(OLD_THRESHOLD).fit(rows, inputs["hashes"]).groups_
+    listed = np.flatnonzero(groups >= 0)
+    return pd.DataFrame({"image_name": [inputs["names"][r] for r in listed], "group": groups[listed]})
+
+
+def duplicate_run(project: Project, folder: Path, timed) -> dict:
+    """The Duplicates queue (and the old method) before and after planting 50 copies in `project`."""
+    queue = lambda: build_queues(project, queues=("duplicates",))["duplicates"]  # noqa: E731
+    before = timed("duplicates_before_planting", queue)
+    old_before = old_duplicate_groups(duplicate_inputs(project))
+    planted = timed("plant", lambda: plant_copies(folder, [item.path for item in project.refresh_items(rescan=True)]))
+    project.refresh_items(rescan=True)
+    timed("embed_copies", lambda: embed(project.workspace))
+    found = timed("duplicates", queue)
+    inputs = duplicate_inputs(project)
+    limit = clean.DuplicateFinder().fit(inputs["features"], inputs["hashes"], thumbnails=inputs["thumbnails"],
+                                        sizes=inputs["sizes"]).limit_
+    new = {"threshold": f"similarity >= {DEFAULT_DUPLICATE_THRESHOLD}, pixel difference <= {limit.limit_:.3f} "
+                        f"(0.26 x typical {limit.typical_:.2f})",
+           "listed_before_planting": len(before), "pairs_before_planting": len(group_pairs(before)),
+           **duplicate_scores(found, planted, group_pairs(before))}
+    old = {"threshold": f"similarity >= {OLD_THRESHOLD}", "listed_before_planting": len(old_before),
+           "pairs_before_planting": len(group_pairs(old_before)),
+           **duplicate_scores(old_duplicate_groups(inputs), planted, group_pairs(old_before))}
+    return {"images": len(inputs["names"]) - len(planted), "new": new, "old": old}
 
 
 def first_model_ranking(project: Project) -> list[int]:
@@ -123,15 +211,18 @@ def first_model_ranking(project: Project) -> list[int]:
     return rows[np.argsort(given, kind="stable")].tolist()
 
 
-def run(source: Path, work: Path, *, baseline: bool = True) -> dict:
-    times, out = {}, {"data": source.name}
-
+def _timer(times: dict):
     def timed(name, fn):
         start = time.perf_counter()
         value = fn()
         times[name] = round(time.perf_counter() - start, 2)
         return value
+    return timed
 
+
+def run(source: Path, work: Path, *, baseline: bool = True) -> dict:
+    times, out = {}, {"data": source.name}
+    timed = _timer(times)
     folder = timed("copy", lambda: copy_dataset(source, work / source.name))
     with Project(folder) as project:
         flipped = timed("import_and_flip", lambda: (import_folders(project, folder), flip_labels(project))[1])
@@ -146,14 +237,19 @@ def run(source: Path, work: Path, *, baseline: bool = True) -> dict:
         if baseline:
             out["first_model_low_confidence"] = ranking_scores(timed("baseline", lambda: first_model_ranking(project)),
                                                                flipped)
-        before = group_pairs(timed("duplicates_before_planting",
-                                   lambda: build_queues(project, queues=("duplicates",))["duplicates"]))
-        planted = timed("plant", lambda: plant_copies(folder, [item.path for item in project.items]))
-        project.refresh_items(rescan=True)
-        timed("embed_copies", lambda: embed(project.workspace))
-        found = timed("duplicates", lambda: build_queues(project, queues=("duplicates",))["duplicates"])
-        out["duplicates"] = {"threshold": DEFAULT_DUPLICATE_THRESHOLD, "pairs_before_planting": len(before),
-                             **duplicate_scores(found, planted, before)}
+        out["duplicates"] = duplicate_run(project, folder, timed)
+    out["seconds"] = times
+    return out
+
+
+def run_demo(work: Path) -> dict:
+    """Duplicates on a copy of the built-in demo (the demo folder itself is never written)."""
+    times = {}
+    timed = _timer(times)
+    folder = timed("copy", lambda: copy_dataset(demo_folder(), work / "digits"))
+    with Project(folder) as project:
+        timed("embed", lambda: embed(project.workspace))
+        out = {"data": "digits (demo)", "duplicates": duplicate_run(project, folder, timed)}
     out["seconds"] = times
     return out
 
@@ -161,21 +257,49 @@ def run(source: Path, work: Path, *, baseline: bool = True) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--sets", nargs="+", choices=("cifar10", "digits"), default=("cifar10", "digits"),
+                        help="cifar10 (label issues and duplicates) and/or the digits demo (duplicates)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-baseline", action="store_true", help="skip the first model's ranking")
     args = parser.parse_args()
     source = args.data / "cifar10"
-    if not source.exists():
-        sys.exit(f"{source} is absent: the benchmark needs ../shared/data/cifar10")
+    if "cifar10" in args.sets and not source.exists():
+        sys.exit(f"{source} is absent: the benchmark needs ../shared/data/cifar10 (or pass --sets digits)")
+    results = []
     with tempfile.TemporaryDirectory(prefix="labeler-clean-") as work:
-        result = run(source, Path(work), baseline=not args.no_baseline)
+        if "cifar10" in args.sets:
+            results.append(run(source, Path(work), baseline=not args.no_baseline))
+        if "digits" in args.sets:
+            results.append(run_demo(Path(work)))
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(results, indent=1))
         return
-    print_tables(result)
+    print_tables(results)
 
 
-def print_tables(r: dict) -> None:
+def print_tables(results: list[dict]) -> None:
+    for r in results:
+        if "label_issues" in r:
+            _print_label_issues(r)
+    print("\nDuplicates: 50 copies planted (resized, JPEG, both, shifted a pixel, cropped a pixel, brightness), "
+          "default settings\n")
+    print("| set | method | listed before planting | planted pairs found | false pairs | false share | "
+          "listed items | threshold |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in results:
+        d = r["duplicates"]
+        for method, title in (("new", "pixel check, calibrated to the set"), ("old", "before: cosine only")):
+            m = d[method]
+            print(f"| {r['data']} ({d['images']}) | {title} | {m['listed_before_planting']} | "
+                  f"{m['found']}/{m['planted']} | {m['false_pairs']} | {m['false_share']:.1%} | {m['listed']} | "
+                  f"{m['threshold']} |")
+    for r in results:
+        print(f"\n{r['data']}, stage | seconds\n| --- | ---: |")
+        for stage, seconds in r["seconds"].items():
+            print(f"| {stage} | {seconds:.1f} |")
+
+
+def _print_label_issues(r: dict) -> None:
     print(f"\nLabel issues, {r['data']}: {r['images']} images, {r['flipped']} labels flipped at random (seed 0)\n")
     print("| ranking | precision of the top 150 | recall in the top 300 |")
     print("| --- | ---: | ---: |")
@@ -185,15 +309,6 @@ def print_tables(r: dict) -> None:
     for name, scores in rows:
         if scores:
             print(f"| {name} | {scores['precision_at_150']:.3f} | {scores['recall_at_300']:.3f} |")
-    d = r["duplicates"]
-    print(f"\nDuplicates, {d['planted']} resized / re-compressed copies planted, threshold {d['threshold']}\n")
-    print("| planted pairs found | pairs in groups | false pairs | false share | false pairs among the originals |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {d['found']}/{d['planted']} ({d['found_share']:.0%}) | {d['pairs']} | {d['false_pairs']} | "
-          f"{d['false_share']:.1%} | {d['false_among_originals']} (of {d['pairs_before_planting']} before planting) |")
-    print("\n| stage | seconds |\n| --- | ---: |")
-    for stage, seconds in r["seconds"].items():
-        print(f"| {stage} | {seconds:.1f} |")
 
 
 if __name__ == "__main__":

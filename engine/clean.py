@@ -4,8 +4,9 @@
   regression on cached features (`issue_pipeline`), ranked by cleanlab's confident-learning
   methods (`cleanlab.rank`, `cleanlab.filter`), single- or multi-label.
 - Top losses: per-item loss of an exported model, as its task computes it (`Task.loss_rows`).
-- Duplicates: exact by the sha1 of the file bytes, near by the cosine similarities of a pixel
-  signature and an early layer's features (`duplicate_rows`); pairs are joined into groups
+- Duplicates (`engine.duplicates`, re-exported here): exact by the sha1 of the file bytes; near
+  when a pixel signature and an early layer's features make two images candidates and their own
+  pixels, aligned, differ by no more than copies do in this set; pairs are joined into groups
   (connected components) with a suggestion of which to keep.
 - Odd files: unreadable ones, tiny, extreme aspect ratio, almost blank, greyscale in a colour set.
 
@@ -23,29 +24,23 @@ from pathlib import Path
 import numpy as np
 
 from .data import decode_image, load_image, read_image_bytes
+from .duplicates import (DEFAULT_DUPLICATE_THRESHOLD, DUPLICATE_LAYERS, DUPLICATE_WEIGHTS, CopyLimit,
+                         DuplicateFinder, aligned_differences, candidate_pairs, duplicate_groups, duplicate_rows,
+                         exact_duplicate_pairs, near_duplicate_pairs, suggest_keep, thumbnail)
 from .errors import ImageReadError, InputError
-from .neighbors import normalize_rows
 
 logger = logging.getLogger(__name__)
 
+# the duplicate names are engine.duplicates', re-exported for callers of engine.clean
+__all__ = ["DEFAULT_DUPLICATE_THRESHOLD", "DUPLICATE_LAYERS", "DUPLICATE_WEIGHTS", "CopyLimit", "DuplicateFinder",
+           "LabelIssueFinder", "OddFileRules", "Survey", "aligned_differences", "candidate_pairs", "duplicate_groups",
+           "duplicate_rows", "exact_duplicate_pairs", "find_odd_files", "image_stats", "issue_pipeline",
+           "model_losses", "near_duplicate_pairs", "out_of_sample_probs", "suggest_keep", "survey_images"]
+
 ProgressFn = Callable[[int, int], None]
 
-#: near-duplicate similarity (a weighted mean of two cosines, see `duplicate_rows`) from which two images
-#: pair up. On cifar10 with planted copies (scaled 0.5x to 3x and/or JPEG quality 30 to 90) the copies
-#: scored >= 0.986 and any two of the 3000 photos <= 0.974 (bench/clean.py, two seeded sets of 50).
-DEFAULT_DUPLICATE_THRESHOLD = 0.98
-#: the layer and pooling whose features join the pixel signature: an early layer (later layers make any
-#: two photos of one kind alike, and lose most when a copy was shrunk)
-DUPLICATE_LAYERS = {"mobilenet_v2": ("features.3", "grid")}
-#: weights of the pixel signature and the CNN features in the near-duplicate similarity. The signature
-#: carries it: shrinking a 32-pixel photo to 16 pixels blurs away the texture the CNN sees (its cosine
-#: to the original fell to 0.88) while the 8 x 8 layout stays (>= 0.994); the CNN share keeps two
-#: different photos with the same coarse layout apart.
-DUPLICATE_WEIGHTS = (0.9, 0.1)
 DEFAULT_FOLDS = 5
-MAX_BLOCK_VALUES = 1 << 24    # similarity scores held at once by the all-pairs search (64 MiB of float32)
 STATS_EDGE = 64       # images are decoded near this size to measure blankness and colour
-SIGNATURE_EDGE = 8    # the pixel signature: the image squashed to 8 x 8 grey levels, mean removed
 
 
 # ---- label issues ----------------------------------------------------------------------------
@@ -181,140 +176,6 @@ def _cleanlab_rank(labels: np.ndarray, pred_probs: np.ndarray, multi: bool, meth
     return np.asarray(quality, dtype=np.float64), np.asarray(flags, dtype=bool)
 
 
-# ---- duplicates ------------------------------------------------------------------------------
-
-def duplicate_rows(matrices: Sequence, weights: Sequence[float] | None = None) -> np.ndarray:
-    """Unit rows whose dot products are the weighted mean of the cosine similarities in each matrix.
-
-    Each matrix's rows are L2-normalized and scaled by sqrt(weight) side by side (weights sum to
-    1; equal by default); rows of zeros or NaN in one matrix add 0 for it. The near-duplicate
-    similarity is `duplicate_rows([signatures, features], DUPLICATE_WEIGHTS)`: the pixel
-    signature (the layout of light and dark, which resizing and JPEG keep almost exactly) with an
-    early CNN layer's features (texture).
-    """
-    if not len(matrices):
-        raise InputError("duplicate_rows needs at least one (rows, dims) matrix.")
-    weights = np.full(len(matrices), 1 / len(matrices)) if weights is None else np.asarray(weights, dtype=float)
-    if len(weights) != len(matrices) or (weights < 0).any() or not np.isclose(weights.sum(), 1):
-        raise InputError(f"weights {weights.tolist()} must give one non-negative weight per matrix "
-                         f"({len(matrices)}), summing to 1.")
-    n = len(matrices[0])
-    if any(len(matrix) != n for matrix in matrices):
-        raise InputError(f"Matrices for duplicates must have one row per image; got {[len(m) for m in matrices]} rows.")
-    return np.concatenate([_unit_rows(matrix) * np.sqrt(w) for matrix, w in zip(matrices, weights)], axis=1)
-
-
-class DuplicateFinder:
-    """Exact duplicates (same content hash) and near-duplicates (cosine similarity >= threshold), grouped.
-
-    fit(features, hashes=None): features (n, d) for the near pairs (rows of zeros or NaN never
-    pair; `duplicate_rows` makes them from signatures and CNN features); hashes (n,) content
-    hashes or None per row for the exact pairs.
-    Fitted: `pairs_` (a, b, similarity, exact) with a < b, sorted by similarity descending;
-    `groups_` (n,) group id per row, -1 for rows in no pair (ids are dense, in order of the
-    best pair of each group).
-    """
-
-    def __init__(self, threshold: float = DEFAULT_DUPLICATE_THRESHOLD, chunk_rows: int = 2048):
-        self.threshold = threshold
-        self.chunk_rows = chunk_rows
-
-    def fit(self, features, hashes: Sequence[str | None] | None = None) -> DuplicateFinder:
-        import pandas as pd
-        if not 0 < self.threshold <= 1:
-            raise InputError(f"threshold={self.threshold!r} must be a cosine similarity in (0, 1], e.g. "
-                             f"{DEFAULT_DUPLICATE_THRESHOLD}.")
-        n = len(features)
-        a, b, sim = near_duplicate_pairs(features, self.threshold, chunk_rows=self.chunk_rows)
-        exact = exact_duplicate_pairs(hashes) if hashes is not None else np.empty((0, 2), np.int64)
-        table = pd.DataFrame({"a": a, "b": b, "similarity": sim.astype(np.float64), "exact": False})
-        if len(exact):
-            extra = pd.DataFrame({"a": exact[:, 0], "b": exact[:, 1], "similarity": 1.0, "exact": True})
-            table = pd.concat([extra, table]).drop_duplicates(["a", "b"], keep="first")
-        self.pairs_ = table.sort_values(["similarity", "a", "b"], ascending=[False, True, True],
-                                        kind="stable").reset_index(drop=True)
-        self.groups_ = duplicate_groups(n, self.pairs_["a"].to_numpy(), self.pairs_["b"].to_numpy())
-        return self
-
-
-def exact_duplicate_pairs(hashes: Sequence[str | None]) -> np.ndarray:
-    """(m, 2) row pairs (a < b) with the same non-empty hash: each row paired with the first of its hash."""
-    first: dict[str, int] = {}
-    pairs = []
-    for row, digest in enumerate(hashes):
-        if not digest:
-            continue
-        if digest in first:
-            pairs.append((first[digest], row))
-        else:
-            first[digest] = row
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-def near_duplicate_pairs(features, threshold: float, *, chunk_rows: int = 2048):
-    """(a, b, similarity) of every row pair a < b whose cosine similarity is >= threshold.
-
-    Exact all-pairs search in chunks of normalized float32 rows; a chunk's scores hold at most
-    `chunk_rows` x n and at most MAX_BLOCK_VALUES values.
-    """
-    rows = _unit_rows(features)
-    n = len(rows)
-    chunk_rows = max(1, min(chunk_rows, MAX_BLOCK_VALUES // max(n, 1)))
-    found_a, found_b, found_s = [], [], []
-    for start in range(0, n, chunk_rows):
-        block = rows[start:start + chunk_rows] @ rows[start:].T     # only pairs with b >= this chunk
-        block[np.tril_indices(len(block), 0, block.shape[1])] = -np.inf   # b > a
-        a, b = np.nonzero(block >= threshold)
-        found_a.append(a + start)
-        found_b.append(b + start)
-        found_s.append(block[a, b])
-    if not found_a:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
-    return (np.concatenate(found_a).astype(np.int64), np.concatenate(found_b).astype(np.int64),
-            np.concatenate(found_s).astype(np.float32))
-
-
-def _unit_rows(features) -> np.ndarray:
-    rows = np.array(features, dtype=np.float32)
-    if rows.ndim != 2:
-        raise InputError(f"Features must be a (rows, dims) matrix, not shape {rows.shape}.")
-    rows[~np.isfinite(rows).all(1)] = 0.0        # never pairs: a zero row stays zero
-    return normalize_rows(rows)
-
-
-def duplicate_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n,) group id of each row (connected components of the pairs), -1 for rows in no pair.
-
-    Ids follow the order of the pairs given (the group of the first pair is 0)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    groups = np.full(n, -1, dtype=np.int64)
-    if len(a) == 0:
-        return groups
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    order = {}
-    for row in np.asarray(a):
-        order.setdefault(component[row], len(order))
-    paired = np.zeros(n, dtype=bool)
-    paired[a] = paired[b] = True
-    groups[paired] = [order[c] for c in component[paired]]
-    return groups
-
-
-def suggest_keep(groups: np.ndarray, pixels: np.ndarray, file_bytes: np.ndarray) -> np.ndarray:
-    """(n,) bool: in each group the row with the most pixels, then the largest file, then the lowest row;
-    True for rows in no group."""
-    keep = np.ones(len(groups), dtype=bool)
-    paired = np.flatnonzero(groups >= 0)
-    keep[paired] = False
-    # lexsort: last key first; lowest row wins ties because the order is stable
-    order = paired[np.lexsort((-np.asarray(file_bytes)[paired], -np.asarray(pixels)[paired], groups[paired]))]
-    first = np.r_[True, groups[order][1:] != groups[order][:-1]]
-    keep[order[first]] = True
-    return keep
-
-
 # ---- odd files -------------------------------------------------------------------------------
 
 @dataclass
@@ -331,10 +192,11 @@ class OddFileRules:
 
 @dataclass
 class Survey:
-    """What one read of every file tells: `stats` (see `survey_images`) and `signatures` (n, 64) float32."""
+    """What one read of every file tells: `stats` (see `survey_images`) and `thumbnails` (n grey uint8
+    arrays, None where unreadable) for `DuplicateFinder`."""
 
     stats: object          # pandas DataFrame
-    signatures: np.ndarray
+    thumbnails: list
 
 
 def survey_images(paths: Sequence, *, progress: ProgressFn | None = None) -> Survey:
@@ -342,21 +204,19 @@ def survey_images(paths: Sequence, *, progress: ProgressFn | None = None) -> Sur
 
     stats, one row per path: width, height, bytes, pixel_std (grey levels, 0..255), colourfulness
     (mean distance of the channels from grey), sha1 (of the bytes; None if unreadable), error (the
-    reason, None if the image decodes). signatures: the 8 x 8 grey image with its mean removed,
-    one row per path (zeros where unreadable).
+    reason, None if the image decodes). thumbnails: the grey image, shrunk to fit 32 x 32 when
+    larger (`engine.duplicates.thumbnail`; None where unreadable).
     """
     import pandas as pd
-    rows = []
-    signatures = np.zeros((len(paths), SIGNATURE_EDGE * SIGNATURE_EDGE), dtype=np.float32)
+    rows, thumbnails = [], []
     for done, path in enumerate(paths, 1):
-        row, signature = _survey_one(path)
+        row, grey = _survey_one(path)
         rows.append(row)
-        if signature is not None:
-            signatures[done - 1] = signature
+        thumbnails.append(None if grey is None else thumbnail(grey))
         if progress and (done % 64 == 0 or done == len(paths)):
             progress(done, len(paths))
     columns = ["width", "height", "bytes", "pixel_std", "colourfulness", "sha1", "error"]
-    return Survey(pd.DataFrame(rows, columns=columns), signatures)
+    return Survey(pd.DataFrame(rows, columns=columns), thumbnails)
 
 
 def image_stats(paths: Sequence, *, progress: ProgressFn | None = None):
@@ -364,7 +224,8 @@ def image_stats(paths: Sequence, *, progress: ProgressFn | None = None):
     return survey_images(paths, progress=progress).stats
 
 
-def _survey_one(path) -> tuple[tuple, np.ndarray | None]:
+def _survey_one(path) -> tuple[tuple, object]:
+    """(stats row, the image in grey levels as decoded, None if unreadable)."""
     try:
         data = read_image_bytes(path)
     except ImageReadError as err:
@@ -374,15 +235,14 @@ def _survey_one(path) -> tuple[tuple, np.ndarray | None]:
         small = decode_image(data, path, size=STATS_EDGE)
     except ImageReadError as err:
         return (0, 0, len(data), np.nan, np.nan, digest, err.reason), None
-    from PIL import Image
     width, height = _original_size(data, small)
-    signature = np.asarray(small.convert("L").resize((SIGNATURE_EDGE, SIGNATURE_EDGE), Image.BOX), np.float32)
+    grey_image = small.convert("L")
     small.thumbnail((STATS_EDGE, STATS_EDGE))
     pixels = np.asarray(small, dtype=np.float32)
     grey = pixels.mean(2)
     colourfulness = float(np.abs(pixels - grey[..., None]).mean())
     row = (width, height, len(data), float(grey.std()), colourfulness, digest, None)
-    return row, (signature - signature.mean()).ravel()
+    return row, grey_image
 
 
 def _original_size(data: bytes, decoded) -> tuple[int, int]:

@@ -62,7 +62,8 @@ def build_queues(project, *, backbone=None, size=None, layers=None, model=None,
         layers: layers whose features predict labels out of sample (default LABEL_ISSUE_LAYERS, else
             the last offered); duplicates use engine.clean.DUPLICATE_LAYERS.
         model: path of a model exported by `labeler train --out`; None leaves top_losses empty.
-        duplicate_threshold: cosine similarity for near-duplicates (default DEFAULT_DUPLICATE_THRESHOLD).
+        duplicate_threshold: cosine similarity from which two images are compared pixel by pixel for
+            near-duplicates (default DEFAULT_DUPLICATE_THRESHOLD; see engine.duplicates).
         queues: which queues to build (names from QUEUES).
         targets: for top losses of a segmentation or regression model, a callable image_name -> target
             (engine MaskLabel / PointsLabel); classifiers use the store's labels.
@@ -114,17 +115,19 @@ class _Context:
         """The stats of engine.clean.survey_images for every item (rows of inactive items are left empty)."""
         return self.survey()[0]
 
-    def survey(self) -> tuple[pd.DataFrame, np.ndarray]:
-        """(stats, pixel signatures) of every item, from one read of each active item's file."""
+    def survey(self) -> tuple[pd.DataFrame, list]:
+        """(stats, grey thumbnails) of every item, from one read of each active item's file (inactive items:
+        empty stats, no thumbnail)."""
         if self._stats is None:
             rows = np.flatnonzero(self.active)
             folder = self.project.folder
             found = clean.survey_images([folder / self.items[r].path for r in rows],
                                         progress=lambda done, total: self.progress("reading files", done, total))
             found.stats.index = rows
-            signatures = np.zeros((self.n, found.signatures.shape[1]), dtype=np.float32)
-            signatures[rows] = found.signatures
-            self._stats = (found.stats.reindex(range(self.n)), signatures)
+            thumbnails = [None] * self.n
+            for row, image in zip(rows, found.thumbnails):
+                thumbnails[row] = image
+            self._stats = (found.stats.reindex(range(self.n)), thumbnails)
         return self._stats
 
     def labels(self) -> tuple[list[str], np.ndarray]:
@@ -260,17 +263,23 @@ def duplicate_features(cache: FeatureCache, backbone: str) -> np.ndarray:
 
 
 def duplicate_queue(context: _Context, threshold=None) -> pd.DataFrame:
-    """Exact and near-duplicate groups, every member listed, the suggested keeper first in its group."""
+    """Exact and near-duplicate groups, every member listed, the suggested keeper first in its group.
+
+    Near-duplicates: candidates by signature and CNN features (cosine >= threshold), confirmed on
+    the images' own pixels within what counts as a copy in this set (engine.duplicates)."""
     threshold = DEFAULT_DUPLICATE_THRESHOLD if threshold is None else float(threshold)
-    stats, signatures = context.survey()
+    stats, thumbnails = context.survey()
     rows = np.flatnonzero(context.active)
     done = context.with_features()[rows]
     source = duplicate_features(context.cache(), context.backbone)
     features = np.zeros((len(rows), source.shape[1]), dtype=np.float32)
     features[done] = np.asarray(source[rows[done]], dtype=np.float32)
     context.progress("duplicates", 0, 1)
-    combined = clean.duplicate_rows([signatures[rows], features], clean.DUPLICATE_WEIGHTS)
-    finder = clean.DuplicateFinder(threshold).fit(combined, stats["sha1"].iloc[rows].tolist())
+    sizes = stats[["width", "height"]].iloc[rows].fillna(0).to_numpy()
+    finder = clean.DuplicateFinder(threshold).fit(features, stats["sha1"].iloc[rows].tolist(),
+                                                  thumbnails=[thumbnails[r] for r in rows], sizes=sizes)
+    logger.info("duplicates: %d candidate pairs compared, copies differ by at most %.3f here",
+                len(finder.candidates_), finder.limit_.limit_)
     context.progress("duplicates", 1, 1)
     groups = finder.groups_
     if (groups < 0).all():
@@ -283,21 +292,22 @@ def duplicate_queue(context: _Context, threshold=None) -> pd.DataFrame:
 def _duplicate_table(context: _Context, rows, finder, keep, stats) -> pd.DataFrame:
     groups = finder.groups_
     pairs = finder.pairs_
-    best: dict[int, tuple[float, int, bool]] = {}     # local row -> (similarity, partner, exact)
-    for a, b, sim, exact in pairs.itertuples(index=False):
+    best: dict[int, tuple[float, int, bool, float]] = {}     # local row -> (similarity, partner, exact, difference)
+    for a, b, sim, difference, exact in pairs[["a", "b", "similarity", "difference", "exact"]].itertuples(index=False):
         for one, other in ((a, b), (b, a)):
             if one not in best or sim > best[one][0]:
-                best[one] = (sim, other, exact)
+                best[one] = (sim, other, exact, difference)
     members = np.flatnonzero(groups >= 0)
     group_score = pd.Series([best[m][0] for m in members]).groupby(groups[members]).transform("max").to_numpy()
     given = context.given()
     keeper = {groups[m]: m for m in members if keep[m]}
     reason = []
     for m in members:
-        sim, partner, exact = best[m]
+        sim, partner, exact, difference = best[m]
         size = f"{int(stats['width'].iat[rows[m]])}x{int(stats['height'].iat[rows[m]])}"
         text = (f"exact copy of {context.items[rows[partner]].path}" if exact
-                else f"near-duplicate of {context.items[rows[partner]].path} ({sim:.2f})")
+                else f"near-duplicate of {context.items[rows[partner]].path} ({sim:.2f}; pixels differ by "
+                     f"{difference:.2f}, copies here by at most {finder.limit_.limit_:.2f})")
         text += f"; {size} px" + ("; keep" if keep[m] else f"; keep {context.items[rows[keeper[groups[m]]]].path}")
         labels = {given[rows[o]] for o in members[groups[members] == groups[m]]}
         if len(labels) > 1:

@@ -373,7 +373,8 @@ def _clean_command(sub) -> None:
     cmd = _command(sub, "clean", "list likely label errors, top losses, duplicates and odd files to review", _clean)
     cmd.add_argument("--model", metavar="MODEL", help="a model from `labeler train --out`: also list its top losses")
     cmd.add_argument("--threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
-                     help="cosine similarity above which two images are near-duplicates (default %(default)s)")
+                     help="similarity from which two images are compared pixel by pixel; only pairs that pass "
+                          "that check are near-duplicates (default %(default)s)")
     cmd.add_argument("--layers", nargs="+", metavar="LAYER", help="layers whose features predict the labels "
                                                                    "(default: the last)")
     cmd.add_argument("--queue", nargs="+", choices=QUEUES, metavar="NAME",
