@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from engine import Learner, Predictor, RandomSplit, build_data, create_model, label_from_folder  # noqa: E402
 from engine._workers import default_workers  # noqa: E402
+from engine.predictor import prediction_workers  # noqa: E402
 from engine.backbones import DEFAULT_BACKBONE, get_backbone_cfg  # noqa: E402
 from engine.data import discover_images  # noqa: E402
 from engine.tasks import ClassifyTask  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--size", type=int, default=64, help="the model's input size (default 64)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 4)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: none on 1-2 cores, else the cores but two, at most 4)")
     parser.add_argument("--epochs", type=int, default=0, help="train the head this many epochs first (default 0)")
     parser.add_argument("--random-weights", action="store_true", help="no pretrained body (no weights needed)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
@@ -96,7 +97,7 @@ def main() -> None:
         sys.exit(f"{folder} is absent: this benchmark needs ../shared/data/cifar10")
     if args.threads:
         torch.set_num_threads(args.threads)
-    workers = default_workers() if args.workers is None else args.workers
+    workers = prediction_workers() if args.workers is None else args.workers
     paths = sample_paths(folder, args.images)
     predictor = make_predictor(folder, paths, args)
     predictor.predict(folder / paths[0])                        # first-call costs (allocations) out of both times

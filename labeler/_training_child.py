@@ -135,7 +135,7 @@ class _Reporter(Callback):
         if self.stop_event.is_set():
             learner.stop = self.stopped = True
         now = time.monotonic()
-        if now - self._last >= REPORT_EVERY_S or learner.stop:
+        if now - self._last >= REPORT_EVERY_S or learner.stop or self.done_steps == self.steps:
             self._last = now
             self.out.put({"type": "batch", "epoch": self.epoch, "step": self.done_steps, "loss": float(learner.loss)})
 

@@ -82,7 +82,7 @@ def add_commands(sub, make_command) -> None:
     cmd.add_argument("--batch-size", type=int, default=PREDICT_BATCH,
                      help="images per forward pass (default %(default)s)")
     cmd.add_argument("--workers", type=int, default=None,
-                     help="image-decoding processes (default: the cores but one, at most 4; 0: none)")
+                     help="image-decoding processes (default: none on 1-2 cores, else the cores but two, at most 4)")
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout (scores under metrics)")
     truth = cmd.add_argument_group("true labels: print the task's metrics over the images that have one, computed "
                                    "as training's validation computes them (at the model's size)")
