@@ -95,8 +95,9 @@ def assert_no_traceback(log: str) -> None:
 
 
 def canvases(page) -> list[dict]:
-    """Bounding boxes of the page's plot canvases, top first (the map, then the review grid)."""
-    boxes = [c.bounding_box() for c in page.locator("canvas").all()]
+    """Bounding boxes of the page's visible plot canvases, top first (the map, then the review grid). A hidden
+    tab's plots keep their boxes (Bokeh hides them with `visibility: hidden`), so they are left out."""
+    boxes = [c.bounding_box() for c in page.locator("canvas").all() if c.is_visible()]
     return sorted((b for b in boxes if b and b["width"] > 300), key=lambda b: b["y"])
 
 

@@ -39,3 +39,18 @@ def colour_folder(root: Path, n: int = 40, size: int = 40) -> Path:
         Image.fromarray(pixels).save(root / colour / f"{i:03d}.png")
     return root
 
+
+
+def run_notebook(path: Path, workdir: Path, monkeypatch, timeout: int = 300):
+    """Execute the notebook at `path` headless (nbclient, kernel python3) in `workdir`; returns the executed
+    notebook. The kernel inherits the environment, so the demo cache and IPython's and Jupyter's files are
+    kept in `workdir`, out of ~. Raises CellExecutionError on the first failing cell."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for variable, where in (("LABELER_CACHE", "labeler-cache"), ("IPYTHONDIR", "ipython"),
+                            ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")):
+        monkeypatch.setenv(variable, str(workdir / where))
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}}).execute()
+    return nb

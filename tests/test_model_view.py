@@ -115,3 +115,22 @@ def test_any_finished_model_can_be_made_current(project):
     assert store.current_id == first
     assert "0.6000" in html_of(view._results)
     assert view._message.text == f"{first} is the current model."
+
+
+class _Running:
+    """A training as another tab started it, still running (what `current_training` returns)."""
+
+    kind, running, finished, stopped, stage = "fine_tune", True, False, False, "training"
+    epoch, epochs, step, steps, loss, eta, elapsed = 0, 2, 3, 10, 1.5, 12.0, 4.0
+    history = [{"epoch": 0, "frozen": True, "train_loss": 1.2, "valid_loss": 1.0, "accuracy": 0.5}]
+    lr_find = record = error = None
+
+
+def test_a_tab_coming_into_sight_follows_a_training_another_tab_started(project, monkeypatch):
+    view = ModelView(project)
+    run = _Running()
+    monkeypatch.setattr("labeler.ui.model_view.current_training", lambda project: run)
+    view.show()
+    assert view._shown_run is run
+    assert view._stop.disabled is False and view._fine_tune.disabled is True
+    assert "epoch 1 of 2" in view._progress_text.object and list(view._loss_source.data["epoch"]) == [1]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import run_notebook
+
 nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "label_in_jupyter.ipynb"
@@ -50,14 +52,7 @@ def test_committed_notebook_has_no_outputs():
 
 def test_notebook_runs(digits, tmp_path, monkeypatch):
     monkeypatch.setenv("LABELER_EXAMPLE_FOLDER", str(digits))
-    # the kernel inherits the environment: keep the demo cache and IPython's/Jupyter's files out of ~
-    monkeypatch.setenv("LABELER_CACHE", str(tmp_path / "labeler-cache"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
+    nb = run_notebook(NOTEBOOK, tmp_path, monkeypatch, timeout=120)
 
     for cell in nb.cells:
         if cell.cell_type == "code":

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import shared_data
+from _helpers import run_notebook, shared_data
 from test_notebook import _cell  # one cell by its tag
 
 nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "train_in_jupyter.ipynb"
@@ -31,14 +31,7 @@ def test_training_notebook_runs_and_shows_its_figures(tmp_path, monkeypatch):
                 "EPOCHS": "1", "EXPORT": str(tmp_path / "model.pt")}
     for name, value in settings.items():
         monkeypatch.setenv(f"LABELER_TRAIN_{name}", value)
-    # the kernel inherits the environment: keep the demo cache and IPython's/Jupyter's files out of ~
-    monkeypatch.setenv("LABELER_CACHE", str(tmp_path / "labeler-cache"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
+    nb = run_notebook(NOTEBOOK, tmp_path, monkeypatch)
 
     for tag in FIGURES:
         shown = [out for out in _cell(nb, tag).outputs if "image/png" in out.get("data", {})]

@@ -306,9 +306,12 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
             self._message.show(f"{model_id} is the current model.", "info")
 
     def show(self) -> None:
-        """Called when the tab comes into sight: the label count and the model list as they are now."""
+        """Called when the tab comes into sight: the label count, a training another tab started, the models."""
         self._show_source_fields()
-        if self._shown_run is None or not self._shown_run.running:
+        run = current_training(self.project)
+        if run is not None and run is not self._shown_run and run.running:
+            self._follow(run)
+        elif self._shown_run is None or not self._shown_run.running:
             self._show_models()
 
     # -- notebook --------------------------------------------------------------------------
