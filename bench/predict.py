@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--size", type=int, default=64, help="the model's input size (default 64)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: none on 1-2 cores, else the cores but two, at most 4)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes (default: none on 1-2 cores, else the cores but two, at most 4)")
     parser.add_argument("--epochs", type=int, default=0, help="train the head this many epochs first (default 0)")
     parser.add_argument("--random-weights", action="store_true", help="no pretrained body (no weights needed)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")

@@ -2,8 +2,9 @@
 
 A `TrainingRun` starts `engine.Learner` in a child Python process (at a lower priority), so the
 person can go on lassoing and labeling while it trains: the app's server keeps its interpreter
-lock and the first claim on the cores. The child reports through JSON lines (stage, every few batches, every epoch, the
-lr_find curve, the finished model's record); the run keeps what it heard for whoever polls it.
+lock and the first claim on the cores. The child reports through JSON lines (stage, every few
+batches, every epoch, the lr_find curve, the finished model's record); the run keeps what it heard
+for whoever polls it.
 `stop()` asks the child to end after the current batch; it keeps the best epoch so far.
 
 What is trained comes from a `TrainSpec`: the labels in the project's store (a classifier or a
