@@ -20,7 +20,7 @@ _EXPORTS = {
               "register_task"],
     "models": ["create_model"],
     "interpret": ["ClassTarget", "CoordinateTarget", "GradCAM", "Interpretation", "RegionTarget", "cam_layer",
-                  "confusion_matrix", "explain", "explain_image", "most_confused", "top_losses"],
+                  "confusion_matrix", "explain", "explain_image", "explain_images", "most_confused", "top_losses"],
     "plots": ["plot_confusion", "plot_losses", "plot_lr_find", "plot_top_losses"],
     "clean": ["DEFAULT_DUPLICATE_THRESHOLD", "DUPLICATE_WEIGHTS", "DuplicateFinder", "LabelIssueFinder", "OddFileRules",
               "duplicate_rows", "find_odd_files", "image_stats", "model_losses", "survey_images"],

@@ -8,7 +8,7 @@ manager and are always removed.
 
 For a person: `explain` (heatmaps of a batch, the task choosing what to explain), `picture`
 (one prediction drawn on its image), `Interpretation` (a learner's validation set: top losses,
-confusion, pictures) and `explain_image` (an exported model on one image).
+confusion, pictures) and `explain_image` / `explain_images` (an exported model on images).
 """
 from __future__ import annotations
 
@@ -221,12 +221,17 @@ def explain_image(predictor, image, *, heatmap: bool = True) -> tuple[np.ndarray
     """An exported model (`engine.learner.Predictor`) on one PIL image: the picture of its prediction at
     `predictor.size` as the model saw it (Grad-CAM overlaid with `heatmap`), and the decoded result as
     `predictor.predict` gives it (label and probabilities, a mask at the image's size, points in its pixels)."""
+    return explain_images(predictor, [image], heatmap=heatmap)[0]
+
+
+def explain_images(predictor, images, *, heatmap: bool = True) -> list[tuple[np.ndarray, dict]]:
+    """`explain_image` for several PIL images at once: one inference and one Grad-CAM pass, results in order."""
     task, labels = predictor.task, predictor.labels
-    x = predictor.preprocess(image)
-    output = task.activation(predictor.raw_outputs(x))[0]
-    heat = explain(predictor.model, task, x.to(_device(predictor.model)))[0] if heatmap else None
-    seen = denormalize(x[0], predictor.mean, predictor.std)
-    return picture(seen, task, output, labels, heat=heat), task.decode(output, image.size, labels)
+    x = torch.cat([predictor.preprocess(image) for image in images])
+    outputs = task.activation(predictor.raw_outputs(x))
+    heat = explain(predictor.model, task, x.to(_device(predictor.model))) if heatmap else [None] * len(images)
+    return [(picture(denormalize(x[i], predictor.mean, predictor.std), task, outputs[i], labels, heat=heat[i]),
+             task.decode(outputs[i], image.size, labels)) for i, image in enumerate(images)]
 
 
 # -- a learner's validation set, interpreted -------------------------------------------------

@@ -169,6 +169,7 @@ class HeatmapCache:
         early, with what is done); `progress(done, total)` hears after each batch.
         """
         from engine.errors import ImageReadError
+        from engine.interpret import explain_images
         found = self.cached(item_ids)
         missing = [int(item) for item in dict.fromkeys(item_ids) if item not in found]
         for start in range(0, len(missing), batch_size):
@@ -182,7 +183,7 @@ class HeatmapCache:
                     except ImageReadError as err:
                         logger.warning("no heatmap for item %s: %s", item, err)
                 if images:
-                    for item, (picture, result) in zip(images, explain_batch(predictor, list(images.values()))):
+                    for item, (picture, result) in zip(images, explain_images(predictor, list(images.values()))):
                         found[item] = self._keep(item, picture, images[item].size, result)
             if progress is not None:
                 progress(min(start + batch_size, len(missing)), len(missing))
@@ -271,24 +272,6 @@ class HeatmapWork:
             with self._lock:   # an error ends the job: the next ask starts another
                 self._busy = False
         return done
-
-
-def explain_batch(predictor, images: Sequence[Image.Image]) -> list[tuple[np.ndarray, dict]]:
-    """`engine.interpret.explain_image` for several images at once: one inference and one Grad-CAM pass.
-
-    Returns (picture at `predictor.size` with the heatmap over it, decoded result) per image, in order.
-    """
-    import torch
-
-    from engine.augment import denormalize
-    from engine.interpret import explain, picture
-
-    task, labels = predictor.task, predictor.labels
-    x = torch.cat([predictor.preprocess(image) for image in images])
-    outputs = task.activation(predictor.raw_outputs(x))
-    heat = explain(predictor.model, task, x.to(next(predictor.model.parameters()).device))
-    return [(picture(denormalize(x[i], predictor.mean, predictor.std), task, outputs[i], labels, heat=heat[i]),
-             task.decode(outputs[i], image.size, labels)) for i, image in enumerate(images)]
 
 
 @contextlib.contextmanager

@@ -12,11 +12,11 @@ from _helpers import write_image
 from torch.utils.data import DataLoader, TensorDataset
 
 from engine.errors import ImageReadError
-from engine.interpret import explain_image
+from engine.interpret import explain_image, explain_images
 from engine.learner import Learner
 from engine.models import create_model
 from labeler.errors import LabelerError, SessionError
-from labeler.heatmaps import HeatmapCache, HeatmapWork, NoModelError, explain_batch
+from labeler.heatmaps import HeatmapCache, HeatmapWork, NoModelError
 from labeler.model_store import ModelStore, write_record
 from labeler.project import Project
 
@@ -69,7 +69,7 @@ def test_a_batch_gives_the_pictures_of_one_image_at_a_time(project):
     export_model(project, seed=0)
     predictor = HeatmapCache(project).predictor()
     images = [image(project, i) for i in range(3)]
-    for (batched, result), one in zip(explain_batch(predictor, images), images):
+    for (batched, result), one in zip(explain_images(predictor, images), images):
         alone, alone_result = explain_image(predictor, one)
         assert np.abs(batched.astype(int) - alone).max() <= 2 and result["label"] == alone_result["label"]
 
