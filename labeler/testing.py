@@ -43,6 +43,11 @@ def start_jupyter(kind: str, root_dir: Path, state_dir: Path, env: dict | None =
     import secrets
     port, token = free_port(), secrets.token_hex(16)
     state_dir.mkdir(parents=True, exist_ok=True)
+    # start the notebook's own kernel without asking: JupyterLab asks "Select Kernel" when its kernel list
+    # arrives after the notebook opens, and that dialog can come up under a click at any moment
+    tracker = state_dir / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text('{"autoStartDefaultKernel": true}')
     environment = {**os.environ, "JUPYTER_RUNTIME_DIR": str(state_dir / "runtime"),
                    "JUPYTERLAB_SETTINGS_DIR": str(state_dir / "settings"),
                    "JUPYTERLAB_WORKSPACES_DIR": str(state_dir / "workspaces"),

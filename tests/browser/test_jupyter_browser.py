@@ -17,6 +17,7 @@ import pytest
 from labeler.testing import canvases, hover_review_cell, lasso, start_jupyter, stop_server, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PATHS = {"lab": "lab/tree", "notebook": "notebooks"}
 SHOTS = os.environ.get("LABELER_SCREENSHOTS")
@@ -66,8 +67,11 @@ def _run_all(page, kind, url, token, name) -> None:
     first = page.locator(".jp-CodeCell .jp-InputArea-prompt").first
     for _ in range(5):      # Run All does nothing until the kernel's session is fully connected: try again
         _answer_dialogs(page)
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.get_by_role("menuitem", name=re.compile("Run All Cells")).first.click()
+        try:
+            page.locator(".lm-MenuBar-item", has_text="Run").first.click(timeout=10_000)
+            page.get_by_role("menuitem", name=re.compile("Run All Cells")).first.click(timeout=10_000)
+        except PlaywrightTimeout:     # a dialog came up in between: answer it and try again
+            continue
         try:
             wait_until(lambda: first.inner_text().strip() not in ("", "[ ]:"), timeout=15)
             return
