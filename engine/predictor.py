@@ -21,11 +21,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
+from . import pooling
 from ._workers import worker_start_method
 from .augment import build_transforms
 from .data import load_image
 from .errors import ImageReadError, InputError, LearnerError
-from .models import create_model
+from .models import BodyHeadModel, create_model
 from .tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class _Sample:
     x: torch.Tensor | None = None  # (3, size, size), normalized
     size: tuple[int, int] | None = None  # the image's own (width, height)
     y: torch.Tensor | None = None  # its target as the task's metrics take it; None: no label given
+    path: str = ""  # the path asked for (set when the batch is made)
     skip: str | None = None  # why it is left out: the image (or its mask) cannot be read
     error: str | None = None  # a label the task cannot encode (an unknown class)
 
@@ -107,13 +109,23 @@ class Predictor:
         return _pixels(image, self.transform)[None]
 
     @torch.no_grad()
-    def raw_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's raw outputs (float32, on the CPU) for a batch of `preprocess`ed images; its mode is restored."""
+    def raw_outputs(self, x: torch.Tensor, head_only: bool = False) -> torch.Tensor:
+        """The model's raw outputs (float32, on the CPU) for a batch of `preprocess`ed images (or, `head_only`, of
+        a body's feature maps from `_forward`); its mode is restored."""
+        return self._forward(x, head=head_only)[1]
+
+    @torch.no_grad()
+    def _forward(self, x: torch.Tensor, body: bool = False, head: bool = False):
+        """(body's feature map or None, output or None) of a batch: the whole model, its body only (`body`), or
+        its head only on a feature map (`head`)."""
         was_training = self.model.training
         self.model.eval()
         try:
             device = next(self.model.parameters()).device  # channels-last, as the Learner feeds the model
-            return self.model(x.to(device, memory_format=torch.channels_last)).float().cpu()
+            x = x.to(device, memory_format=torch.channels_last) if x.ndim == 4 else x.to(device)
+            if body:
+                return self.model.body(x).float().cpu(), None
+            return None, (self.model.head(x) if head else self.model(x)).float().cpu()
         finally:
             self.model.train(was_training)
 
@@ -137,6 +149,25 @@ class Predictor:
         (`Task.encode_one`), or None for a path without one. A mask that cannot be read leaves its
         image out, as in training; a label the model cannot know (an unknown class) raises InputError.
         """
+        for samples, x in self._batches(folder, paths, targets, batch_size, workers, progress):
+            outputs = self.task.activation(self.raw_outputs(x))
+            yield from ((s.path, s.size, output, s.y) for s, output in zip(samples, outputs))
+
+    def embedded_outputs(self, folder, paths, *, batch_size: int = 32, workers: int | None = None, progress=None):
+        """(path, pooled features, activated output) per readable image: the features are the fine-tuned body's
+        last feature map pooled as the feature cache pools every layer (`engine.pooling.pool`), for a model with
+        a body and a pooled head (a classifier or a regressor; not a U-Net)."""
+        if not isinstance(self.model, BodyHeadModel):
+            raise LearnerError(f"A {self.task.name} model has no pooled body features to map; only classifiers "
+                               f"and regressors do.")
+        for samples, x in self._batches(folder, paths, None, batch_size, workers, progress):
+            fmap, _ = self._forward(x, body=True)
+            outputs = self.task.activation(self.raw_outputs(fmap, head_only=True))
+            features = pooling.pool(fmap)
+            yield from ((s.path, feature, output) for s, feature, output in zip(samples, features, outputs))
+
+    def _batches(self, folder, paths, targets, batch_size, workers, progress):
+        """(readable samples, their stacked pixels) per batch of `paths`; see `labeled_outputs`."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size={batch_size!r} is not a positive int. Give the images per forward pass.")
         paths, targets = list(paths), targets or {}
@@ -154,8 +185,9 @@ class Predictor:
                 if sample.skip:
                     logger.warning("%s", sample.skip)
             if kept:
-                outputs = self.task.activation(self.raw_outputs(torch.stack([sample.x for sample in kept])))
-                yield from ((paths[s.index], s.size, output, s.y) for s, output in zip(kept, outputs))
+                for sample in kept:
+                    sample.path = paths[sample.index]
+                yield kept, torch.stack([sample.x for sample in kept])
             if progress is not None:
                 progress(len(samples))
 

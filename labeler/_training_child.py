@@ -25,6 +25,7 @@ from types import SimpleNamespace
 from engine.learner import Callback
 
 from .errors import USER_ERRORS
+from .model_layer import MAPPED_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +41,41 @@ def main() -> None:
     os.nice(10)  # the person's clicks come first
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     job = json.loads(sys.stdin.readline())
-    stop = threading.Event()
+    stop = _Stops()
 
     def listen():
         for line in sys.stdin:
             if line.strip() == "stop":
-                break
-        stop.set()                 # asked to stop, or the parent closed our input or is gone
+                stop.ask()
+                if job["kind"] == "lr_find":
+                    os._exit(0)    # a curve nobody waits for: end now (a fine-tune ends after its batch, saved)
+        stop.ask(closed=True)      # the parent closed our input or is gone
         if job["kind"] == "lr_find":
-            os._exit(0)            # a curve nobody waits for: end now (a fine-tune ends after its batch, saved)
+            os._exit(0)
     threading.Thread(target=listen, daemon=True).start()
     run_child(job["kind"], job["spec"], job["folder"], job["workspace"], job["snapshot"], job["model_dir"],
               _Lines(protocol), stop)
+
+
+class _Stops:
+    """The parent's stop requests: the first ends the training after its batch (`is_set`); one that comes while
+    every image is being mapped (`since(count)`) abandons the map and keeps the model."""
+
+    def __init__(self):
+        self.count, self.closed = 0, False
+        self._event = threading.Event()
+
+    def ask(self, closed: bool = False) -> None:
+        self.count += 1
+        self.closed = self.closed or closed
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def since(self, count: int):
+        """A callable: True once a stop was asked after `count` requests (or the parent is gone)."""
+        return lambda: self.closed or self.count > count
 
 
 class _Lines:
@@ -67,7 +91,7 @@ class _Lines:
 
 def run_child(kind, spec, folder, workspace, snapshot, model_dir, out, stop) -> None:
     """Run `kind` ("lr_find" or "fine_tune") of `spec` (a TrainSpec as a dict); everything is reported to `out`
-    (`put(dict)`); `stop` (an Event) asks a fine-tune to end after the current batch."""
+    (`put(dict)`); `stop` (a `_Stops`, or an Event) asks a fine-tune to end after the current batch."""
     spec = SimpleNamespace(**spec)
     try:
         learner = _learner(spec, Path(folder), Path(workspace), snapshot)
@@ -89,12 +113,29 @@ def run_child(kind, spec, folder, workspace, snapshot, model_dir, out, stop) -> 
         labels = snapshot["labels"] if snapshot else len(learner.data.items_train) + len(learner.data.items_valid)
         record = finish_model(learner, Path(model_dir), spec=vars(spec), labels=labels, lr=lr,
                               stopped=reporter.stopped, history=reporter.history, best_epoch=keep.epoch)
+        if snapshot is not None and record["task"] in MAPPED_TASKS:
+            record = _map_every_image(learner, Path(folder), Path(workspace), Path(model_dir), record, out,
+                                      stop.since(stop.count) if isinstance(stop, _Stops) else stop.is_set)
         out.put({"type": "done", "record": record})
     except USER_ERRORS as err:
         out.put({"type": "error", "message": str(err)})
     except Exception as err:  # a bug: the log gets the traceback, the person a short message
         logger.exception("training failed")
         out.put({"type": "error", "message": f"{type(err).__name__}: {err} (the server log has the details)"})
+
+
+def _map_every_image(learner, folder: Path, workspace: Path, model_dir: Path, record: dict, out, stop) -> dict:
+    """The fine-tuned network's layer of the map and its predictions for every image (`labeler.model_layer`);
+    the record says what was made (`layer`: images mapped and predicted, None when stopped)."""
+    from engine import Workspace
+    from engine.predictor import Predictor
+
+    from .model_layer import build_model_layer
+    from .model_store import write_record
+    out.put({"type": "stage", "stage": "mapping every image with the fine-tuned network"})
+    made = build_model_layer(Predictor.from_learner(learner), Workspace(folder, workspace), model_dir.name, stop=stop,
+                             progress=lambda done, total: out.put({"type": "mapped", "done": done, "total": total}))
+    return write_record(model_dir, {**record, "layer": made or None})
 
 
 def _learner(spec, folder: Path, workspace: Path, snapshot: dict | None):

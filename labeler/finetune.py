@@ -97,7 +97,8 @@ class TrainingRun:
     """One lr_find or fine-tune in a child process, and everything heard from it so far.
 
     Read by polling: `stage`, `epoch`/`epochs`, `step`/`steps`, `loss`, `history` (one dict per epoch:
-    train_loss, valid_loss and the task's metrics), `lr_find` (lrs, losses, suggestion), `record`
+    train_loss, valid_loss and the task's metrics), `lr_find` (lrs, losses, suggestion), `mapped` (images done
+    and total while the fine-tuned network maps every image: `labeler.model_layer`), `record`
     (the finished model's, see `model_store`), `error`, `finished`, `stopped`, `eta`.
     """
 
@@ -108,6 +109,7 @@ class TrainingRun:
         self.loss = math.nan
         self.history: list[dict] = []
         self.lr_find: dict | None = None
+        self.mapped: tuple[int, int] | None = None  # images mapped by the fine-tuned network so far, of how many
         self.record: dict | None = None
         self.error: str | None = None
         self.finished = self.stopped = False
@@ -192,6 +194,8 @@ class TrainingRun:
             self.history.append(message)
         elif kind == "lr_find":
             self.lr_find = message
+        elif kind == "mapped":
+            self.mapped = (message["done"], message["total"])
         elif kind in ("done", "error"):
             self.record, self.error = message.get("record"), message.get("message")
             self.stage = "finished" if kind == "done" else "failed"

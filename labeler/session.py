@@ -66,7 +66,9 @@ class Session(PredictionChecks):
         self.project, self.store = project, project.store
         self.cfg = get_backbone_cfg(project.backbone)
         self.pooling = pooling
-        self.layers = list(self.cfg.layers)
+        self.base_layers = list(self.cfg.layers)        # the backbone's ImageNet layers
+        self.layers = list(self.base_layers)             # and, last, the current fine-tuned model's
+        self.model_layer = None
         self.layer_index = max(0, len(self.layers) - 2)   # a middle layer: pose and parts, not only class
         self.views: list[View] = list(BASE_VIEWS)
         self.view_index = 0
@@ -76,8 +78,36 @@ class Session(PredictionChecks):
         self._frames: tuple[int, np.ndarray] | None = None     # (store version, frames) last computed
         self._lock = threading.Lock()
         self.refresh_rows()
-        if self.latest_model() is not None:
+        self.refresh_model_layer()
+        if self.latest_model() is not None and PREDICTED_VIEW not in self.views:
             self.views.append(PREDICTED_VIEW)
+
+    def refresh_model_layer(self) -> bool:
+        """Offer the current fine-tuned model's layer last in the ←/→ order once it is complete
+        (`labeler.model_layer`), in place of an earlier model's; True when the order changed."""
+        from .model_layer import ModelLayer
+        found = ModelLayer.current(self.project.workspace.root)
+        if (found and found.model_id) == (self.model_layer and self.model_layer.model_id):
+            return False
+        shown = self.layer
+        self.model_layer = found
+        self.layers = self.base_layers + ([found.name] if found else [])
+        self.layer_index = self.layers.index(shown) if shown in self.layers else len(self.layers) - 1
+        if self.latest_model() is not None and PREDICTED_VIEW not in self.views:
+            self.views.append(PREDICTED_VIEW)
+        return True
+
+    def describe_predictions(self) -> str:
+        """Whose predictions the map, the checks and Accept use (the latest stored model's), for people."""
+        from .model_layer import describe_model
+        return describe_model(self.project.workspace.root, self.latest_model())
+
+    def _source(self, layer: str):
+        """(feature cache, its name for the layer) of one layer of the map."""
+        from .model_layer import LAYER
+        if self.model_layer is not None and layer == self.model_layer.name:
+            return self.model_layer.cache, LAYER
+        return self.cache, layer
 
     # -- what is on the map -----------------------------------------------------------------
     def refresh_rows(self) -> None:
@@ -96,6 +126,8 @@ class Session(PredictionChecks):
 
     @property
     def layer_title(self) -> str:
+        if self.layer_index >= len(self.base_layers):
+            return self.model_layer.title
         return self.cfg.layer_titles[self.layer_index] if self.cfg.layer_titles else ""
 
     @property
@@ -103,6 +135,7 @@ class Session(PredictionChecks):
         return self.views[self.view_index]
 
     def step_layer(self, step: int) -> str:
+        self.refresh_model_layer()
         self.layer_index = (self.layer_index + step) % len(self.layers)
         return self.layer
 
@@ -111,7 +144,12 @@ class Session(PredictionChecks):
         return self.view.name
 
     def features(self, layer: str | None = None) -> np.ndarray:
-        return self.cache.load(layer or self.layer, self.pooling)
+        cache, name = self._source(layer or self.layer)
+        features = cache.load(name, self.pooling)
+        if len(features) < self.n_items:    # images found after the fine-tune: not mapped by it (zeros)
+            features = np.concatenate([features, np.zeros((self.n_items - len(features), features.shape[1]),
+                                                          dtype=features.dtype)])
+        return features
 
     def coords(self, layer: str | None = None, view: View | None = None) -> np.ndarray:
         """(len(rows), 2) positions of the drawn items in a layer's view (cached on disk)."""
@@ -124,13 +162,14 @@ class Session(PredictionChecks):
         with self._lock:
             if key not in self._coords:
                 features = self.features(layer)[self.rows]
+                cache, name = self._source(layer)
                 self._coords[key] = cached_projection(
                     features, view.method, dict(view.params), y=y, cache_dir=self.project.projections_dir,
-                    key=self.cache.projection_key(layer, self.pooling, self.rows))
+                    key=cache.projection_key(name, self.pooling, self.rows))
             return self._coords[key]
 
     def _coords_key(self, layer: str, view: View, y: np.ndarray | None) -> tuple:
-        return (layer, view, self.rows.tobytes(), self.cache.version, None if y is None else y.tobytes())
+        return (layer, view, self.rows.tobytes(), self._source(layer)[0].version, None if y is None else y.tobytes())
 
     def _predicted_coords(self, layer: str) -> np.ndarray:
         """The Predicted view: labels on a circle, each unlabeled image between them by the latest
@@ -240,7 +279,7 @@ class Session(PredictionChecks):
         names, labels = self.human_labels()
         # every layer, in the session's pooling: the grid keeps layout (which way a head turns),
         # which a global average cannot see
-        features = ColumnBlocks(self.cache.load(layer, self.pooling) for layer in self.layers)
+        features = ColumnBlocks(self.cache.load(layer, self.pooling) for layer in self.base_layers)
         model = fit_first_model(features, labels, names)
         step = 4096                                   # rows at a time: all layers of 100k images stay on disk
         probs = np.concatenate([model.predict_proba(features[self.rows[start:start + step]])

@@ -123,7 +123,7 @@ class _Running:
     kind, running, finished, stopped, stage = "fine_tune", True, False, False, "training"
     epoch, epochs, step, steps, loss, eta, elapsed = 0, 2, 3, 10, 1.5, 12.0, 4.0
     history = [{"epoch": 0, "frozen": True, "train_loss": 1.2, "valid_loss": 1.0, "accuracy": 0.5}]
-    lr_find = record = error = None
+    lr_find = record = error = mapped = None
 
 
 def test_a_tab_coming_into_sight_follows_a_training_another_tab_started(project, monkeypatch):
@@ -134,3 +134,13 @@ def test_a_tab_coming_into_sight_follows_a_training_another_tab_started(project,
     assert view._shown_run is run
     assert view._stop.disabled is False and view._fine_tune.disabled is True
     assert "epoch 1 of 2" in view._progress_text.object and list(view._loss_source.data["epoch"]) == [1]
+
+
+def test_after_training_it_shows_how_many_images_the_fine_tuned_network_has_mapped(project, monkeypatch):
+    view = ModelView(project)
+    run = _Running()
+    run.stage, run.mapped = "mapping every image with the fine-tuned network", (32, 128)
+    monkeypatch.setattr("labeler.ui.model_view.current_training", lambda project: run)
+    view.show()
+    assert "32 of 128 images (the map's new layer and the predictions)" in view._progress_text.object
+    assert view._progress.value == 250

@@ -96,6 +96,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
                                columns=NOTEBOOK_GRID_COLUMNS if self.in_notebook else COLUMNS)
         self.clean = CleanView(project)
         self.model = ModelView(project)
+        self.model.on_model.append(lambda: self._run(self._on_new_model))
         if self.in_notebook:
             self.clean.use_focus_keys()
         self._widgets()
@@ -135,10 +136,11 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._check = pn.widgets.Button(name="Check predictions", **button)
         self._accept_shown = pn.widgets.Button(name="Accept shown", disabled=True, **button)
         self._accept = pn.widgets.Button(name="Accept all above", **button)
-        self._download_labels = pn.widgets.FileDownload(callback=self._labels_csv, filename="labels.csv",
+        self._download_labels = pn.widgets.FileDownload(callback=lambda: self._csv("labels"), filename="labels.csv",
                                                         label="Download labels CSV", **button)
-        self._download_preds = pn.widgets.FileDownload(callback=self._predictions_csv, filename="predictions.csv",
-                                                       label="Download predictions CSV", **button)
+        self._download_preds = pn.widgets.FileDownload(callback=lambda: self._csv("predictions"),
+                                                       filename="predictions.csv", label="Download predictions CSV",
+                                                       **button)
         self._review_text = pn.pane.HTML("Lasso a group of images to review it here.", sizing_mode="stretch_width")
         self._preview = pn.pane.HTML("", width=self._preview_px + 4, height=self._preview_px + PREVIEW_TEXT_PX)
         # after Enter in the new-label field, the keys are the map's again (a label's number, arrows)
@@ -187,7 +189,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
     def _tabs(self):
         tabs = pn.Tabs(("Label", self._page()), ("Clean", self.clean), ("Model", self.model),
                        sizing_mode="stretch_both")
-        self._version_seen = self.session.version
+        self._version_seen, self._model_seen = self.session.version, self.session.latest_model()
         tabs.param.watch(lambda event: with_document_lock(lambda: self._run(self._on_tab, event.new)), "active")
         return tabs
 
@@ -200,8 +202,18 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
             self.model.show()
         else:
             self._heat.fill_grid()          # another model may have become current in the Model tab
-            if self.session.version != self._version_seen:
+            if self.session.refresh_model_layer() or self._model_seen != self.session.latest_model():
+                self._on_new_model()
+            elif self.session.version != self._version_seen:
                 self._after_change()
+
+    def _on_new_model(self) -> None:
+        """A new model (fine-tuned, or made current): its layer joins ←/→, its predictions colour the map."""
+        self.session.refresh_model_layer()
+        self.session.refresh_rows()
+        self._model_seen = self.session.latest_model()
+        self._show_checked()
+        self._redraw()
 
     # -- drawing ---------------------------------------------------------------------------
     def _redraw(self, reset_view=False) -> None:
@@ -257,11 +269,12 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
     def _show_checked(self) -> None:
         """What checks showed of the latest model above the threshold: a fair estimate of Accept's precision."""
         checked = self.session.checked(float(self._threshold.value))
+        whose = f"Predictions shown: {esc(self.session.describe_predictions())}. "
         if not checked.seen:
-            self._checked.object = (f"<small>No check of this model at {checked.threshold:.2f} or above yet: "
-                                    f"Check predictions shows a random sample to judge.</small>")
+            self._checked.object = (f"<small>{whose}No check of this model at {checked.threshold:.2f} or above "
+                                    f"yet: Check predictions shows a random sample to judge.</small>")
             return
-        self._checked.object = (f"<small>Checked at {checked.threshold:.2f} or above: <b>{checked.right} of "
+        self._checked.object = (f"<small>{whose}Checked at {checked.threshold:.2f} or above: <b>{checked.right} of "
                                 f"{checked.seen}</b> right (precision at least {checked.lower_bound:.0%}, 95% "
                                 f"confidence).</small>")
 
@@ -357,7 +370,8 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._show("Training on cached features…", "info")
         report = self.session.train()
         rows = [(name, v["n"], f"{v['precision']:.0%}", f"{v['recall']:.0%}") for name, v in report.per_label.items()]
-        self._report.object = (f"<b>{esc(report.summary())}</b>"
+        self._report.object = (f"<b>{esc(report.summary())}</b><br><small>Optimistic: lassoed labels are the easy "
+                               f"cores of groups. Checks of random predictions below measure the rest.</small>"
                                + html_table(("label", "n", "precision", "recall"), rows))
         self._show("Trained. Unlabeled images now show the predicted label (paler); the view list now offers "
                    "Predicted, which places them between the labels by the model's probabilities. Check predictions "
@@ -449,14 +463,10 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
             self._run(self._redraw)
 
     # -- downloads and notebook API --------------------------------------------------------
-    def _labels_csv(self):
-        from labeler.io import export_labels_csv
-        return export_to_buffer(export_labels_csv, self.session.project, self._show,
-                                empty="No labels yet: labels.csv holds only its header row. Label some images first.")
-
-    def _predictions_csv(self):
-        from labeler.io import export_predictions_csv
-        return export_to_buffer(export_predictions_csv, self.session.project, self._show)
+    def _csv(self, kind: str):
+        from labeler import io
+        empty = "No labels yet: labels.csv holds only its header row. Label some images first." * (kind == "labels")
+        return export_to_buffer(getattr(io, f"export_{kind}_csv"), self.session.project, self._show, empty=empty)
 
     @property
     def labels(self):

@@ -25,6 +25,7 @@ from bokeh.plotting import figure
 
 from engine.backbones import BACKBONES
 from labeler.finetune import TrainSpec, TrainingError, current_training, start_training
+from labeler.model_layer import make_predictions_latest
 from labeler.model_store import ModelStore
 
 from ._panel import NOTEBOOK_HEIGHT, Message, NotebookAware, esc, guarded, html_table
@@ -47,6 +48,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         super().__init__(**params)
         self.project = project
         self.store = ModelStore(project.workspace.root)
+        self.on_model: list = []  # called with no arguments when a fine-tune of this view finishes with a model
         self._message = Message()
         self._run = guarded(self._message.show, self._in_document)
         self._settings()
@@ -235,7 +237,11 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
                 parts.append(f"batch {run.step - run.epoch * batches} of {batches}")
             if run.loss == run.loss:
                 parts.append(f"loss {run.loss:.3f}")
-        if run.eta is not None and run.running:
+        if run.mapped and run.running:      # after training: every image through the fine-tuned network
+            done, total = run.mapped
+            self._progress.value = int(1000 * done / max(total, 1))
+            parts.append(f"{done:,} of {total:,} images (the map's new layer and the predictions)")
+        elif run.eta is not None and run.running:
             parts.append(f"about {_duration(run.eta)} left")
         parts.append(f"{_duration(run.elapsed)} so far" if run.running else "")
         self._progress_text.object = f"<small>{' · '.join(p for p in parts if p)}</small>"
@@ -266,9 +272,14 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         elif run.record:
             record = run.record
             stopped = " (stopped early; the best epoch was kept)" if record.get("stopped") else ""
+            mapped = (f" Its layer “fine-tuned {record['id']}” is last in the Label tab's ←/→ order"
+                      + (" and its predictions are the ones shown there." if record["layer"].get("predictions")
+                         else ".") if record.get("layer") else "")
             self._message.show(f"{record['id'].replace('-', ' ')} is ready{stopped}: "
-                               f"{_headline(record)}.", "success")
+                               f"{_headline(record)}.{mapped}", "success")
             self._show_models()
+            for hook in self.on_model:
+                hook()
         self._progress_text.object = ""
 
     # -- finished models -------------------------------------------------------------------
@@ -302,8 +313,12 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
     def _on_current(self, model_id: str) -> None:
         if model_id and model_id != self.store.current_id:
             self.store.set_current(model_id)
+            predicted = make_predictions_latest(self.project.store, model_id)
             self._show_models()
-            self._message.show(f"{model_id} is the current model.", "info")
+            self._message.show(f"{model_id} is the current model" + (
+                ": the Label tab shows its layer and its predictions." if predicted else "."), "info")
+            for hook in self.on_model:
+                hook()
 
     def show(self) -> None:
         """Called when the tab comes into sight: the label count, a training another tab started, the models."""

@@ -1,0 +1,145 @@
+"""The fine-tuned network back in the map: its pooled features as a layer of its own, its predictions for the labeler.
+
+When a fine-tune of the project's labels finishes, its training process runs the fine-tuned network over every
+image of the project once (`build_model_layer`) and keeps two things:
+
+- the body's last feature map, pooled as every ImageNet layer is (`engine.pooling`), in a feature cache of its
+  own, `WORKSPACE/features/model-N-<size>/` (one layer, `LAYER`), written like the backbone's cache and marked
+  complete last, so a half-computed layer is never offered;
+- its class probabilities for every image, in the label store under the model's id (`model-N`): the latest
+  stored predictions are the ones the Predicted view, vary opacity, Check predictions and Accept use.
+
+`ModelLayer.current(project)` is the current model's layer when it is complete, or None. The session offers it at
+the end of the ←/→ order, named after the model (`fine-tuned model-3`), with the same views as any layer.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.features import DONE, FeatureCache
+
+logger = logging.getLogger(__name__)
+
+LAYER = "fine-tuned"
+PREDICTED_TASKS = ("classify",)  # tasks whose probabilities the checks and Accept can use (one label an image)
+MAPPED_TASKS = ("classify", "multilabel")
+BATCH = 32
+
+
+def layer_cache(workspace_root, model_id: str, size: int) -> FeatureCache:
+    """The feature cache of model `model_id`'s layer (the model's image size keys it, as a backbone's)."""
+    return FeatureCache(Path(workspace_root) / "features" / f"{model_id}-{size}", backbone=model_id, size=size)
+
+
+def build_model_layer(predictor, workspace, model_id: str, *, progress=None, stop=None) -> dict:
+    """Run the fine-tuned `predictor` over every present image of `workspace` (an engine Workspace): its pooled
+    features become model `model_id`'s layer, its probabilities (a single-label classifier) the store's newest
+    predictions. `progress(done, total)` hears about the images; `stop()` True abandons the layer (nothing is
+    offered). Returns {"images", "predictions"} counts, or {} when stopped."""
+    from .store import LabelStore
+    items = [item for item in workspace.items() if not item.missing]
+    cache = layer_cache(workspace.root, model_id, predictor.size)
+    by_path = {item.path: item for item in items}
+    total, done = len(items), 0
+    rows, probs = [], []
+    arrays = None
+    for path, feature, output in predictor.embedded_outputs(workspace.folder, list(by_path), batch_size=BATCH):
+        if arrays is None:       # the width is known from the first image
+            cache.prepare([LAYER], {LAYER: int(feature.numel())}, len(workspace.items()))
+            arrays = cache.open_for_writing()
+        item = by_path[path]
+        arrays[LAYER][item.id] = feature.numpy().astype(np.float16)
+        cache.mark(item.id, item.size if item.size is not None else -1,
+                   item.mtime_ns if item.mtime_ns is not None else -1, DONE)
+        rows.append(item.id)
+        probs.append(output.numpy())
+        done += 1
+        if progress is not None and (done % BATCH == 0 or done == total):
+            progress(done, total)
+        if stop is not None and done % BATCH == 0 and stop():
+            return {}
+    if arrays is None:
+        return {}
+    cache.meta["complete"] = True
+    cache.flush(arrays)
+    predicted = 0
+    if predictor.task.name in PREDICTED_TASKS and predictor.labels:
+        store = LabelStore(workspace.db_path)
+        try:
+            store.set_predictions(model_id, rows, list(predictor.labels), np.stack(probs))
+        finally:
+            store.close()
+        predicted = len(rows)
+    return {"images": len(rows), "predictions": predicted}
+
+
+@dataclass(frozen=True)
+class ModelLayer:
+    """A finished model's layer in the map: `name` in the ←/→ order, `title` for people, `cache` to load."""
+
+    model_id: str
+    labels: int
+    cache: FeatureCache
+
+    @property
+    def name(self) -> str:
+        return f"fine-tuned {self.model_id}"
+
+    @property
+    def title(self) -> str:
+        number = self.model_id.split("-")[-1]
+        return f"fine-tuned (model {number}, {self.labels:,} labels)"
+
+    def load(self, pooling_name: str) -> np.ndarray:
+        return self.cache.load(LAYER, pooling_name)
+
+    @classmethod
+    def current(cls, workspace_root) -> ModelLayer | None:
+        """The current model's layer if it has a complete one, else None."""
+        from .model_store import ModelStore
+        store = ModelStore(workspace_root)
+        model_id = store.current_id
+        if model_id is None:
+            return None
+        record = store.record(model_id)
+        if record.get("task") not in MAPPED_TASKS:
+            return None
+        cache = layer_cache(workspace_root, model_id, int(record.get("size", 0)))
+        if not cache.meta.get("complete"):
+            return None
+        return cls(model_id, int(record.get("labels", 0)), cache)
+
+
+def describe_model(workspace_root, model_id: str | None) -> str:
+    """Which model's predictions the labeler shows, for people: a fine-tuned one with its label count and its
+    validation accuracy on a random held-out share of those labels, or Train's quick model."""
+    from .model_store import ModelStore, ModelStoreError
+    if model_id is None:
+        return "no model yet"
+    if model_id.startswith("first-"):
+        return "Train's quick model (a logistic regression on the cached ImageNet features)"
+    try:
+        record = ModelStore(workspace_root).record(model_id)
+    except ModelStoreError:
+        return f"model {model_id!r}"
+    text = f"fine-tuned {model_id.replace('-', ' ')} ({record.get('labels', 0):,} labels"
+    accuracy, interval = record.get("metrics", {}).get("accuracy"), record.get("intervals", {}).get("accuracy")
+    if accuracy is not None:
+        text += f"; {accuracy:.0%} right on {record.get('valid', 0):,} of them held out at random"
+        if interval:
+            text += f", 95% interval {interval[0]:.0%}-{interval[1]:.0%}"
+    return text + ")"
+
+
+def make_predictions_latest(store, model_id: str) -> bool:
+    """Make `model_id`'s stored predictions the latest (the ones the labeler uses), as when a model is chosen as
+    the current one; False when it stored none (a U-Net, a regressor, a multi-label classifier)."""
+    if model_id not in store.prediction_models():
+        return False
+    _, classes, ids, probs = store.predictions(model_id)
+    store.set_predictions(model_id, ids, classes, probs)
+    return True
