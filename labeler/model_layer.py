@@ -91,8 +91,7 @@ class ModelLayer:
 
     @property
     def title(self) -> str:
-        number = self.model_id.split("-")[-1]
-        return f"fine-tuned (model {number}, {self.labels:,} labels)"
+        return f"the network fine-tuned on your {self.labels:,} labels"
 
     def load(self, pooling_name: str) -> np.ndarray:
         return self.cache.load(LAYER, pooling_name)

@@ -56,6 +56,7 @@ def report(tmp_path_factory):
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
     truth = annotate.truth_from_folders(paths)
     return annotate.benchmark(folder, truth, tmp_path_factory.mktemp("ws"), progress=lambda text: None,
+                              policies=("annotator", "one view", "one at a time"),
                               backbone=EMBED["backbone"], size=EMBED["size"], **EMBED_ARGS)
 
 
@@ -125,6 +126,25 @@ def test_a_lasso_selects_exactly_the_points_inside_its_polygon(tmp_path):
         inside = (xy >= low).all(1) & (xy <= high).all(1)
         assert sorted(desk.lasso(box)) == sorted(int(i) for i in session.rows[inside])
         assert desk.actions == 1 and desk.by_kind == {"lasso": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.weights
+def test_the_fine_tuning_annotator_fine_tunes_in_one_action_and_lassos_in_the_fine_tuned_layer(tmp_path):
+    from labeler.finetune import TrainSpec
+    base = colour_workspace(tmp_path, per_class=24)
+    truth = annotate.truth_from_folders([item.path for item in base.items()])
+    said = []
+    result = annotate.run_policy("annotator + fine-tune", base, truth, backbone=EMBED["backbone"], size=EMBED["size"],
+                                 progress=said.append, fine_tune_spec=TrainSpec(size=32, batch_size=8, epochs=1))
+    assert result["actions_by_kind"]["fine-tune"] == len(result["fine_tune_seconds"]) >= 1
+    assert "train" not in result["actions_by_kind"]          # its model is the fine-tuned one, never Train's
+    assert result["milestones"][-1]["actions"] is not None
+    assert result["trains"][0]["fine_tune_seconds"] == result["fine_tune_seconds"][0]
+    assert any("fine-tuned on" in text for text in said)
+    # the fine-tuned layer and predictions are this run's own, beside the shared features
+    runs = base.root / "runs" / "annotator-+-fine-tune"
+    assert (runs / "features" / "model-1-32").is_dir() and not (base.root / "features" / "model-1-32").exists()
 
 
 def test_a_fresh_project_starts_empty_beside_shared_features(tmp_path):

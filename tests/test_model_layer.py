@@ -87,7 +87,7 @@ def test_the_session_offers_the_current_models_layer_last_with_every_view_and_fi
         assert session.refresh_model_layer() and not session.refresh_model_layer()   # once per new model
         assert session.layers == [*base, "fine-tuned model-1"]
         session.layer_index = len(session.layers) - 1
-        assert session.layer_title == "fine-tuned (model 1, 24 labels)"
+        assert session.layer_title == "the network fine-tuned on your 24 labels"
         assert session.step_layer(1) == base[0] and session.step_layer(-1) == "fine-tuned model-1"
         assert PREDICTED_VIEW in session.views
         for view in session.views:

@@ -37,14 +37,34 @@ class CheckSteps:
         if sum(c >= 2 for c in counts.values()) < 2 or min(counts.values()) < 2:
             return
         self._trained_at = labeled
-        if len(self.trains) >= 2 and all(t["agreement"] < MODEL_BELIEF_MIN for t in self.trains[-2:]):
-            return                                        # twice no good: this model cannot see the task
-        report = self.desk.train()
+        growth = self.policy.fine_tune_growth
+        if growth is not None and self.trains:
+            if labeled < (1 + growth) * self._fine_tuned_at:
+                return                                    # the fine-tuned model's predictions stay until the next
+            self._fine_tune(labeled)
+        elif growth is not None:
+            self._fine_tune(labeled)
+        else:
+            if len(self.trains) >= 2 and all(t["agreement"] < MODEL_BELIEF_MIN for t in self.trains[-2:]):
+                return                                    # twice no good: this model cannot see the task
+            report = self.desk.train()
+            self.trains.append({"labeled": report.n_labeled, "estimate": round(report.accuracy, 3),
+                                "agreement": 1.0, "accepted": []})
+            self.progress(f"{self.policy.name}: trained on {report.n_labeled}: {report.summary()}")
         self.checks, self._mixed, self._anchor_checks = [], set(), {}
         self._checking, self._rung, self._accepted_at = True, 0, np.inf
-        self.trains.append({"labeled": report.n_labeled, "estimate": round(report.accuracy, 3), "agreement": 1.0,
-                            "accepted": []})
-        self.progress(f"{self.policy.name}: trained on {report.n_labeled}: {report.summary()}")
+
+    def _fine_tune(self, labeled: int) -> None:
+        """Fine-tune on the labels so far (one action); its layer becomes the feature view lassos go back to."""
+        record = self.desk.fine_tune()
+        self._fine_tuned_at = labeled
+        accuracy = record["metrics"].get("accuracy", 0.0)
+        self.trains.append({"labeled": record["labels"], "estimate": round(accuracy, 3), "agreement": 1.0,
+                            "accepted": [], "fine_tune_seconds": round(self.desk.fine_tune_seconds[-1], 1)})
+        if self.session.model_layer is not None:
+            self._feature_view, self._atlas = (self.session.model_layer.name, "UMAP"), None
+        self.progress(f"{self.policy.name}: fine-tuned on {record['labels']} in {self.desk.fine_tune_seconds[-1]:.0f} s:"
+                      f" validation accuracy {accuracy:.3f}")
 
     def check_step(self) -> bool:
         """Check the model's predictions from the surest band down: a random sample of the unlabeled

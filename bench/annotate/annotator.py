@@ -38,6 +38,7 @@ class Annotator(SurveySteps, CheckSteps, LassoSteps, ReviewSteps):
         self._accepted_at = np.inf                      # everything the model predicts above was accepted
         self.checks_by_rung: dict[float, Outcome] = defaultdict(Outcome)
         self._trained_at = -1                           # labeled items when the model was last trained
+        self._fine_tuned_at = 0                         # ... and last fine-tuned
         # the Predicted view (_lassos.py)
         self._feature_view: tuple[str, str] | None = None
         self._anchor_checks: dict[str, tuple[int, int]] = {}   # per label: (right, seen) in lassos at its anchor

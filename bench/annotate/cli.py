@@ -10,6 +10,7 @@ from pathlib import Path
 from engine import Workspace
 from engine.backbones import DEFAULT_BACKBONE
 from engine.embedding import DEFAULT_SIZE
+from labeler.finetune import TrainSpec
 
 from .runner import BASELINES, POLICY_NAMES, PolicyError, benchmark
 from .truth import FACES_HIGH, FACES_LOW, TruthError, faces_direction, truth_from_csv, truth_from_folders
@@ -36,13 +37,19 @@ def table(report: dict) -> str:
     annotator = report["results"].get("annotator", {})
     checks = ", ".join(f"{k}: {v['labeled']} labeled in {v['lassos']} checks, {v['purity']:.2f} predicted right, "
                        f"{v['actions']} actions" for k, v in annotator.get("checks", {}).items())
+    tuned = report["results"].get("annotator + fine-tune", {})
+    seconds = ", ".join(f"{t:.0f} s" for t in tuned.get("fine_tune_seconds", []))
     accepted = [a for t in annotator.get("trains", []) for a in t["accepted"]]
     accepts = ", ".join(f"{a['count']} at >= {a['threshold']} ({a['checked']} checked right)" for a in accepted)
     return "\n".join([f"{report['folder']}: {sum(report['classes'].values())} images ({classes})", "", *lines, "",
                       f"Items labeled per layer by the annotator's lassos and find similar: {layers}",
                       f"Purity of the annotator's lassos per view: {purity}",
                       f"The annotator's checks of predictions, by threshold: {checks or 'none'}",
-                      f"Accepted unseen: {accepts or 'none'}"])
+                      f"Accepted unseen: {accepts or 'none'}"]
+                     + ([f"Fine-tunes of 'annotator + fine-tune' (wall time on this machine, not actions): {seconds}",
+                         "Its trainings: " + "; ".join(f"{t['labeled']} labels, estimate {t['estimate']}, accepted "
+                                                       f"{sum(a['count'] for a in t['accepted'])}"
+                                                       for t in tuned.get("trains", []))] if tuned else []))
 
 
 def main(argv=None) -> int:
@@ -60,7 +67,9 @@ def main(argv=None) -> int:
         truth = {p: truth[p] for p in paths if p in truth}
         report = benchmark(folder, truth, workspace, backbone=args.backbone,
                            size=args.size, policies=[name.strip() for name in args.policies.split(",")],
-                           max_cost=args.max_cost, drop_odd=args.drop_odd, seed=args.seed)
+                           max_cost=args.max_cost, drop_odd=args.drop_odd, seed=args.seed,
+                           fine_tune_spec=TrainSpec(size=args.fine_tune_size, epochs=args.fine_tune_epochs,
+                                                    augment=not args.fine_tune_no_augment, seed=args.seed))
     except (TruthError, PolicyError) as error:
         print(error, file=sys.stderr)
         return 1
@@ -82,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE)
     parser.add_argument("--policies", default=",".join(POLICY_NAMES),
-                        help="which policies to run, comma-separated (default: all three)")
+                        help="which policies to run, comma-separated (default: all four)")
     parser.add_argument("--max-cost", type=float, default=None,
                         help="label a lasso's majority only while (label + drops) / labeled <= this "
                              "(default inf: never leave a lasso unlabeled; 2 was the earlier rule)")
@@ -91,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
                              "with its label's key")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the lassos' centres, the checks' samples and the one-at-a-time order")
+    tune = parser.add_argument_group("the fine-tune action (policy 'annotator + fine-tune'; the Model tab's defaults)")
+    tune.add_argument("--fine-tune-size", type=int, default=TrainSpec.size, help="image size (default %(default)s)")
+    tune.add_argument("--fine-tune-epochs", type=int, default=TrainSpec.epochs,
+                      help="epochs of the whole network after one of the head (default %(default)s)")
+    tune.add_argument("--fine-tune-no-augment", action="store_true",
+                      help="no flips, turns or zoom: for labels a mirror image changes (head direction)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 

@@ -2,6 +2,7 @@
 runner's score of the result (`Judge`), which the policies never see."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -42,6 +43,8 @@ class Desk:
         self.actions = 0
         self.by_kind: Counter = Counter()
         self.shown: set[int] = set()                 # every item that ever appeared in the review grid
+        self.fine_tune_spec = None                   # a labeler.finetune.TrainSpec (default: the Model tab's)
+        self.fine_tune_seconds: list[float] = []     # wall time of each fine-tune, reported apart from actions
 
     def _spend(self, kind: str) -> None:
         self.actions += 1
@@ -104,6 +107,20 @@ class Desk:
     def train(self):
         self._spend("train")
         return self.session.train()
+
+    def fine_tune(self) -> dict:
+        """Fine-tune on the labels so far as the Model tab's button does (a child process that also maps every
+        image), and wait for it: one action, its wall time kept apart. Returns the model's record."""
+        from labeler.finetune import TrainSpec, start_training
+        self._spend("fine-tune")
+        started = time.perf_counter()
+        run = start_training(self.session.project, self.fine_tune_spec or TrainSpec(seed=self.seed))
+        run.join()
+        self.fine_tune_seconds.append(time.perf_counter() - started)
+        if run.error or not run.record:
+            raise RuntimeError(f"the fine-tune failed: {run.error or run.stage}")
+        self.session.refresh_model_layer()
+        return run.record
 
     def accept(self, threshold: float) -> int:
         self._spend("accept")

@@ -24,12 +24,17 @@ class Policy:
     # they stay selected and are labeled by their own majority while that costs no more than one at a time)
     label_odd: bool = True
     review_size: int = 40         # images lassoed there at first (grows while reviews stay pure)
+    # fine-tune the network (one action; `labeler.finetune`, as the Model tab does) instead of Train once the labels
+    # have grown by this share since the last fine-tune (the first at first_train); its layer becomes the map the
+    # lassos use and its predictions the ones checked and accepted. None: Train only
+    fine_tune_growth: float | None = None
 
 
 ANNOTATOR = Policy("annotator")
+FINE_TUNING = Policy("annotator + fine-tune", fine_tune_growth=1.0)
 ONE_VIEW = Policy("one view", explore=False, similar=False, train=False, predicted=False, survey=False,
                   start=(-1, "UMAP"))
-POLICIES = {policy.name: policy for policy in (ANNOTATOR, ONE_VIEW)}   # the lasso policies by name
+POLICIES = {policy.name: policy for policy in (ANNOTATOR, FINE_TUNING, ONE_VIEW)}   # the lasso policies by name
 
 
 @dataclass

@@ -49,7 +49,9 @@ def fresh_project(base: Workspace, name: str, *, backbone: str = DEFAULT_BACKBON
     root = base.root / "runs" / name.replace(" ", "-")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    (root / "features").symlink_to(base.root / "features", target_is_directory=True)
+    (root / "features").mkdir()      # the backbone's features are shared; a fine-tuned model's layer is the run's
+    for cache in (base.root / "features").iterdir():
+        (root / "features" / cache.name).symlink_to(cache, target_is_directory=True)
     (root / "projections").symlink_to(base.root / "projections", target_is_directory=True)
     source, target = sqlite3.connect(base.db_path), sqlite3.connect(root / base.db_path.name)
     with target:
@@ -74,7 +76,7 @@ def lasso_policy(name: str, max_cost: float | None = None, drop_odd: bool = Fals
 
 def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, backbone: str, size: int,
                max_cost: float | None = None, drop_odd: bool = False, seed: int = 0,
-               goal: float = LEVELS[-1], progress=None) -> dict:
+               goal: float = LEVELS[-1], progress=None, fine_tune_spec=None) -> dict:
     """One policy from an empty store to `goal` labeled; the judge notes each level's actions and accuracy."""
     progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     started = time.perf_counter()
@@ -83,6 +85,7 @@ def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, bac
         truth = _truth_by_row(project, session, truth_by_path)
         judge = Judge(truth, session)
         desk = judge.desk = Desk(session, judge, seed)
+        desk.fine_tune_spec = fine_tune_spec
         oracle = Oracle(truth, session)
         if name == ONE_AT_A_TIME:
             order = np.random.default_rng(seed).permutation(session.rows)
@@ -101,7 +104,8 @@ def run_policy(name: str, base: Workspace, truth_by_path: dict[str, str], *, bac
                 "actions_by_kind": dict(desk.by_kind), "looked_at": len(oracle.looked),
                 "milestones": [judge.milestones.get(level, {"level": level, "actions": None, "labeled": None,
                                                             "accuracy": None}) for level in LEVELS],
-                "seconds": round(time.perf_counter() - started, 1), **extra}
+                "seconds": round(time.perf_counter() - started, 1),
+                "fine_tune_seconds": [round(t, 1) for t in desk.fine_tune_seconds], **extra}
 
 
 def _truth_by_row(project: Project, session: Session, truth_by_path: dict[str, str]) -> dict[int, str]:
@@ -134,14 +138,15 @@ def useful_layers(result: dict) -> list[dict]:
 
 def benchmark(folder: Path, truth_by_path: dict[str, str], workspace: Path, *, backbone: str = DEFAULT_BACKBONE,
               size: int = DEFAULT_SIZE, policies=POLICY_NAMES, progress=None,
-              max_cost: float | None = None, drop_odd: bool = False, seed: int = 0, **embed_args) -> dict:
+              max_cost: float | None = None, drop_odd: bool = False, seed: int = 0, fine_tune_spec=None,
+              **embed_args) -> dict:
     """Every policy on the same folder and features; the report that `--json` prints."""
     unknown = [name for name in policies if name not in POLICY_NAMES]
     if unknown:
         raise PolicyError(f"unknown policy {unknown[0]!r}; choose from {', '.join(map(repr, POLICY_NAMES))}")
     base = prepare(folder, workspace, backbone, size, **embed_args)
     results = {name: run_policy(name, base, truth_by_path, backbone=backbone, size=size, progress=progress,
-                                max_cost=max_cost, drop_odd=drop_odd, seed=seed)
+                                max_cost=max_cost, drop_odd=drop_odd, seed=seed, fine_tune_spec=fine_tune_spec)
                for name in policies}
     ratios = {}
     for name, result in results.items():

@@ -28,7 +28,8 @@ from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buf
 from .clean_view import CleanView
 from .model_view import ModelView
 from .heatmap_view import PREVIEW_TEXT_PX, LabelHeatmaps
-from .keys import DIGITS, Binding, KeyTable, Shortcuts
+from .keys import DIGITS, Shortcuts
+from .label_keys import KEYS
 from .map import BACKENDS, MapView, unit_square
 from .review import COLUMNS, ReviewGrid
 
@@ -41,20 +42,6 @@ NOTEBOOK_GRID_COLUMNS = 8       # review tiles per row in a notebook, whose outp
 # a long label name ends in an ellipsis instead of spilling out of its button
 ONE_LINE_BUTTON = ".bk-btn { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }"
 REPORT_CSS = "table { table-layout: fixed; width: 100%; font-size: 12px; } td:first-child { overflow-wrap: anywhere; }"
-
-KEYS = KeyTable(
-    Binding(("ArrowLeft", "ArrowRight"), "← / →", "previous / next layer", "_key_layer"),
-    Binding(("ArrowUp", "ArrowDown"), "↑ / ↓", "previous / next view (projection)", "_key_view"),
-    Binding(DIGITS, "1 … 9", "label the selection with the label of that number; over an image in the review, "
-                             "that image alone", "_key_label"),
-    Binding(("s",), "s", "find similar to the selection", "_key_similar"),
-    Binding(("t",), "t", "train a model on the labels so far", "_key_train"),
-    Binding(("g",), "g", "show / hide where the current model looked (heatmaps in preview and grid)", "_key_heatmaps"),
-    Binding(("Escape",), "Esc", "clear the selection", "_key_clear"),
-    Binding(("ctrl+z",), "Ctrl+Z", "undo", "_key_undo"),
-    Binding(("ctrl+shift+z",), "Ctrl+Shift+Z", "redo", "_key_redo"),
-    Binding((), "mouse drag", "lasso select (box select in the toolbar); wheel zooms, toolbar pans"),
-)
 
 
 class LabelApp(NotebookAware, pn.viewable.Viewer):
@@ -101,6 +88,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
             self.clean.use_focus_keys()
         self._widgets()
         self._heat = LabelHeatmaps(project, self.grid, self._preview, self._run, self._show)
+        self._show_checked()                    # after a reload too: whose predictions the map shows
         self._redraw(reset_view=True)           # before the page gets the plot: it arrives drawn, in one piece
         self._layout[:] = [self._tabs()]
         self._opening.on_more(lambda *state: self._run(self._on_more_rows, *state))
@@ -267,7 +255,11 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._message.show(text, kind)
 
     def _show_checked(self) -> None:
-        """What checks showed of the latest model above the threshold: a fair estimate of Accept's precision."""
+        """Whose predictions are shown, and what checks showed of them above the threshold: a fair estimate of
+        Accept's precision."""
+        if self.session.latest_model() is None:
+            self._checked.object = ""
+            return
         checked = self.session.checked(float(self._threshold.value))
         whose = f"Predictions shown: {esc(self.session.describe_predictions())}. "
         if not checked.seen:

@@ -1,5 +1,6 @@
 """The Model tab in headless Chromium: find a learning rate, fine-tune while labeling goes on, look at what
-the model got wrong with and without heatmaps, export the model and load it with `labeler predict`."""
+the model got wrong with and without heatmaps, export the model and load it with `labeler predict`; then the
+fine-tuned network's layer in the Label tab's map, its predictions shown there, and both kept over a reload."""
 from __future__ import annotations
 
 import json
@@ -86,6 +87,37 @@ def _tile_source(page, index: int) -> str:
     return page.locator(".labeler-top-loss img").nth(index).get_attribute("src")
 
 
+def _layer_name(page) -> str:
+    return page.get_by_text(re.compile(r"^Layer: ")).inner_text()
+
+
+def _layer_after_the_last(page) -> None:
+    """Step ▶ to the fine-tuned layer: it is the last one, the next step wraps round to the first."""
+    for _ in range(8):
+        if "fine-tuned model-1" in _layer_name(page):
+            break
+        before = _layer_name(page)
+        page.get_by_role("button", name="layer ▶").click()
+        wait_until(lambda: _layer_name(page) != before, 60)
+    name = _layer_name(page)
+    assert "fine-tuned model-1" in name and "(the network fine-tuned on your 300 labels)" in name
+    page.get_by_role("button", name="layer ▶").click()
+    wait_until(lambda: "features.3" in _layer_name(page), 60)
+    page.get_by_role("button", name="◀ layer").click()
+    wait_until(lambda: "fine-tuned model-1" in _layer_name(page), 60)
+
+
+def _view(page, name: str) -> None:
+    view = page.get_by_text(re.compile(r"^View: "))
+    for _ in range(8):
+        if view.inner_text() == f"View: {name}":
+            return
+        before = view.inner_text()
+        page.get_by_role("button", name="view ▼").click()
+        wait_until(lambda: view.inner_text() != before, 120)
+    raise AssertionError(f"no view {name!r}")
+
+
 def test_fine_tune_in_the_model_tab_while_labeling_then_heatmaps_and_export(cifar300, tmp_path, browser):
     proc, url = start_server(cifar300)  # its own workspace, where the labels were imported
     context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
@@ -155,6 +187,25 @@ def test_fine_tune_in_the_model_tab_while_labeling_then_heatmaps_and_export(cifa
         predictions = json.loads(out.stdout)["predictions"]
         assert len(predictions) == 3 and all(row["label"] in {p.name for p in cifar300.iterdir()} for row in
                                              predictions)
+
+        # the fine-tuned network redrew the map: its layer is last in the ←/→ order, and it can be lassoed and labeled
+        page.locator(".bk-tab", has_text="Label").click()
+        _layer_after_the_last(page)
+        lasso(page)
+        page.get_by_text(re.compile(r"\d+ selected")).first.wait_for(timeout=60_000)
+        field = page.get_by_placeholder("new label, then Enter")
+        field.fill("in the new layer")
+        field.press("Enter")
+        page.get_by_text(re.compile(r"Labeled \d+ images “in the new layer”")).first.wait_for(timeout=60_000)
+        # its predictions are the ones the map, the checks and Accept use, and the panel says so
+        page.get_by_text(re.compile(r"Predictions shown: fine-tuned model 1 \(300 labels")).wait_for(timeout=20_000)
+        _view(page, "Predicted")
+        _shot(page, "layer")
+        # a reload keeps the layer and the model
+        page.reload()
+        page.get_by_text(re.compile(r"^Layer: ")).wait_for(timeout=180_000)
+        page.get_by_text(re.compile(r"Predictions shown: fine-tuned model 1")).wait_for(timeout=20_000)
+        _layer_after_the_last(page)
         assert not errors, errors
     finally:
         context.close()
