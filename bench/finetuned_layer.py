@@ -117,8 +117,9 @@ def table(report: dict) -> str:
              "| layer | 10-NN accuracy | 10-NN vote of the labels | find similar precision@20 |", "|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['layer']} | {row['knn']:.3f} | {row['vote']:.3f} | {row['similar@20']:.3f} |")
-    lines += ["", f"fine-tuned vs the best ImageNet layer ({best['layer']}): 10-NN {tuned['knn'] / best['knn']:.2f}x, "
-                  f"vote {tuned['vote'] / best['vote']:.2f}x, find similar {tuned['similar@20'] / best['similar@20']:.2f}x"]
+    ratio = {key: tuned[key] / best[key] for key in ("knn", "vote", "similar@20")}
+    lines += ["", f"fine-tuned vs the best ImageNet layer ({best['layer']}): 10-NN {ratio['knn']:.2f}x, "
+                  f"vote {ratio['vote']:.2f}x, find similar {ratio['similar@20']:.2f}x"]
     return "\n".join(lines)
 
 

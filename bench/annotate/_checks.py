@@ -63,8 +63,9 @@ class CheckSteps:
                             "accepted": [], "fine_tune_seconds": round(self.desk.fine_tune_seconds[-1], 1)})
         if self.session.model_layer is not None:
             self._feature_view, self._atlas = (self.session.model_layer.name, "UMAP"), None
-        self.progress(f"{self.policy.name}: fine-tuned on {record['labels']} in {self.desk.fine_tune_seconds[-1]:.0f} s:"
-                      f" validation accuracy {accuracy:.3f}")
+        seconds = self.desk.fine_tune_seconds[-1]
+        self.progress(f"{self.policy.name}: fine-tuned on {record['labels']} in {seconds:.0f} s: validation accuracy "
+                      f"{accuracy:.3f}")
 
     def check_step(self) -> bool:
         """Check the model's predictions from the surest band down: a random sample of the unlabeled

@@ -188,7 +188,7 @@ def test_fine_tune_in_the_model_tab_while_labeling_then_heatmaps_and_export(cifa
         assert len(predictions) == 3 and all(row["label"] in {p.name for p in cifar300.iterdir()} for row in
                                              predictions)
 
-        # the fine-tuned network redrew the map: its layer is last in the ←/→ order, and it can be lassoed and labeled
+        # the fine-tuned network redrew the map: its layer is last in the ←/→ order; it can be lassoed and labeled
         page.locator(".bk-tab", has_text="Label").click()
         _layer_after_the_last(page)
         lasso(page)
