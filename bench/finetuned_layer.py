@@ -130,12 +130,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workspace", type=Path, help="where features are kept (default: a folder in the temp dir)")
     parser.add_argument("--size", type=int, default=TrainSpec.size, help="fine-tune image size (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=TrainSpec.epochs)
+    parser.add_argument("--epochs", type=int, default=TrainSpec.epochs, help="epochs of everything (default %(default)s)")
+    parser.add_argument("--freeze-epochs", type=int, default=TrainSpec.freeze_epochs,
+                        help="epochs of the head alone first (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=TrainSpec.lr, help="peak learning rate (default %(default)s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     folder = args.folder.resolve()
     workspace = args.workspace or _default_workspace(folder)     # the annotator's: the features are made once
-    spec = TrainSpec(size=args.size, epochs=args.epochs, seed=args.seed)
+    spec = TrainSpec(size=args.size, epochs=args.epochs, freeze_epochs=args.freeze_epochs, lr=args.lr, seed=args.seed)
     report = measure(folder, workspace, args.labels, args.seed, spec)
     print(json.dumps(report, indent=1) if args.json else table(report))
     return 0

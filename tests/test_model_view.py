@@ -144,3 +144,26 @@ def test_after_training_it_shows_how_many_images_the_fine_tuned_network_has_mapp
     view.show()
     assert "32 of 128 images (the map's new layer and the predictions)" in view._progress_text.object
     assert view._progress.value == 250
+
+
+def test_keeping_the_map_fresh_fine_tunes_again_once_the_labels_have_grown_by_half(project, monkeypatch):
+    import json
+    started = []
+    monkeypatch.setattr("labeler.ui.model_view.start_training",
+                        lambda project, spec, kind: started.append((spec, kind)) or _Running())
+    view = ModelView(project)
+    ids = [item.id for item in project.items]
+    project.store.assign(ids[:8], "a")
+    assert view.keep_fresh() is None                   # off by default
+    view._keep_fresh.value = True
+    assert view.keep_fresh() is None                   # no model yet: the first fine-tune is the person's
+    record_file = ModelStore(project.workspace.root).dir / finished_model(project) / "record.json"
+    record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "labels": 6}))   # trained on 6
+    assert view.keep_fresh() is None and not started   # 8 < 1.5 x 6
+    project.store.assign(ids[8:9], "b")
+    said = view.keep_fresh()
+    assert said == ("Keeping the map fresh: fine-tuning again on 9 labels (model-1 had 6); its layer and "
+                    "predictions follow when it ends.")
+    assert len(started) == 1 and started[0][1] == "fine_tune" and started[0][0].source == "store"
+    monkeypatch.setattr("labeler.ui.model_view.current_training", lambda project: _Running())
+    assert view.keep_fresh() is None and len(started) == 1  # one training at a time

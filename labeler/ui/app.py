@@ -338,6 +338,8 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._after_change()
 
     def _after_change(self) -> None:
+        if said := self.model.keep_fresh():
+            self._show(said, "info")
         self.session.refresh_rows()
         if self.session.view.follows_labels or len(self.session.rows) != len(self.map.ids):
             self._redraw()

@@ -26,11 +26,13 @@ from bokeh.plotting import figure
 from engine.backbones import BACKBONES
 from labeler.finetune import TrainSpec, TrainingError, current_training, start_training
 from labeler.model_layer import make_predictions_latest
+from labeler.errors import USER_ERRORS
 from labeler.model_store import ModelStore
 
 from ._panel import NOTEBOOK_HEIGHT, Message, NotebookAware, esc, guarded, html_table
 
 logger = logging.getLogger(__name__)
+FRESH_GROWTH = 0.5  # "keep the map fresh": fine-tune again once the labels grow by this share
 
 POLL_MS = 500
 TILE_PX = 150
@@ -93,6 +95,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._find_lr = pn.widgets.Button(name="Find learning rate", button_type="default")
         self._fine_tune = pn.widgets.Button(name="Fine-tune", button_type="primary")
         self._stop = pn.widgets.Button(name="Stop", button_type="warning", disabled=True)
+        self._keep_fresh = pn.widgets.Checkbox(name=f"Keep the map fresh: fine-tune again once the labels have grown "
+                                                    f"by {FRESH_GROWTH:.0%}", value=False)
 
     def _plots(self) -> None:
         self._progress = pn.indicators.Progress(value=0, max=1000, visible=False, sizing_mode="stretch_width",
@@ -124,7 +128,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._points,
                   self._points_mean, self._backbone, self._size, self._split, self._valid_pct, self._valid_list,
                   self._group_regex, pn.Row(self._freeze_epochs, self._epochs), self._lr,
-                  pn.Row(self._find_lr, self._fine_tune), self._stop, self._summary_text()]
+                  pn.Row(self._find_lr, self._fine_tune), self._stop, self._keep_fresh, self._summary_text()]
         return pn.Column(*fields, width=320, scroll=True, sizing_mode="stretch_height")
 
     def _summary_text(self):
@@ -185,6 +189,23 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._follow(start_training(self.project, self.spec(), "fine_tune"))
         self._message.show("Fine-tuning in the background: label on meanwhile; Stop keeps the best epoch so far.",
                            "info")
+
+    def keep_fresh(self) -> str | None:
+        """With "keep the map fresh" on, fine-tune again (the settings shown) once the store's labels have grown by
+        FRESH_GROWTH since the current model's; returns what to tell the person, or None when nothing started."""
+        record = self.store.record(self.store.current_id) if self.store.current_id else None
+        run = current_training(self.project)
+        if not self._keep_fresh.value or record is None or (run is not None and run.running):
+            return None
+        labels = sum(self.project.store.counts().values())
+        if self._source.value != "store" or labels < (1 + FRESH_GROWTH) * record.get("labels", 0):
+            return None
+        try:
+            self._follow(start_training(self.project, self.spec(), "fine_tune"))
+        except USER_ERRORS as err:
+            return f"Keeping the map fresh: could not fine-tune again: {err}"
+        return (f"Keeping the map fresh: fine-tuning again on {labels:,} labels ({record['id']} had "
+                f"{record.get('labels', 0):,}); its layer and predictions follow when it ends.")
 
     def _on_stop(self) -> None:
         run = current_training(self.project)
