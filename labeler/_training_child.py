@@ -128,12 +128,18 @@ def _map_every_image(learner, folder: Path, workspace: Path, model_dir: Path, re
     """The fine-tuned network's layer of the map and its predictions for every image (`labeler.model_layer`);
     the record says what was made (`layer`: images mapped and predicted, None when stopped)."""
     from engine import Workspace
+    from engine.interpret import Interpretation
     from engine.predictor import Predictor
 
-    from .model_layer import build_model_layer
+    from .model_layer import build_model_layer, fit_temperature
     from .model_store import write_record
     out.put({"type": "stage", "stage": "mapping every image with the fine-tuned network"})
+    temperature = 1.0
+    if record["task"] == "classify":       # its confidence made honest on the validation images
+        valid = Interpretation.from_learner(learner)
+        temperature = fit_temperature(valid.outputs.numpy(), valid.targets.numpy())
     made = build_model_layer(Predictor.from_learner(learner), Workspace(folder, workspace), model_dir.name, stop=stop,
+                             temperature=temperature,
                              progress=lambda done, total: out.put({"type": "mapped", "done": done, "total": total}))
     return write_record(model_dir, {**record, "layer": made or None})
 

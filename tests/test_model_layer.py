@@ -12,7 +12,8 @@ from engine.models import create_model
 from engine.predictor import Predictor
 from engine.tasks import get_task
 from labeler.io import import_folders
-from labeler.model_layer import LAYER, ModelLayer, build_model_layer, describe_model, layer_cache
+from labeler.model_layer import (LAYER, ModelLayer, build_model_layer, calibrated, describe_model, fit_temperature,
+                                 layer_cache)
 from labeler.model_store import ModelStore, write_record
 from labeler.project import Project
 from labeler.session import PREDICTED_VIEW, Session
@@ -35,7 +36,7 @@ def _finished_model(project, predictor, **record) -> str:
     write_record(folder, {"task": "classify", "size": SIZE, "labels": 24, "valid": 5,
                           "metrics": {"accuracy": 0.8}, "intervals": {"accuracy": [0.4, 1.0]}, **record})
     made = build_model_layer(predictor, Workspace(project.folder, project.workspace.root), folder.name)
-    assert made == {"images": len(project.items), "predictions": len(project.items)}
+    assert made == {"images": len(project.items), "predictions": len(project.items), "temperature": 1.0}
     return folder.name
 
 
@@ -48,7 +49,7 @@ def test_the_layer_holds_every_images_pooled_features_and_the_store_its_probabil
         write_record(folder_model, {"task": "classify", "size": SIZE, "labels": 24})
         made = build_model_layer(predictor, Workspace(folder, project.workspace.root), "model-1",
                                  progress=lambda done, total: heard.append((done, total)))
-        assert made == {"images": 24, "predictions": 24}
+        assert made == {"images": 24, "predictions": 24, "temperature": 1.0}
         assert heard[-1] == (24, 24)
         cache = layer_cache(project.workspace.root, "model-1", SIZE)
         assert cache.meta["complete"] and cache.layers == [LAYER] and cache.done_mask(24).all()
@@ -111,3 +112,22 @@ def test_whose_predictions_are_said_for_every_kind_of_model(tmp_path):
     assert describe_model(tmp_path, None) == "no model yet"
     assert describe_model(tmp_path, "first-12").startswith("Train's quick model")
     assert describe_model(tmp_path, "model-4") == "model 'model-4'"
+
+
+def test_a_temperature_fitted_on_validation_makes_a_smoothed_models_confidence_honest():
+    rng = np.random.default_rng(0)
+    n, classes = 2000, 10
+    targets = rng.integers(0, classes, n)
+    right = rng.random(n) < 0.9                   # a model right 90% of the time...
+    predicted = np.where(right, targets, (targets + rng.integers(1, classes, n)) % classes)
+    probs = np.full((n, classes), 0.1 / (classes - 1))
+    probs[np.arange(n), predicted] = 0.2          # ...that label smoothing keeps at 0.67 sure
+    probs /= probs.sum(1, keepdims=True)
+    temperature = fit_temperature(probs, targets)
+    assert temperature < 0.7
+    scaled = calibrated(probs, temperature)
+    np.testing.assert_allclose(scaled.sum(1), 1, atol=1e-5)
+    assert scaled.max(1).mean() == pytest.approx(0.9, abs=0.02)     # as sure as it is right
+    assert (scaled.argmax(1) == probs.argmax(1)).all()              # the order of the classes never changes
+    assert fit_temperature(probs[:5], targets[:5]) == 1.0             # too few images to fit: unchanged
+    assert calibrated(probs, 1.0).dtype == np.float32
