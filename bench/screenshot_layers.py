@@ -1,7 +1,7 @@
 """The map of an ImageNet layer beside the fine-tuned layer that came from it, as a user sees them.
 
     .venv/bin/python bench/screenshot_layers.py FOLDER --workspace WORKSPACE [--layer features.18] [--view UMAP]
-        [--out docs/finetuned_layer.png]
+        [--out docs/finetuned_layer.jpg]
 
 Serves a project that has a fine-tuned model with its layer (e.g. the one `bench/finetuned_layer.py` leaves under
 its workspace's runs/), steps to `--layer` and to the fine-tuned layer in the same view, and saves the two maps side
@@ -48,8 +48,11 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--layer", default="features.18")
     parser.add_argument("--view", default="UMAP")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "finetuned_layer.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "finetuned_layer.jpg")
     args = parser.parse_args()
+    from labeler.project import Project
+    with Project(args.folder, args.workspace) as project:     # thumbnails before the page opens
+        project.prepare()
     proc, url = start_server(args.folder, args.workspace)
     try:
         with sync_playwright() as pw, tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ class SurveySteps:
         best = max(tried, key=lambda key: tried[key].purity)
         self.progress("explored: " + ", ".join(f"{k[0]}/{k[1]} {o.purity:.2f}" for k, o in tried.items())
                       + f"; best {best}")
+        self._explored = best
         self._go_key(best)
 
     def survey_step(self) -> bool:

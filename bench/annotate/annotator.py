@@ -41,6 +41,7 @@ class Annotator(SurveySteps, CheckSteps, LassoSteps, ReviewSteps):
         self._fine_tuned_at = 0                         # ... and last fine-tuned
         # the Predicted view (_lassos.py)
         self._feature_view: tuple[str, str] | None = None
+        self._explored: tuple[str, str] | None = None   # the purest view explore() found
         self._anchor_checks: dict[str, tuple[int, int]] = {}   # per label: (right, seen) in lassos at its anchor
         self._review_size = policy.review_size
         # lassos in a feature view (_lassos.py, _review.py) and the survey before the first model (_survey.py)
@@ -88,7 +89,11 @@ class Annotator(SurveySteps, CheckSteps, LassoSteps, ReviewSteps):
                     self._leave_predicted()
                     continue
             elif not self.lasso_step():
-                break
+                if self._explored is None or self.key == self._explored:
+                    break
+                self._feature_view = self._explored     # nothing pays in a fine-tuned layer: the explored view
+                self._go_key(self._explored)
+                continue
             since_check += 1
             if since_check % 20 == 0:
                 self.progress(f"{self.policy.name}: {self.desk.actions} actions, "
