@@ -9,7 +9,7 @@ image of the project once (`build_model_layer`) and keeps two things:
 - its class probabilities for every image, in the label store under the model's id (`model-N`): the latest
   stored predictions are the ones the Predicted view, vary opacity, Check predictions and Accept use.
 
-`ModelLayer.current(project)` is the current model's layer when it is complete, or None. The session offers it at
+`ModelLayer.current(workspace_root)` is the current model's layer when it is complete, or None. The session offers it at
 the end of the ←/→ order, named after the model (`fine-tuned model-3`), with the same views as any layer.
 """
 from __future__ import annotations
@@ -112,7 +112,8 @@ def build_model_layer(predictor, workspace, model_id: str, *, temperature: float
 
 @dataclass(frozen=True)
 class ModelLayer:
-    """A finished model's layer in the map: `name` in the ←/→ order, `title` for people, `cache` to load."""
+    """A finished model's layer in the map: `name` in the ←/→ order, `title` for people, `cache` (its one layer is
+    `LAYER`)."""
 
     model_id: str
     labels: int
@@ -125,9 +126,6 @@ class ModelLayer:
     @property
     def title(self) -> str:
         return f"the network fine-tuned on your {self.labels:,} labels"
-
-    def load(self, pooling_name: str) -> np.ndarray:
-        return self.cache.load(LAYER, pooling_name)
 
     @classmethod
     def current(cls, workspace_root) -> ModelLayer | None:
