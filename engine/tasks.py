@@ -69,6 +69,7 @@ class Task:
     architecture: ClassVar[str] = "classifier"  # its model: a builder of `engine.models.ARCHITECTURES`
     can_unflip: bool = True  # whether flip test-time augmentation applies (`unflip` maps a mirrored output back)
     per_label_scores: ClassVar[bool] = True  # one probability per label and image (storable as predictions)
+    one_label: ClassVar[bool] = False  # one label an image: the probabilities sum to 1 (checks and Accept use them)
     unscored: ClassVar[str] = "no loss"  # why an item's loss is NaN (top losses)
 
     @classmethod
@@ -173,6 +174,7 @@ class ClassifyTask(Task):
     """Cross-entropy, optionally with label smoothing (the target keeps 1 - eps, the rest is spread)."""
 
     name = "classify"
+    one_label = True
 
     def __init__(self, label_smoothing: float = 0.0):
         if not 0 <= label_smoothing < 1:

@@ -25,7 +25,6 @@ from types import SimpleNamespace
 from engine.learner import Callback
 
 from .errors import USER_ERRORS
-from .model_layer import MAPPED_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ def run_child(kind, spec, folder, workspace, snapshot, model_dir, out, stop) -> 
         labels = snapshot["labels"] if snapshot else len(learner.data.items_train) + len(learner.data.items_valid)
         record = finish_model(learner, Path(model_dir), spec=vars(spec), labels=labels, lr=lr,
                               stopped=reporter.stopped, history=reporter.history, best_epoch=keep.epoch)
-        if snapshot is not None and record["task"] in MAPPED_TASKS:
+        if snapshot is not None and learner.task.per_label_scores:   # a classifier of the store's labels
             record = _map_every_image(learner, Path(folder), Path(workspace), Path(model_dir), record, out,
                                       stop.since(stop.count) if isinstance(stop, _Stops) else stop.is_set)
         out.put({"type": "done", "record": record})
@@ -135,7 +134,7 @@ def _map_every_image(learner, folder: Path, workspace: Path, model_dir: Path, re
     from .model_store import write_record
     out.put({"type": "stage", "stage": "mapping every image with the fine-tuned network"})
     temperature = 1.0
-    if record["task"] == "classify":       # its confidence made honest on the validation images
+    if learner.task.one_label:       # its confidence made honest on the validation images
         valid = Interpretation.from_learner(learner)
         temperature = fit_temperature(valid.outputs.numpy(), valid.targets.numpy())
     made = build_model_layer(Predictor.from_learner(learner), Workspace(folder, workspace), model_dir.name, stop=stop,

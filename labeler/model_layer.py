@@ -26,8 +26,6 @@ from engine.features import DONE, FeatureCache
 logger = logging.getLogger(__name__)
 
 LAYER = "fine-tuned"
-PREDICTED_TASKS = ("classify",)  # tasks whose probabilities the checks and Accept can use (one label an image)
-MAPPED_TASKS = ("classify", "multilabel")
 BATCH = 32
 
 
@@ -100,7 +98,7 @@ def build_model_layer(predictor, workspace, model_id: str, *, temperature: float
     cache.meta["complete"] = True
     cache.flush(arrays)
     predicted = 0
-    if predictor.task.name in PREDICTED_TASKS and predictor.labels:
+    if predictor.task.one_label and predictor.labels:      # the checks and Accept take one label an image
         store = LabelStore(workspace.db_path)
         try:
             store.set_predictions(model_id, rows, list(predictor.labels), calibrated(np.stack(probs), temperature))
@@ -136,12 +134,21 @@ class ModelLayer:
         if model_id is None:
             return None
         record = store.record(model_id)
-        if record.get("task") not in MAPPED_TASKS:
+        if not _task(record).per_label_scores:      # a U-Net or a regressor: not trained on the store's labels
             return None
         cache = layer_cache(workspace_root, model_id, int(record.get("size", 0)))
         if not cache.meta.get("complete"):
             return None
         return cls(model_id, int(record.get("labels", 0)), cache)
+
+
+def _task(record: dict):
+    from engine.errors import EngineError
+    from engine.tasks import Task, get_task
+    try:
+        return get_task(str(record.get("task")))
+    except EngineError:
+        return Task
 
 
 def describe_model(workspace_root, model_id: str | None) -> str:

@@ -220,5 +220,6 @@ def test_images_outside_class_folders_have_no_folder_label_and_the_error_says_to
 
 
 def test_an_unknown_policy_is_refused_before_any_work_with_the_names_allowed(tmp_path):
-    with pytest.raises(annotate.PolicyError, match="unknown policy 'annotater'; choose from 'annotator', 'one view'"):
+    with pytest.raises(annotate.PolicyError, match=r"unknown policy 'annotater'; choose from 'annotator', "
+                                                   r"'annotator \+ fine-tune', 'one view', 'one at a time'"):
         annotate.benchmark(tmp_path / "nowhere", {}, tmp_path / "ws", policies=["annotater"])

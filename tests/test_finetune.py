@@ -108,7 +108,8 @@ def test_a_fine_tune_reports_epochs_and_leaves_a_measured_exportable_model(label
         saved = json.loads((store.dir / "model-1" / "record.json").read_text())
         assert saved == record
         # then every image went through the fine-tuned network: the map's new layer and the store's predictions
-        assert record["layer"] == {"images": 48, "predictions": 48} and run.mapped == (48, 48)
+        assert {k: record["layer"][k] for k in ("images", "predictions")} == {"images": 48, "predictions": 48}
+        assert record["layer"]["temperature"] > 0 and run.mapped == (48, 48)
         assert project.store.predictions()[0] == "model-1"
     assert record["task"] == "classify" and record["labels"] == 48
     assert record["train"] + record["valid"] == 48

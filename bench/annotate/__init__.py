@@ -10,7 +10,7 @@ action. It sees a true label only for an item in the review grid (`Oracle.look` 
 other), as a person sees the images they selected; everything else it decides from what the app
 shows: the map, the colours of labels and predictions, what its checks of predictions showed.
 
-Three policies run on the same folder, each in a fresh label store beside the shared feature cache:
+Four policies run on the same folder, each in a fresh label store beside the shared feature cache:
   annotator       a few lassos in PCA 1-2 and UMAP of every layer to find the purest view; then lassos
                   of small groups around the centres of a k-means partition of that map, so the first
                   labels cover all of it; trains at 8% labeled and after each further 8%; after each
@@ -19,6 +19,11 @@ Three policies run on the same folder, each in a fresh label store beside the sh
                   accepts a whole band unseen once its checks show enough precision within an error
                   budget (check_step); when checks stop paying, lassos next to the label anchors of the
                   Predicted view and then in the best feature view, with find similar when it pays.
+  annotator + fine-tune
+                  the annotator, with the action "fine-tune" (the Model tab's button: a child process that
+                  fine-tunes on the labels so far, then maps every image; one action, its wall time reported
+                  apart) in place of Train, at the first training point and whenever the labels have doubled;
+                  its checks use the fine-tuned model's predictions and its lassos the fine-tuned layer.
   one view        UMAP of the last layer only: lasso, label the odd ones by key (or drop them), label
                   the rest (no layer switching, no find similar, no training).
   one at a time   one action per image.

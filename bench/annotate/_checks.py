@@ -62,7 +62,8 @@ class CheckSteps:
         self.trains.append({"labeled": record["labels"], "estimate": round(accuracy, 3), "agreement": 1.0,
                             "accepted": [], "fine_tune_seconds": round(self.desk.fine_tune_seconds[-1], 1)})
         if self.session.model_layer is not None:
-            self._feature_view, self._atlas = (self.session.model_layer.name, "UMAP"), None
+            self._feature_view = self._tuned_view = (self.session.model_layer.name, "UMAP")
+            self._atlas = None
         seconds = self.desk.fine_tune_seconds[-1]
         self.progress(f"{self.policy.name}: fine-tuned on {record['labels']} in {seconds:.0f} s: validation accuracy "
                       f"{accuracy:.3f}")

@@ -42,6 +42,7 @@ class Annotator(SurveySteps, CheckSteps, LassoSteps, ReviewSteps):
         # the Predicted view (_lassos.py)
         self._feature_view: tuple[str, str] | None = None
         self._explored: tuple[str, str] | None = None   # the purest view explore() found
+        self._tuned_view: tuple[str, str] | None = None  # the latest fine-tuned layer's UMAP, where lassos go
         self._anchor_checks: dict[str, tuple[int, int]] = {}   # per label: (right, seen) in lassos at its anchor
         self._review_size = policy.review_size
         # lassos in a feature view (_lassos.py, _review.py) and the survey before the first model (_survey.py)
@@ -82,7 +83,7 @@ class Annotator(SurveySteps, CheckSteps, LassoSteps, ReviewSteps):
                     continue
                 self._checking = False
                 if self.policy.predicted and self.session.view.name != "Predicted":
-                    self._feature_view = self.key
+                    self._feature_view = self._tuned_view or self.key   # back to the fine-tuned layer's map
                     self.goto(self.session.layer_index, [v.name for v in self.session.views].index("Predicted"))
             if self.session.view.name == "Predicted":
                 if not self.predicted_step():
@@ -91,7 +92,7 @@ class Annotator(SurveySteps, CheckSteps, LassoSteps, ReviewSteps):
             elif not self.lasso_step():
                 if self._explored is None or self.key == self._explored:
                     break
-                self._feature_view = self._explored     # nothing pays in a fine-tuned layer: the explored view
+                self._feature_view, self._tuned_view = self._explored, None   # nothing pays in a fine-tuned layer
                 self._go_key(self._explored)
                 continue
             since_check += 1
