@@ -42,13 +42,10 @@ def fit_temperature(probs, targets, *, least: int = 10) -> float:
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
     if len(targets) < least:
         return 1.0
-    logits = np.log(np.clip(probs, 1e-12, 1.0))
+    rows = np.arange(len(targets))
 
     def nll(temperature: float) -> float:
-        scaled = logits / temperature
-        scaled -= scaled.max(1, keepdims=True)
-        log_probs = scaled - np.log(np.exp(scaled).sum(1, keepdims=True))
-        return float(-log_probs[np.arange(len(targets)), targets].mean())
+        return float(-np.log(np.maximum(_scaled(probs, temperature)[rows, targets], 1e-300)).mean())
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
     return float(min(grid, key=nll))
 
@@ -57,9 +54,14 @@ def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log(probs) / temperature), row by row (float32)."""
     if temperature == 1.0:
         return np.asarray(probs, dtype=np.float32)
+    return _scaled(probs, temperature).astype(np.float32)
+
+
+def _scaled(probs, temperature: float) -> np.ndarray:
+    """softmax(log(probs) / temperature) in float64: the one formula `fit_temperature` and `calibrated` share."""
     scaled = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature
     scaled = np.exp(scaled - scaled.max(1, keepdims=True))
-    return (scaled / scaled.sum(1, keepdims=True)).astype(np.float32)
+    return scaled / scaled.sum(1, keepdims=True)
 
 
 def build_model_layer(predictor, workspace, model_id: str, *, temperature: float = 1.0, progress=None,
