@@ -193,9 +193,12 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
     def keep_fresh(self) -> str | None:
         """With "keep the map fresh" on, fine-tune again (the settings shown) once the store's labels have grown by
         FRESH_GROWTH since the current model's; returns what to tell the person, or None when nothing started."""
-        record = self.store.record(self.store.current_id) if self.store.current_id else None
+        if not self._keep_fresh.value:         # after every labeling change: read no model records when off
+            return None
+        current = self.store.current_id
+        record = self.store.record(current) if current else None
         run = current_training(self.project)
-        if not self._keep_fresh.value or record is None or (run is not None and run.running):
+        if record is None or (run is not None and run.running):
             return None
         labels = sum(self.project.store.counts().values())
         if self._source.value != "store" or labels < (1 + FRESH_GROWTH) * record.get("labels", 0):
