@@ -13,6 +13,11 @@ maps every image into the new layer. Then, for the *other* images only (never tr
 
 Every layer is read as the map reads it (`Session.features`: grid pooling).
 
+And whose predictions of the other images are best for checks and Accept: the fine-tuned network's own (as stored,
+temperature-scaled), Train's logistic regression on the ImageNet layers, and Train's on the ImageNet layers and
+the fine-tuned layer (`Session.train` once a fine-tuned layer exists): accuracy, and the share of the images that
+the surest predictions cover at 95% and at 90% precision (what Accept above a confidence can take).
+
     .venv/bin/python bench/finetuned_layer.py ../shared/data/cifar10 [--labels 300] [--seed 0] [--json]
 """
 from __future__ import annotations
@@ -101,10 +106,45 @@ def measure(folder: Path, workspace: Path, n_labels: int, seed: int, spec: Train
                          "vote": vote_accuracy(features[labeled], truth[labeled], x, truth[others]),
                          "similar@20": similar_precision(features, labeled, truth, np.random.default_rng(seed))})
         record = run.record
+        predictions = compare_predictions(session, truth, labeled, others)
     return {"folder": str(folder), "labels": n_labels, "seed": seed, "others": int(len(others)),
             "fine_tune_seconds": round(seconds, 1), "validation_accuracy": record["metrics"].get("accuracy"),
             "spec": {"size": spec.size, "freeze_epochs": spec.freeze_epochs, "epochs": spec.epochs, "lr": spec.lr},
-            "layers": rows}
+            "layers": rows, "predictions": predictions}
+
+
+def covered(probs: np.ndarray, right: np.ndarray, precision: float) -> float:
+    """The largest share of the images whose surest predictions (by top probability) are right at `precision`."""
+    ok = right[np.argsort(-probs.max(1), kind="stable")]
+    running = np.cumsum(ok) / np.arange(1, len(ok) + 1)
+    good = np.flatnonzero(running >= precision)
+    return float((good[-1] + 1) / len(ok)) if len(good) else 0.0
+
+
+def compare_predictions(session: Session, truth: np.ndarray, labeled: np.ndarray, others: np.ndarray) -> list[dict]:
+    """On the images not labeled: the fine-tuned network's stored predictions against Train's model without and
+    with the fine-tuned layer (`Session.train`, as the app's button)."""
+    names, _ = session.human_labels()
+    target = np.array([names.index(str(label)) for label in truth])
+    found = []
+
+    def add(name: str) -> None:
+        classes, probs, has = session.row_predictions()
+        full = np.zeros((len(session.rows), len(names)), dtype=np.float32)
+        full[:, [names.index(c) for c in classes]] = probs
+        at = np.searchsorted(session.rows, others)
+        p, right = full[at], full[at].argmax(1) == target[others]
+        found.append({"predictions": name, "model": session.latest_model(), "accuracy": float(right.mean()),
+                      "covered@0.95": covered(p, right, 0.95), "covered@0.90": covered(p, right, 0.90)})
+
+    add(f"the fine-tuned network ({session.latest_model()})")
+    tuned, session.model_layer = session.model_layer, None
+    session.train()
+    add("Train on the ImageNet layers")
+    session.model_layer = tuned
+    session.train()
+    add("Train on the ImageNet layers + the fine-tuned layer")
+    return found
 
 
 def table(report: dict) -> str:
@@ -119,7 +159,11 @@ def table(report: dict) -> str:
         lines.append(f"| {row['layer']} | {row['knn']:.3f} | {row['vote']:.3f} | {row['similar@20']:.3f} |")
     ratio = {key: tuned[key] / best[key] for key in ("knn", "vote", "similar@20")}
     lines += ["", f"fine-tuned vs the best ImageNet layer ({best['layer']}): 10-NN {ratio['knn']:.2f}x, "
-                  f"vote {ratio['vote']:.2f}x, find similar {ratio['similar@20']:.2f}x"]
+                  f"vote {ratio['vote']:.2f}x, find similar {ratio['similar@20']:.2f}x", "",
+              "| predictions of the other images | accuracy | covered at 95% precision | at 90% |", "|---|---|---|---|"]
+    for row in report["predictions"]:
+        lines.append(f"| {row['predictions']} | {row['accuracy']:.3f} | {row['covered@0.95']:.3f} | "
+                     f"{row['covered@0.90']:.3f} |")
     return "\n".join(lines)
 
 

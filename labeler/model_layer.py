@@ -160,7 +160,9 @@ def describe_model(workspace_root, model_id: str | None) -> str:
     if model_id is None:
         return "no model yet"
     if model_id.startswith("first-"):
-        return "Train's quick model (a logistic regression on the cached ImageNet features)"
+        tuned = model_id.partition("+")[2]
+        return ("Train's quick model (a logistic regression on the cached ImageNet features"
+                + (f" and the layer of fine-tuned {tuned.replace('-', ' ')})" if tuned else ")"))
     try:
         record = ModelStore(workspace_root).record(model_id)
     except ModelStoreError:

@@ -274,18 +274,27 @@ class Session(PredictionChecks):
     # -- training ------------------------------------------------------------------------
     def train(self):
         """Fit the first model on cached features of every layer for the human labels; store predictions
-        for every drawn item."""
+        for every drawn item.
+
+        Every ImageNet layer, in the session's pooling (the grid keeps layout, which way a head turns, which a
+        global average cannot see), and the current fine-tuned model's layer when there is one: on cifar10 a
+        logistic regression on both predicted the unlabeled images better than either the fine-tuned network
+        itself or the ImageNet layers alone (`bench/annotate.py`'s README section). Its id then names that model
+        (`first-V+model-N`), so the page can say what the predictions come from."""
         from engine.firstmodel import ColumnBlocks, fit_first_model
         names, labels = self.human_labels()
-        # every layer, in the session's pooling: the grid keeps layout (which way a head turns),
-        # which a global average cannot see
-        features = ColumnBlocks(self.cache.load(layer, self.pooling) for layer in self.base_layers)
+        blocks = [self.cache.load(layer, self.pooling) for layer in self.base_layers]
+        if self.model_layer is not None:
+            blocks.append(self.features(self.model_layer.name))
+        features = ColumnBlocks(blocks)
         model = fit_first_model(features, labels, names)
         step = 4096                                   # rows at a time: all layers of 100k images stay on disk
         probs = np.concatenate([model.predict_proba(features[self.rows[start:start + step]])
                                 for start in range(0, len(self.rows), step)]) if len(self.rows) else \
             np.zeros((0, len(names)), dtype=np.float32)
         model_id = f"first-{self.store.version}"
+        if self.model_layer is not None:
+            model_id += f"+{self.model_layer.model_id}"
         self.store.set_predictions(model_id, self.rows.tolist(), names, probs)
         self.model = model
         if PREDICTED_VIEW not in self.views:

@@ -108,6 +108,32 @@ def test_the_session_offers_the_current_models_layer_last_with_every_view_and_fi
         assert Session(project).layers[-1] == "fine-tuned model-1"
 
 
+@pytest.mark.weights
+def test_train_after_a_fine_tune_also_fits_on_its_layer_and_says_so(tmp_path):
+    folder = colour_folder(tmp_path / "colours", n=24)
+    with Project(folder) as project:
+        import_folders(project, folder)
+        project.prepare()
+        session = Session(project)
+        session.train()
+        before = session.latest_model()
+        width = sum(session.cache.load(layer, session.pooling).shape[1] for layer in session.base_layers)
+        assert session.model.pipeline.pipeline.n_features_in_ == width
+        assert session.describe_predictions() == ("Train's quick model (a logistic regression on the cached "
+                                                  "ImageNet features)")
+        _finished_model(project, _predictor())
+        session.refresh_model_layer()
+        session.train()
+        tuned = session.features("fine-tuned model-1").shape[1]
+        assert session.model.pipeline.pipeline.n_features_in_ == width + tuned
+        assert before.startswith("first-") and "+" not in before
+        assert session.latest_model().startswith("first-") and session.latest_model().endswith("+model-1")
+        assert session.describe_predictions() == ("Train's quick model (a logistic regression on the cached "
+                                                  "ImageNet features and the layer of fine-tuned model 1)")
+        _, probs, has = session.row_predictions()
+        assert has.all() and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
 def test_whose_predictions_are_said_for_every_kind_of_model(tmp_path):
     assert describe_model(tmp_path, None) == "no model yet"
     assert describe_model(tmp_path, "first-12").startswith("Train's quick model")

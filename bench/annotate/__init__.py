@@ -22,8 +22,8 @@ Four policies run on the same folder, each in a fresh label store beside the sha
   annotator + fine-tune
                   the annotator, with the action "fine-tune" (the Model tab's button: a child process that
                   fine-tunes on the labels so far, then maps every image; one action, its wall time reported
-                  apart) in place of Train, at the first training point and whenever the labels have doubled;
-                  its checks use the fine-tuned model's predictions and its lassos the fine-tuned layer.
+                  apart) before Train at the first training point and whenever the labels have doubled; Train then
+                  fits on the fine-tuned layer beside the ImageNet layers, and its lassos go to the fine-tuned layer.
   one view        UMAP of the last layer only: lasso, label the odd ones by key (or drop them), label
                   the rest (no layer switching, no find similar, no training).
   one at a time   one action per image.

@@ -38,29 +38,25 @@ class CheckSteps:
             return
         self._trained_at = labeled
         growth = self.policy.fine_tune_growth
-        if growth is not None and self.trains:
-            if labeled < (1 + growth) * self._fine_tuned_at:
-                return                                    # the fine-tuned model's predictions stay until the next
-            self._fine_tune(labeled)
-        elif growth is not None:
-            self._fine_tune(labeled)
-        else:
-            if len(self.trains) >= 2 and all(t["agreement"] < MODEL_BELIEF_MIN for t in self.trains[-2:]):
-                return                                    # twice no good: this model cannot see the task
-            report = self.desk.train()
-            self.trains.append({"labeled": report.n_labeled, "estimate": round(report.accuracy, 3),
-                                "agreement": 1.0, "accepted": []})
-            self.progress(f"{self.policy.name}: trained on {report.n_labeled}: {report.summary()}")
+        if growth is not None and labeled >= (1 + growth) * self._fine_tuned_at:
+            self._fine_tune(labeled)                      # then Train fits on its layer beside the ImageNet ones
+        if len(self.trains) >= 2 and all(t["agreement"] < MODEL_BELIEF_MIN for t in self.trains[-2:]):
+            return                                        # twice no good: this model cannot see the task
+        report = self.desk.train()
+        self.trains.append({"labeled": report.n_labeled, "estimate": round(report.accuracy, 3),
+                            "agreement": 1.0, "accepted": [], "model": self.session.latest_model()})
+        self.progress(f"{self.policy.name}: trained on {report.n_labeled}: {report.summary()}")
         self.checks, self._mixed, self._anchor_checks = [], set(), {}
         self._checking, self._rung, self._accepted_at = True, 0, np.inf
 
     def _fine_tune(self, labeled: int) -> None:
-        """Fine-tune on the labels so far (one action); its layer becomes the feature view lassos go back to."""
+        """Fine-tune on the labels so far (one action); its layer becomes the feature view lassos go back to, and
+        Train's features from now on."""
         record = self.desk.fine_tune()
         self._fine_tuned_at = labeled
         accuracy = record["metrics"].get("accuracy", 0.0)
-        self.trains.append({"labeled": record["labels"], "estimate": round(accuracy, 3), "agreement": 1.0,
-                            "accepted": [], "fine_tune_seconds": round(self.desk.fine_tune_seconds[-1], 1)})
+        self.fine_tunes.append({"labeled": record["labels"], "validation": round(accuracy, 3),
+                                "seconds": round(self.desk.fine_tune_seconds[-1], 1)})
         if self.session.model_layer is not None:
             self._feature_view = self._tuned_view = (self.session.model_layer.name, "UMAP")
             self._atlas = None

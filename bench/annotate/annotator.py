@@ -29,7 +29,8 @@ class Annotator(SurveySteps, CheckSteps, LassoSteps, ReviewSteps):
         # what it has learned so far (reported by the runner)
         self.outcomes: dict[tuple[str, str], Outcome] = defaultdict(Outcome)
         self.similar: dict[str, Outcome] = defaultdict(Outcome)
-        self.trains: list[dict] = []
+        self.trains: list[dict] = []                   # Train's models, each with what its checks accepted
+        self.fine_tunes: list[dict] = []               # the fine-tunes (policy fine_tune_growth)
         self.checks: list[tuple[float, bool]] = []     # (confidence, right) of predictions seen in reviews
         # checking the latest model's predictions (_checks.py)
         self._expected_errors = 0.0

@@ -47,8 +47,10 @@ def table(report: dict) -> str:
                       f"The annotator's checks of predictions, by threshold: {checks or 'none'}",
                       f"Accepted unseen: {accepts or 'none'}"]
                      + ([f"Fine-tunes of 'annotator + fine-tune' (wall time on this machine, not actions): {seconds}",
-                         "Its trainings: " + "; ".join(f"{t['labeled']} labels, estimate {t['estimate']}, accepted "
-                                                       f"{sum(a['count'] for a in t['accepted'])}"
+                         "Its fine-tunes: " + "; ".join(f"{t['labeled']} labels, validation {t['validation']}"
+                                                        for t in tuned.get("fine_tunes", [])),
+                         "Its trainings: " + "; ".join(f"{t['labeled']} labels ({t['model']}), estimate {t['estimate']}, "
+                                                       f"accepted {sum(a['count'] for a in t['accepted'])}"
                                                        for t in tuned.get("trains", []))] if tuned else []))
 
 

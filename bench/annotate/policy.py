@@ -24,9 +24,10 @@ class Policy:
     # they stay selected and are labeled by their own majority while that costs no more than one at a time)
     label_odd: bool = True
     review_size: int = 40         # images lassoed there at first (grows while reviews stay pure)
-    # fine-tune the network (one action; `labeler.finetune`, as the Model tab does) instead of Train once the labels
-    # have grown by this share since the last fine-tune (the first at first_train); its layer becomes the map the
-    # lassos use and its predictions the ones checked and accepted. None: Train only
+    # fine-tune the network (one action; `labeler.finetune`, as the Model tab does) before Train once the labels have
+    # grown by this share since the last fine-tune (the first at first_train); its layer becomes the map the lassos
+    # use and a part of Train's features (Train's model on both predicted cifar10 better than the fine-tuned network
+    # alone at 300 and 1,200 random labels: 0.70 and 0.75 against 0.55 and 0.70). None: Train only
     fine_tune_growth: float | None = None
 
 

@@ -122,7 +122,7 @@ def _annotator_report(annotator: Annotator) -> dict:
     return {"views": {f"{k[0]} / {k[1]}": o.to_json() for k, o in annotator.outcomes.items() if o.lassos},
             "find_similar": {k: o.to_json() for k, o in annotator.similar.items() if o.lassos},
             "checks": {f">= {t}": o.to_json() for t, o in annotator.checks_by_rung.items()},
-            "trains": annotator.trains}
+            "trains": annotator.trains, "fine_tunes": annotator.fine_tunes}
 
 
 def useful_layers(result: dict) -> list[dict]:

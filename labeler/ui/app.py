@@ -364,8 +364,9 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._show("Training on cached features…", "info")
         report = self.session.train()
         rows = [(name, v["n"], f"{v['precision']:.0%}", f"{v['recall']:.0%}") for name, v in report.per_label.items()]
+        seen = " and the fine-tuned layer it also uses was trained on them" if self.session.model_layer else ""
         self._report.object = (f"<b>{esc(report.summary())}</b><br><small>Optimistic: lassoed labels are the easy "
-                               f"cores of groups. Checks of random predictions below measure the rest.</small>"
+                               f"cores of groups{seen}. Checks of random predictions below measure the rest.</small>"
                                + html_table(("label", "n", "precision", "recall"), rows))
         self._show("Trained. Unlabeled images now show the predicted label (paler); the view list now offers "
                    "Predicted, which places them between the labels by the model's probabilities. Check predictions "
