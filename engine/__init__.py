@@ -8,7 +8,8 @@ from ._lazy import lazy_exports
 _EXPORTS = {
     "activations": ["extract_activations"],
     "backbones": ["BACKBONES", "DEFAULT_BACKBONE", "BackboneCfg", "create_backbone", "get_backbone_cfg"],
-    "data": ["IMAGE_EXTENSIONS", "decode_image", "discover_images", "load_image", "read_image_list"],
+    "data": ["IMAGE_EXTENSIONS", "ImageScan", "decode_image", "discover_images", "load_image", "read_image_list",
+             "scan_images"],
     "augment": ["build_transforms"],
     "datablock": ["LabelFromCSV", "LabelFromRegex", "MaskLabel", "PointsLabel", "TaskData", "build_data",
                   "label_from_folder"],

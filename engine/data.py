@@ -13,7 +13,9 @@ import io
 import logging
 import os
 import re
+import stat
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +47,36 @@ def has_image_extension(name) -> bool:
     return os.path.splitext(str(name))[1].lower() in IMAGE_EXTENSIONS
 
 
+@dataclass
+class ImageScan:
+    """What :func:`scan_images` found: the usable image paths, and the image-named entries it cannot use."""
+
+    paths: list[str]                                                # sorted relative POSIX paths
+    unusable: list[tuple[str, str]] = field(default_factory=list)   # (printable relative path, reason), sorted
+
+
 def discover_images(folder, *, recursive=True, exclude_dirs=(".labeler",)) -> list[str]:
     """Sorted relative POSIX paths (relative to ``folder``) of the image files under it.
+
+    The paths of :func:`scan_images`, which says which entries were left out and why.
+
+    Raises:
+        InputError: ``folder`` does not exist or is not a directory.
+    """
+    return scan_images(folder, recursive=recursive, exclude_dirs=exclude_dirs).paths
+
+
+def scan_images(folder, *, recursive=True, exclude_dirs=(".labeler",)) -> ImageScan:
+    """The image files under ``folder``, and the entries with an image extension that cannot be items.
 
     Skips hidden names (starting with ``.``) and ``exclude_dirs`` (a name at any depth, or a
     relative path). Symlinked files are followed. Symlinked directories pointing inside
     ``folder`` are skipped (their images are listed under the real path); ones pointing
     outside are walked once each, so link loops end. Unreadable sub-folders are logged.
+    Entries named like images that cannot be items are returned in ``unusable`` with the
+    reason, so callers can report them instead of losing them silently: broken links and
+    link loops, pipes and devices (reading one could block forever), and names that are not
+    UTF-8 (the item table, CSVs and JSON all need text; the path is shown with ``\\xNN``).
 
     Raises:
         InputError: ``folder`` does not exist or is not a directory.
@@ -68,7 +93,7 @@ def discover_images(folder, *, recursive=True, exclude_dirs=(".labeler",)) -> li
     excluded = {os.fspath(d).strip("/") for d in exclude_dirs}
     real_root = root.resolve()
     visited: set[tuple[int, int]] = set()
-    found: list[str] = []
+    scan = ImageScan([])
     for dirpath, dirnames, filenames in os.walk(root, onerror=_warn_unreadable, followlinks=True):
         rel_dir = Path(dirpath).relative_to(root)
         visited.add(_dir_identity(dirpath))
@@ -80,12 +105,36 @@ def discover_images(folder, *, recursive=True, exclude_dirs=(".labeler",)) -> li
         else:
             dirnames[:] = []
         for name in filenames:
-            full = os.path.join(dirpath, name)
-            if not name.startswith(".") and has_image_extension(name) and os.path.isfile(full):
-                found.append((rel_dir / name).as_posix())
-    found.sort()
-    logger.debug("found %d images under %s", len(found), root)
-    return found
+            if name.startswith(".") or not has_image_extension(name):
+                continue
+            relative = (rel_dir / name).as_posix()
+            problem = _unusable_entry(os.path.join(dirpath, name), relative)
+            if problem:
+                scan.unusable.append((printable_path(relative), problem))
+            else:
+                scan.paths.append(relative)
+    scan.paths.sort()
+    scan.unusable.sort()
+    logger.debug("found %d images under %s (%d unusable)", len(scan.paths), root, len(scan.unusable))
+    return scan
+
+
+def _unusable_entry(full: str, relative: str) -> str | None:
+    """Why the image-named directory entry ``full`` cannot be an item, or None when it can."""
+    if not os.path.isfile(full):
+        if os.path.islink(full):
+            return "broken symbolic link (its target is missing, or links point at each other)"
+        return "not a regular file (a pipe, socket or device)"
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"
+    return None
+
+
+def printable_path(path) -> str:
+    """``path`` as text that can be printed, stored and written as UTF-8: bytes that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _warn_unreadable(err: OSError) -> None:
@@ -101,7 +150,7 @@ def _dir_identity(path) -> tuple[int, int]:
 
 def _should_descend(full: Path, rel: Path, excluded: set[str], real_root: Path,
                     visited: set[tuple[int, int]]) -> bool:
-    """Whether :func:`discover_images` walks into the sub-directory ``full``."""
+    """Whether :func:`scan_images` walks into the sub-directory ``full``."""
     if full.name.startswith(".") or full.name in excluded or rel.as_posix() in excluded:
         return False
     if not full.is_symlink():
@@ -201,8 +250,15 @@ def _column_index(header: list[str], column, csv_path: Path) -> int:
 
 
 def read_image_bytes(path) -> bytes:
-    """Read a file's bytes; every OS failure becomes :class:`ImageReadError`."""
+    """Read a file's bytes; every OS failure becomes :class:`ImageReadError`.
+
+    Pipes, sockets and devices are refused before opening: reading a named pipe would wait for
+    a writer forever.
+    """
     try:
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
         with open(path, "rb") as fh:
             return fh.read()
     except FileNotFoundError:

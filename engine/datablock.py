@@ -77,7 +77,8 @@ def label_from_folder(item) -> str:
 class LabelFromCSV:
     """Labels from a CSV such as fastai's ``image_name,tags``; with ``delimiter=" "`` a label is a list of tags.
 
-    An item matches a row by relative path, file name, or file name without extension.
+    An item matches a row by relative path (a leading ``./`` is ignored), file name, or file name
+    without extension.
     """
 
     def __init__(self, csv_path, image_column: str = "image_name", label_column: str = "tags", delimiter=None):
@@ -88,7 +89,7 @@ class LabelFromCSV:
                 raise InputError(f"CSV {str(csv_path)!r} has no column {column!r} (columns: {list(table.columns)}). "
                                  f"Pass image_column= and label_column= naming its columns.")
         self.csv_path, self.delimiter = str(csv_path), delimiter
-        self.labels = {name.replace("\\", "/").strip(): label
+        self.labels = {name.replace("\\", "/").strip().removeprefix("./"): label   # labeler's exports write ./-rf.png
                        for name, label in zip(table[image_column], table[label_column])}
 
     def __call__(self, item):

@@ -42,7 +42,10 @@ def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int =
 
     Only items that are new, or whose size/mtime changed since their features were computed,
     are read; unreadable files are skipped and reported with their reason (again on later runs,
-    without re-reading them unless they change).
+    without re-reading them unless they change), and so are the entries the scan could not
+    make items of (broken links, pipes, names that are not UTF-8; `Workspace.unusable`).
+    A file that changes while this runs is read as it is then and read again by the next run
+    (its size or mtime no longer match); one removed meanwhile is reported as not found.
     """
     cfg = get_backbone_cfg(backbone)
     items = workspace.sync_items(paths)
@@ -60,6 +63,7 @@ def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int =
     failures = cache.failures
     live = [item for item in items if not item.missing]
     result.skipped = [{"path": item.path, "reason": failures[item.id]} for item in live if item.id in failures]
+    result.skipped += workspace.unusable
     computed = {row for row, _ in todo}
     done = cache.done_mask(len(items))
     result.cached = sum(1 for item in live if item.id not in computed and done[item.id])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._sqlite import connect, write_transaction
-from .data import InputError, discover_images
+from .data import InputError, scan_images
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class Workspace:
                 f"read-only, give a writable workspace folder (--workspace PATH)."
             ) from err
         self.db_path = self.root / DB_NAME
+        # image-named entries the last full scan could not make items of: {"path", "reason"} (data.scan_images)
+        self.unusable: list[dict] = []
         with self.connect() as conn:
             conn.executescript(_ITEMS_SCHEMA)
 
@@ -106,9 +108,15 @@ class Workspace:
     def sync_items(self, paths: list[str] | None = None) -> list[Item]:
         """Scan the folder (or take `paths`), register new files, refresh size/mtime, mark missing ones.
 
-        Returns every item ever seen, in id order (row i = item i).
+        Returns every item ever seen, in id order (row i = item i). A full scan also sets
+        `unusable`: the entries named like images that cannot be items, with the reason.
         """
-        found = discover_images(self.folder) if paths is None else [_posix(p) for p in paths]
+        if paths is None:
+            scan = scan_images(self.folder)
+            found = scan.paths
+            self.unusable = [{"path": path, "reason": reason} for path, reason in scan.unusable]
+        else:
+            found = [_posix(p) for p in paths]
         stats = {p: _stat(self.folder / p) for p in found}
         with self.connect() as conn, self._write(conn):  # read and insert in one transaction: ids never clash
             self._record(conn, stats, full_scan=paths is None)

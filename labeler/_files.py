@@ -18,7 +18,14 @@ EXPORT_MARKER = ".labeler-export"   # marks an export tree, so exporting again m
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Columns holding a file path that pandas, fastai and datasets open: a quote would change the path.
+PATH_COLUMNS = frozenset({"image_name", "file_name", "mask"})
 _UNSAFE_IN_FOLDER_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+
+
+def _runs_as_formula(cell: str) -> bool:
+    """Whether a spreadsheet would run `cell` (once any quotes before it are dropped) as a formula."""
+    return cell.lstrip("'").startswith(_FORMULA_STARTS)
 
 
 def neutralize(cell: str) -> str:
@@ -27,16 +34,38 @@ def neutralize(cell: str) -> str:
     Cells that already start with quotes before such a character get one more, so that
     `restore_cell` gives back exactly what was written (the round trip is exact).
     """
-    return "'" + cell if cell.lstrip("'").startswith(_FORMULA_STARTS) else cell
+    return "'" + cell if _runs_as_formula(cell) else cell
 
 
 def restore_cell(cell: str) -> str:
     """Undo `neutralize`: drop one leading quote that stands before a formula character."""
-    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(_FORMULA_STARTS) else cell
+    return cell[1:] if cell.startswith("'") and _runs_as_formula(cell) else cell
+
+
+def neutralize_path(cell: str) -> str:
+    """Make a relative path a spreadsheet would run as a formula safe without changing the file it names: `./` first.
+
+    A quote would make readers look for a file that does not exist; `./-rf.png` is still
+    `-rf.png` to pandas users, fastai (`ColReader` joins it to the folder) and datasets
+    (imagefolder normalizes `file_name`), and a spreadsheet shows it as text.
+    """
+    return "./" + cell if _runs_as_formula(cell) else cell
+
+
+def restore_path(cell: str) -> str:
+    """Undo `neutralize_path`; a path quote-prefixed by `neutralize` (older exports) loses its quote."""
+    return cell[2:] if cell.startswith("./") and _runs_as_formula(cell[2:]) else restore_cell(cell)
+
+
+def safe_cell(column: str, cell):
+    """`cell` as written to a CSV under `column`: paths through `neutralize_path`, other text through `neutralize`."""
+    if not isinstance(cell, str):
+        return cell
+    return neutralize_path(cell) if column in PATH_COLUMNS else neutralize(cell)
 
 
 def write_csv_atomically(out: Path, header: list[str], rows: Iterable[list[str]]) -> int:
-    """Write a CSV (every cell neutralized) to a temporary file beside `out`, then move it in place.
+    """Write a CSV (every cell made safe by `safe_cell`) to a temporary file beside `out`, then move it in place.
 
     Returns the number of data rows. Readers see the old file or the new one, never half of one.
     """
@@ -46,7 +75,7 @@ def write_csv_atomically(out: Path, header: list[str], rows: Iterable[list[str]]
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow([neutralize(cell) for cell in header])
         for row in rows:
-            writer.writerow([neutralize(cell) for cell in row])
+            writer.writerow([safe_cell(column, cell) for column, cell in zip(header, row, strict=True)])
             count += 1
     return count
 

@@ -6,8 +6,14 @@ Imports match file names exactly (relative to the project folder); names that ar
 the project are reported, never guessed. Each import is one transaction and one undoable event,
 so a failed import leaves the labels as they were. Exports skip excluded and missing items, are
 written beside the target and moved in place (files and trees alike, with the user's normal
-permissions), and quote-prefix every cell a spreadsheet would run as a formula (imports strip
-that prefix, so round trips are exact).
+permissions).
+
+No exported cell runs as a formula when the CSV is opened in a spreadsheet (one starting with
+=, +, -, @, a tab or a carriage return), whether it comes from people (labels) or from files (names).
+Text cells get a leading quote; path columns (image_name, file_name) get `./` instead, because
+pandas, fastai and datasets must still find the file: `./-rf.png` is the same file, a quoted
+name is not. Labels therefore reach those readers with the quote (`'=1+1`); imports here strip
+both prefixes, so round trips are exact.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from engine._atomic import write_text
 from engine.data import discover_images
 
 from ._files import (EXPORT_MARKER, ExportReport, ImportReport, building_tree, check_tree_target, folder_names,
-                     place_file, restore_cell, unique_file_name, write_csv_atomically)
+                     place_file, restore_cell, restore_path, unique_file_name, write_csv_atomically)
 from ._labels import validate_name
 from .errors import LabelFileError, LabelStoreError
 
@@ -55,9 +61,9 @@ def import_labels_csv(project, csv_path, *, image_column="image_name", label_col
     report = ImportReport(source=str(path), rows=len(table))
     collected: dict[str, list[str]] = {}
     for row, (name, cell) in enumerate(zip(table[image_col], table[label_col]), start=2):
-        name = restore_cell(name).strip()
+        name = restore_path(name)
         labels = _cell_labels(restore_cell(cell), label_delimiter if multi else None, path, row)
-        if not name or not labels:
+        if not name.strip() or not labels:
             report.empty += 1
             continue
         collected.setdefault(name, []).extend(labels)
@@ -78,13 +84,23 @@ def _read_label_csv(path: Path, sep: str):
     except pd.errors.EmptyDataError:
         raise LabelFileError(f"Label file {str(path)!r} is empty. It needs a header row (e.g. image_name,tags) "
                              f"and one row per image.") from None
-    except UnicodeDecodeError as err:
-        raise LabelFileError(f"Label file {str(path)!r} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} "
-                             f"at position {err.start}). Save it as UTF-8 CSV (in Excel: 'CSV UTF-8') and import "
-                             f"again.") from None
+    except UnicodeDecodeError:
+        raise LabelFileError(f"Label file {str(path)!r} is not UTF-8 text ({_first_bad_byte(path)}). Save it as UTF-8 "
+                             f"CSV (in Excel: 'CSV UTF-8') and import again.") from None
     except (pd.errors.ParserError, OSError, ValueError) as err:
         raise LabelFileError(f"Label file {str(path)!r} cannot be read as CSV ({err}). Check its quoting and "
                              f"separator (sep={sep!r}).") from None
+
+
+def _first_bad_byte(path: Path) -> str:
+    """Where a file stops being UTF-8, e.g. "byte b'\\xe9' on line 2" (pandas counts within its read buffer)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        return f"byte {data[err.start:err.start + 1]!r} on line {line}"
+    return "an invalid byte"
 
 
 def _column(table, column, path: Path, argument: str, sep: str) -> str:
@@ -111,16 +127,23 @@ def _cell_labels(cell: str, delimiter: str | None, path: Path, row: int) -> list
 
 
 def _assign_collected(project, collected: dict[str, list[str]], report: ImportReport, description: str) -> None:
-    """Map names to item ids (reporting unknown ones and single-label conflicts) and assign in one event."""
+    """Map names to item ids (reporting unknown ones and single-label conflicts) and assign in one event.
+
+    Names that differ but mean one item (`a.png`, `./a.png`, `a.png `) pool their labels.
+    """
     by_path = {item.path: item.id for item in project.refresh_items()}
     multi = project.store.multi_label
-    wanted: dict[int, list[str]] = {}
+    by_item: dict[int, tuple[str, list[str]]] = {}
     for name, labels in collected.items():
-        item = by_path.get(project.relative_name(name))
-        labels = list(dict.fromkeys(labels))
+        item = by_path.get(project.item_key(name, by_path))
         if item is None:
             report.unknown.append(name)
-        elif len(labels) > 1 and not multi:
+        else:
+            by_item.setdefault(item, (name, []))[1].extend(labels)
+    wanted: dict[int, list[str]] = {}
+    for item, (name, labels) in by_item.items():
+        labels = list(dict.fromkeys(labels))
+        if len(labels) > 1 and not multi:
             report.conflicts.append(name)
         else:
             wanted[item] = labels
@@ -142,6 +165,8 @@ def import_folders(project, root) -> ImportReport:
     A file is matched to an item by its real path inside the project folder (the tree may hold
     links to the images, or be the project folder itself), else, in a tree that `export_folders`
     wrote, by the original path its `labels.csv` gives, else by its path below its class folder.
+    The label is the folder's name, except in such a tree, where a folder stands for the label
+    `labels.csv` gives it (`<img>` was written to the folder `_img_`, which no file system refuses).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -151,12 +176,12 @@ def import_folders(project, root) -> ImportReport:
     if not class_dirs:
         raise LabelFileError(f"Class folder tree {str(root)!r} has no sub-folders; expected ROOT/<label>/<images>.")
     known = {item.path for item in project.refresh_items()}
-    originals = _exported_originals(root)
+    originals, folder_labels = _exported_originals(root)
     report = ImportReport(source=str(root))
     collected: dict[str, list[str]] = {}
     for class_dir in class_dirs:
         try:
-            label = validate_name(class_dir.name)
+            label = validate_name(folder_labels.get(class_dir.name, class_dir.name))
         except LabelStoreError as err:
             raise LabelFileError(f"Class folder {str(class_dir)!r}: {err}") from None
         for relative in discover_images(class_dir):
@@ -168,12 +193,16 @@ def import_folders(project, root) -> ImportReport:
     return report
 
 
-def _exported_originals(root: Path) -> dict[str, str]:
-    """file_name -> image_name of the export tree `root` (from its labels.csv); {} for any other tree."""
+def _exported_originals(root: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """file_name -> image_name and folder -> label of the export tree `root` (from its labels.csv); empty for
+    any other tree."""
     if not (root / EXPORT_MARKER).exists() or not (root / MAPPING_FILE).is_file():
-        return {}
+        return {}, {}
     with open(root / MAPPING_FILE, newline="", encoding="utf-8") as f:
-        return {restore_cell(row[0]): restore_cell(row[2]) for row in list(csv.reader(f))[1:] if len(row) >= 3}
+        rows = [row for row in list(csv.reader(f))[1:] if len(row) >= 3]
+    originals = {restore_path(row[0]): restore_path(row[2]) for row in rows}
+    folders = {restore_path(row[0]).split("/")[0]: restore_cell(row[1]) for row in rows if "/" in restore_path(row[0])}
+    return originals, folders
 
 
 def _item_name(project, file: Path, relative: str, known: set[str], original: str | None) -> str:
@@ -227,7 +256,11 @@ def _check_delimiter(project, rows, delimiter: str, where: str) -> None:
 
 
 def export_labels_csv(project, out, *, label_delimiter=" ") -> ExportReport:
-    """Write `image_name,tags` (multi-label: tags joined by `label_delimiter`): what pandas and fastai read."""
+    """Write `image_name,tags` (multi-label: tags joined by `label_delimiter`): what pandas and fastai read.
+
+    A tag a spreadsheet would run as a formula is written with a leading quote (`'=1+1`); an
+    image_name gets `./` instead (`./-rf.png`), so that pandas and fastai still open the file.
+    """
     rows, report = _rows_to_export(project)
     _check_delimiter(project, rows, label_delimiter, str(out))
     multi = project.store.multi_label

@@ -141,9 +141,9 @@ class Project:
         """Item ids of image paths (relative to the folder, or absolute inside it), in the order given."""
         by_path = {item.path: item.id for item in self.items}
         paths = list(paths)
-        keys = [self.relative_name(path) for path in paths]
-        if any(key not in by_path for key in keys):
+        if any(self.item_key(path, by_path) not in by_path for path in paths):
             by_path = {item.path: item.id for item in self.refresh_items()}
+        keys = [self.item_key(path, by_path) for path in paths]
         unknown = [str(path) for path, key in zip(paths, keys) if key not in by_path]
         if unknown:
             shown = ", ".join(map(repr, unknown[:_SHOWN_UNKNOWN]))
@@ -156,6 +156,11 @@ class Project:
     def relative_name(self, path) -> str:
         """The items-table form of `path` (see Workspace.relative_name)."""
         return self.workspace.relative_name(path)
+
+    def item_key(self, path, known) -> str:
+        """The item path `path` stands for among `known` (item paths): itself when it is one, since
+        ' a.png' can be a file's real name, else its `relative_name` (blanks trimmed, `./` dropped)."""
+        return path if isinstance(path, str) and path in known else self.relative_name(path)
 
     def paths_for(self, item_ids: Iterable[int]) -> list[str]:
         by_id = {item.id: item.path for item in self.items}

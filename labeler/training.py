@@ -429,13 +429,12 @@ class _PredictionFiles:
     def close(self) -> dict:
         """Write the CSV; returns {"predictions": CSV path, "masks": their folder (segmentation)}."""
         from engine._atomic import atomic_output
-        from labeler._files import neutralize
+        from labeler._files import safe_cell
         columns = list(dict.fromkeys(key for row in self.rows for key in row)) or ["image_name"]
         with atomic_output(self.csv, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, columns, lineterminator="\n")
             writer.writeheader()
-            writer.writerows({k: neutralize(v) if isinstance(v, str) else v for k, v in row.items()}
-                             for row in self.rows)
+            writer.writerows({k: safe_cell(k, v) for k, v in row.items()} for row in self.rows)
         return {"predictions": str(self.csv), **({"masks": str(self.masks)} if self.wrote_masks else {})}
 
 

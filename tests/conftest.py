@@ -29,3 +29,18 @@ def image_folder(tmp_path) -> Path:
     for i in range(12):
         write_image(folder / ("a" if i < 6 else "b") / f"img_{i:02d}.{'jpg' if i % 2 else 'png'}", seed=i)
     return folder
+
+
+@pytest.fixture(scope="session")
+def hostile_corpus(tmp_path_factory):
+    """(folder, {kind id: Made}): every hostile file kind of labeler/hostile.py, written once per session."""
+    from labeler.hostile import write_image_corpus
+    folder = tmp_path_factory.mktemp("hostile") / "images"
+    return folder, write_image_corpus(folder)
+
+
+@pytest.fixture(scope="session")
+def hostile_label_files(tmp_path_factory):
+    """{kind id: path} of every hostile label CSV of labeler/hostile.py."""
+    from labeler.hostile import write_label_files
+    return write_label_files(tmp_path_factory.mktemp("hostile-label-files"))

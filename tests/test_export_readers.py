@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from labeler.cli import main
-from labeler.io import MAPPING_FILE
+from labeler.io import MAPPING_FILE, export_hf_metadata
 from labeler.project import Project
 from _helpers import write_image
 
@@ -193,6 +193,44 @@ def test_hf_export_of_a_multi_label_project_loads_a_list_of_labels(tmp_path):
     assert sorted(to_original) == ["x-2.png", "x.png", "y.png"]
     loaded = {to_original[Path(path).relative_to(out).as_posix()]: labels for path, labels in read["rows"]}
     assert loaded == expected == {"a/x.png": ["indoor", "cat"], "b/x.png": ["indoor"], "c/y.png": ["dog"]}
+
+
+# ---- file names a spreadsheet would run as formulas -----------------------------------------
+
+@pytest.fixture
+def formula_names(tmp_path) -> Path:
+    """Files whose names start with -, =, @ and +: an export writes them as ./-1.png, so readers find them."""
+    folder = tmp_path / "odd"
+    for i, name in enumerate(["-1.png", "=2.png", "@3.png", "+4.png", "5.png", "6.png", "7.png", "8.png"]):
+        write_image(folder / name, seed=i)
+    with Project(folder) as project:
+        for name in ("-1.png", "=2.png", "5.png", "6.png"):
+            project.store.assign(project.ids_for([name]), "cat")
+        for name in ("@3.png", "+4.png", "7.png", "8.png"):
+            project.store.assign(project.ids_for([name]), "dog")
+    return folder
+
+
+@pytest.mark.slow
+def test_file_names_starting_with_formula_characters_are_found_by_fastai_and_datasets(formula_names, tmp_path):
+    pytest.importorskip("fastai")
+    pytest.importorskip("datasets")
+    out = export(formula_names, "csv", tmp_path / "labels.csv")
+    assert "./-1.png" in set(pd.read_csv(out)["image_name"])
+    script = FASTAI_LABELS + """
+from fastai.vision.all import ImageDataLoaders
+folder, csv = sys.argv[1:3]
+dls = ImageDataLoaders.from_csv(folder, csv_fname=csv, fn_col=0, label_col=1, valid_pct=0.25, seed=0, bs=2)
+print(json.dumps(labels(dls, lambda ds, i: ds.items.iloc[i, 0])))
+"""
+    by_fastai = run_reader(script, formula_names, out, tmp_path=tmp_path)
+    expected = {"-1.png": "cat", "=2.png": "cat", "@3.png": "dog", "+4.png": "dog", "5.png": "cat", "6.png": "cat",
+                "7.png": "dog", "8.png": "dog"}
+    assert {name.removeprefix("./"): label for name, label in by_fastai.items()} == expected
+    with Project(formula_names) as project:
+        export_hf_metadata(project, formula_names)
+    read = run_reader(HF_LABELS, formula_names, tmp_path=tmp_path)
+    assert {Path(path).name: label for path, label in read["rows"]} == expected
 
 
 # ---- predictions ----------------------------------------------------------------------------
