@@ -76,13 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     _folder_arguments(cmd)
     _actor_option(cmd)
     cmd.add_argument("--port", type=int, default=5006, help="port (default 5006)")
-    cmd.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    cmd.add_argument("--address", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
     cmd.add_argument("--show", action="store_true", help="open a browser tab")
     cmd.add_argument("--backend", default="webgl", choices=("webgl", "canvas"),
                      help="map drawing: webgl (default; fastest on a real GPU) or canvas (faster without one)")
     cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
                      help="pretrained CNN whose features draw the map (default %(default)s)")
     cmd.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image edge in pixels (default %(default)s)")
+    from labeler.ui.serve import add_access_options
+    add_access_options(cmd)
     cmd.set_defaults(run=_serve)
 
     from labeler.training import add_commands as add_training_commands
@@ -416,8 +419,11 @@ def _clean(args) -> int:
 
 
 def _serve(args) -> int:
-    from labeler.ui.serve import serve
-    serve(args.folder, port=args.port, address=args.address, workspace=args.workspace, show=args.show,
+    from labeler.ui.serve import access_from, exposure, serve
+    access = access_from(args)
+    for line in exposure(args.address, args.port, access):
+        print(line, file=sys.stderr)
+    serve(args.folder, port=args.port, address=args.address, access=access, workspace=args.workspace, show=args.show,
           backbone=args.backbone, size=args.size, backend=args.backend, actor=args.actor)
     return 0
 

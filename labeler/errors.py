@@ -32,8 +32,13 @@ class SessionError(LabelerError):
     """An action the session cannot do now (nothing selected, no model yet); the message says what first."""
 
 
+class ServeError(LabelerError):
+    """A server that cannot start as asked: clashing login options, an unreadable password file, an origin
+    that is not HOST[:PORT], an address or port it cannot listen on."""
+
+
 # shown to the person as a message; anything else is a bug
 USER_ERRORS = (LabelerError, EngineError)
 
-__all__ = ["USER_ERRORS", "CompositeError", "LabelerError", "LabelFileError", "LabelStoreError", "SessionError",
-           "ThumbnailError"]
+__all__ = ["USER_ERRORS", "CompositeError", "LabelerError", "LabelFileError", "LabelStoreError", "ServeError",
+           "SessionError", "ThumbnailError"]

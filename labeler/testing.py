@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -25,14 +26,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(folder: Path, workspace: Path | None = None, timeout: float = 180.0):
-    """`labeler serve FOLDER` on 127.0.0.1 and a free port; returns (process, url) once it answers."""
+def start_server(folder: Path, workspace: Path | None = None, timeout: float = 180.0, options: Sequence[str] = (),
+                 probe: str = "", **popen):
+    """`labeler serve FOLDER [options]` on 127.0.0.1 and a free port; returns (process, url) once `url + probe`
+    answers (by default the app's page, whose first visit starts preparing the project; `favicon.ico` where a
+    login would redirect the probe elsewhere). `popen` goes to `subprocess.Popen` (e.g. `cwd`)."""
     port = free_port()
-    command = [sys.executable, "-m", "labeler.cli", "serve", str(folder), "--port", str(port)]
+    command = [sys.executable, "-m", "labeler.cli", "serve", str(folder), "--port", str(port), *options]
     if workspace:
         command += ["--workspace", str(workspace)]
     url = f"http://127.0.0.1:{port}/"
-    return _launch(command, "labeler serve", url, timeout), url
+    return _launch(command, "labeler serve", url + probe, timeout, **popen), url
 
 
 def start_jupyter(kind: str, root_dir: Path, state_dir: Path, env: dict | None = None, timeout: float = 180.0):

@@ -1,4 +1,4 @@
-"""What the Panel views share: text that stays text, messages, the document lock, jobs, downloads.
+"""What the Panel views share: text that stays text, messages, the document lock, jobs, downloads, the server.
 
 Text that comes from files or people (label names, file names, reasons, CSV cells) reaches the
 page only escaped (`esc`) or through a widget that shows text as text. `Message` is the views'
@@ -16,18 +16,24 @@ import functools
 import html
 import io
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import panel as pn
 import param
+from panel.io.resources import COMPONENT_PATH
+from panel.io.server import ComponentResourceHandler
+from tornado.web import HTTPError
 
 from labeler.errors import USER_ERRORS
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("info", "success", "warning", "danger")
+# packages whose components may serve the resource files they list at /components/ (none of labeler's do yet)
+COMPONENT_PACKAGES = ("panel", "bokeh", "labeler")
 # a notebook output has no height of its own: the app takes this much (the map, and the review grid
 # under it with room for several rows of full-size tiles)
 NOTEBOOK_HEIGHT = 1050
@@ -221,9 +227,13 @@ def export_to_buffer(export, project, show: Callable[[str, str], None] | None = 
 
 
 def serve_pages(make_page: Callable, *, port: int | None = None, address: str = "127.0.0.1", show: bool = False,
-                threaded: bool = False) -> str:
+                threaded: bool = False, websocket_origins: Sequence[str] = (), **login) -> str:
     """Serve `make_page()` (one per browser tab) at http://address:port/ and return that address; with
-    `threaded`, from a thread of this process (a notebook's kernel) at once, otherwise until stopped."""
+    `threaded`, from a thread of this process (a notebook's kernel) at once, otherwise until stopped.
+
+    Only pages from this server (at `address`, localhost or 127.0.0.1) and from `websocket_origins` may open its
+    websocket; `login` goes to Panel unchanged (`basic_auth`, `cookie_secret`, `oauth_*`: see `serve.Access`).
+    """
     port = port or _free_port(address)
     url = f"http://{address}:{port}/"
 
@@ -233,11 +243,34 @@ def serve_pages(make_page: Callable, *, port: int | None = None, address: str = 
         except USER_ERRORS as error:          # e.g. a folder that is not there: say so on the page
             return Message(text=str(error), kind="danger")
 
+    # Bokeh names origins HOST:PORT, so an IPv6 literal or a wildcard address cannot be one
+    own = [f"{host}:{port}" for host in dict.fromkeys((address, "localhost", "127.0.0.1"))
+           if host and ":" not in host and host != "0.0.0.0"]
     pn.serve({"/": page}, port=port, address=address, show=show, title="labeler", threaded=threaded,
-             websocket_origin=[f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"])
+             websocket_origin=[*own, *websocket_origins], extra_patterns=[_COMPONENT_ROUTE], **login)
     if threaded:                              # the address is returned once it answers
         _wait_for_port(address, port)
     return url
+
+
+class _PackageComponentResources(ComponentResourceHandler):
+    """Panel's /components/ route for the modules of `COMPONENT_PACKAGES` only.
+
+    Panel's handler imports whatever module the URL names before it checks that the file is one the
+    component lists, and it asks for no login: any visitor could import any module on the server's
+    path and run its import-time code (`/components/apps.label/...` built a whole app). Given first,
+    this route answers 404 for every other module and hands the rest to Panel's handler.
+    """
+
+    def parse_url_path(self, path: str) -> str:
+        module = path.split("/", 1)[0]
+        if not (_MODULE_NAME.fullmatch(module) and module.split(".")[0] in COMPONENT_PACKAGES):
+            raise HTTPError(404, "Module not found")
+        return super().parse_url_path(path)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_COMPONENT_ROUTE = (f"/{COMPONENT_PATH}(.*)", _PackageComponentResources, {})
 
 
 def _wait_for_port(address: str, port: int, timeout: float = 30.0) -> None:
