@@ -8,6 +8,7 @@ running as another user could read.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from contextlib import contextmanager
@@ -15,8 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DiskWriteError
+
 COPY_ROWS = 4096  # rows copied at a time when an array grows: memory stays bounded at 100k rows
 _ATTEMPTS = 100   # random names tried before giving up (a clash is already one in 4 billion)
+# errno values that mean "this disk cannot take the write", whatever the write was
+_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def write_error(path, err: OSError, *, creating: bool = True) -> DiskWriteError | None:
+    """The DiskWriteError for `err` raised while writing `path`, or None when `err` is about something else.
+
+    Permission errors count only while `creating` the file: an EACCES from a caller's body may be a
+    read of some other file, and must keep its own message.
+    """
+    if isinstance(err, DiskWriteError):
+        return None
+    reason = err.strerror or str(err)
+    if err.errno in _FULL:
+        return DiskWriteError.about(path, reason, DiskWriteError.FULL)
+    if err.errno == errno.EROFS or (creating and err.errno in _READ_ONLY):
+        return DiskWriteError.about(path, reason, DiskWriteError.READ_ONLY)
+    return None
 
 
 def _create_beside(path: Path, tag: str, create):
@@ -27,6 +49,8 @@ def _create_beside(path: Path, tag: str, create):
             return create(candidate), candidate
         except FileExistsError:
             continue
+        except OSError as err:
+            raise (write_error(path, err) or err) from err
     raise FileExistsError(f"No free temporary name beside {path} after {_ATTEMPTS} tries.")
 
 
@@ -47,8 +71,11 @@ def atomic_output(path, mode: str = "wb", *, encoding: str | None = None, newlin
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as err:
         Path(temp).unlink(missing_ok=True)
+        translated = write_error(path, err, creating=False) if isinstance(err, OSError) else None
+        if translated is not None:
+            raise translated from err
         raise
 
 
@@ -74,11 +101,35 @@ def grow_npy(path: Path, n_rows: int, row_shape: tuple[int, ...], dtype) -> None
     if old is not None and old.shape[0] >= n_rows:
         return
     temp = path.with_name(f".{path.name}.grow.npy")
-    new = np.lib.format.open_memmap(temp, mode="w+", dtype=dtype, shape=(n_rows, *row_shape))
-    kept = 0 if old is None else old.shape[0]
-    for start in range(0, kept, COPY_ROWS):
-        stop = min(start + COPY_ROWS, kept)
-        new[start:stop] = old[start:stop]
-    new.flush()
-    del new, old
-    os.replace(temp, path)
+    try:
+        new = np.lib.format.open_memmap(temp, mode="w+", dtype=dtype, shape=(n_rows, *row_shape))
+        _reserve(temp)
+        kept = 0 if old is None else old.shape[0]
+        for start in range(0, kept, COPY_ROWS):
+            stop = min(start + COPY_ROWS, kept)
+            new[start:stop] = old[start:stop]
+        new.flush()
+        del new, old
+        os.replace(temp, path)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        raise (write_error(path, err) or err) from err
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of the (sparse) file at `path` now.
+
+    A memory map of a sparse file on a full disk (a small tmpfs) dies of SIGBUS at the first
+    write to a page with no block behind it; reserved up front, a full disk is an OSError here.
+    """
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is None:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        allocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: go on
+            raise
+    finally:
+        os.close(fd)

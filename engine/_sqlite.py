@@ -14,11 +14,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DatabaseBusyError  # noqa: F401  (raised here; importable from here)
+from .errors import DatabaseBusyError, DiskWriteError  # noqa: F401  (raised here; importable from here)
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000   # one wait inside SQLite; retry_busy repeats it until the caller's timeout
+# SQLite result codes that mean the disk cannot take the write (sqlite3.Error.sqlite_errorname)
+_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR")
+_READ_ONLY = ("SQLITE_READONLY", "SQLITE_CANTOPEN")
+
+
+def disk_error(err: sqlite3.Error, db_path: Path) -> DiskWriteError | None:
+    """The DiskWriteError `err` stands for (a full or read-only disk), or None for any other failure.
+
+    SQLite rolls back what it could not write, so the database itself stays whole; the message
+    says what to do instead of showing "disk I/O error" with a traceback.
+    """
+    name = getattr(err, "sqlite_errorname", "") or ""
+    if name.startswith(_DISK_FULL):
+        return DiskWriteError.about(db_path, str(err), DiskWriteError.FULL)
+    if name.startswith(_READ_ONLY):
+        return DiskWriteError.about(db_path, str(err), DiskWriteError.READ_ONLY)
+    return None
 
 
 def connect(db_path: Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
@@ -44,9 +61,12 @@ def write_transaction(conn: sqlite3.Connection, db_path: Path, timeout: float,
     try:
         yield conn
         retry_busy(lambda: conn.execute("COMMIT"), db_path, timeout, error_type, what)
-    except BaseException:
+    except BaseException as err:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        translated = disk_error(err, db_path) if isinstance(err, sqlite3.Error) else None
+        if translated is not None:
+            raise translated from err
         raise
 
 
@@ -61,6 +81,9 @@ def retry_busy(statement, db_path: Path, timeout: float, error_type: type[Except
         except sqlite3.OperationalError as err:
             text = str(err).lower()
             if "locked" not in text and "busy" not in text:
+                translated = disk_error(err, db_path)
+                if translated is not None:
+                    raise translated from err
                 raise
             if time.monotonic() >= deadline:
                 raise error_type(

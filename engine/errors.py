@@ -50,6 +50,26 @@ class DatabaseBusyError(EngineError):
     """The workspace database stayed locked by another process for longer than the caller's timeout."""
 
 
+class DiskWriteError(EngineError, OSError):
+    """A cache, the workspace database or an export that could not be written: the disk is full or the
+    place is read-only. The writers replace files whole, so what was there before is kept; the message
+    says so. Also an OSError, so code that already catches OSError around a write still does."""
+
+    FULL, READ_ONLY = "full", "read-only"
+
+    @classmethod
+    def about(cls, path, reason: str, kind: str) -> DiskWriteError:
+        """The error for `path` that could not be written because of `reason` (the system's words)."""
+        if kind == cls.FULL:
+            advice = ("Free some space on that disk, or put the workspace on another disk "
+                      "(--workspace PATH; for an export, choose another output).")
+        else:
+            advice = ("Give a writable workspace folder (--workspace PATH; for an export, choose a writable "
+                      "output).")
+        return cls(f"Cannot write {path} ({reason}): the disk is {kind}. {advice} "
+                   f"What was written before is kept unchanged.")
+
+
 class ProjectionError(EngineError):
     """A projection cannot be computed with the given data or parameters."""
 
@@ -82,6 +102,6 @@ class InterpretError(EngineError):
     """A target or layer that Grad-CAM cannot use."""
 
 
-__all__ = ["EngineError", "AugmentError", "BackboneError", "DatabaseBusyError", "FeatureCacheError",
+__all__ = ["EngineError", "AugmentError", "BackboneError", "DatabaseBusyError", "DiskWriteError", "FeatureCacheError",
            "FirstModelError", "ImageReadError", "InputError", "InterpretError", "LearnerError", "MetricError",
            "ModelError", "NeighborsError", "PoolingError", "ProjectionError", "WeightsUnavailableError"]

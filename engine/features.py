@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import pooling
-from ._atomic import grow_npy, save_npy, write_text
+from ._atomic import grow_npy, save_npy, write_error, write_text
 from .errors import FeatureCacheError  # noqa: F401  (raised here; importable from here)
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,10 @@ class FeatureCache(RowStates):
     # -- writing -------------------------------------------------------------------------
     def prepare(self, layers: list[str], dims: dict[str, int], n_rows: int) -> None:
         """Make sure every layer's array exists with at least `n_rows` rows and the right width."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:               # a read-only or full disk: say what to do, not a traceback
+            raise (write_error(self.dir, err) or err) from err
         if self.layers and (self.layers != list(layers) or self.meta.get("dims") != dims):
             raise FeatureCacheError(
                 f"{self.dir} holds features for layers {self.layers}, not {list(layers)}; "

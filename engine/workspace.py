@@ -16,6 +16,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._atomic import write_error
 from ._sqlite import connect, write_transaction
 from .data import InputError, scan_images
 
@@ -83,7 +84,10 @@ class Workspace:
 
     def cache_dir(self, kind: str) -> Path:
         path = self.root / kind
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:               # a read-only or full disk: say what to do, not a traceback
+            raise (write_error(path, err) or err) from err
         return path
 
     def abspath(self, path: str) -> Path:
