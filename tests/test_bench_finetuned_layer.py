@@ -35,7 +35,7 @@ def test_the_bench_compares_the_fine_tuned_layer_and_three_sources_of_prediction
     from test_annotate import colour_classes
     bench = _bench()
     folder = colour_classes(tmp_path / "images", per_class=12)
-    report = bench.measure(folder, tmp_path / "ws", 18, 0, TrainSpec(size=32, batch_size=8, epochs=1))
+    report = bench.measure(folder, tmp_path / "ws", 18, 0, TrainSpec(size=32, batch_size=4, epochs=2))
     assert report["others"] == 36 - 18
     assert report["layers"][-1]["layer"] == "fine-tuned model-1"
     names = [row["predictions"] for row in report["predictions"]]

@@ -8,6 +8,7 @@ Panel. Every request is sent as written (`http.client`, no normalizing of `..` o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http.client
 import json
 import socket
@@ -167,7 +168,9 @@ def _open_websocket(base: str, token: str, origin: str, cookie: str) -> str:
             return await asyncio.wait_for(connection.read_message(), 30) or ""
         finally:
             connection.close()
-    return asyncio.run(connect())
+    # a thread of its own: an earlier test in the same process may have left an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, connect()).result()
 
 
 def test_a_foreign_origin_or_a_missing_login_cannot_open_the_websocket_and_allowed_origins_can(server, cookie):

@@ -29,7 +29,7 @@ from labeler.model_layer import make_predictions_latest
 from labeler.errors import USER_ERRORS
 from labeler.model_store import ModelStore
 
-from ._panel import NOTEBOOK_HEIGHT, Message, NotebookAware, esc, guarded, html_table
+from ._panel import NOTEBOOK_HEIGHT, Message, NotebookAware, esc, guarded, html_table, locked
 
 logger = logging.getLogger(__name__)
 FRESH_GROWTH = 0.5  # "keep the map fresh": fine-tune again once the labels grow by this share
@@ -60,9 +60,11 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._poller = None
         self._shown_run = None
         self._layout = pn.Row(self._side(), self._main(), sizing_mode="stretch_both")
-        self._find_lr.on_click(lambda event: self._run(self._on_find_lr))
-        self._fine_tune.on_click(lambda event: self._run(self._on_fine_tune))
-        self._stop.on_click(lambda event: self._run(self._on_stop))
+        # under the document lock: a click right after typing in a field reaches its callback outside it, and
+        # _follow changes the loss plot's Bokeh source directly (the camvid browser test typed, then clicked)
+        self._find_lr.on_click(locked(lambda: self._run(self._on_find_lr)))
+        self._fine_tune.on_click(locked(lambda: self._run(self._on_fine_tune)))
+        self._stop.on_click(locked(lambda: self._run(self._on_stop)))
         self._source.param.watch(lambda event: self._run(self._show_source_fields), "value")
         self._split.param.watch(lambda event: self._run(self._show_source_fields), "value")
         self._show_source_fields()
