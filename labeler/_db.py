@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS events (
     undo_seq INTEGER                        -- label_meta.version when undone: redo takes the latest
 );
 CREATE INDEX IF NOT EXISTS events_by_actor ON events (actor, state, id);
+CREATE INDEX IF NOT EXISTS events_by_undo ON events (undo_seq);  -- a tab's redo, and what others undid lately
 CREATE TABLE IF NOT EXISTS checks (          -- what a person saw when checking a model's predictions
     model_id TEXT NOT NULL,
     item_id INTEGER NOT NULL,

@@ -7,12 +7,19 @@
 Each process or app instance is an *actor*. `undo()` takes the latest event not yet undone
 (of one actor if given); `redo()` the most recently undone one. A new action by an actor
 discards the redo stack of that actor (events it made or undid), as in any editor.
+
+A browser tab is an actor of its own: `open_tab()` names the store's events "user@host · tab
+3f2a9c" (the rows it labels keep naming the person, `actor`). Its `undo_own()` takes back its
+own latest action, never another tab's made while it was open, and falls back to the latest
+action made before it opened (what a page had done before a reload); `news()` tells what other
+tabs did since the tab last looked.
 """
 from __future__ import annotations
 
 import logging
 import getpass
 import os
+import secrets
 import socket
 import threading
 import time
@@ -41,6 +48,51 @@ class Event:
     undone: bool
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A point in the history: the last event id and the store's version then."""
+
+    event: int
+    version: int
+
+
+LABELING_KINDS = ("assign", "import", "accept_predictions", "relabel")
+
+
+@dataclass(frozen=True)
+class News:
+    """What others did since a mark (`UndoableStore.news`)."""
+
+    who: int            # how many others (tabs, processes) acted
+    actions: int        # their actions, still done
+    labeled: int        # images their labeling actions changed
+    undone: int         # earlier actions they undid
+    until: Mark         # where the history stood when this was read: the next `news` starts there
+
+    def __bool__(self) -> bool:
+        return bool(self.actions or self.undone)
+
+    def describe(self) -> str:
+        """One sentence for people ("Another tab labeled 12 images since your last action (shown here now)."),
+        or "" when nothing happened."""
+        if not self:
+            return ""
+        who = "Another tab" if self.who <= 1 else f"{self.who} other tabs"
+        did = []
+        if self.labeled:
+            did.append(f"labeled {plural(self.labeled, 'image')}")
+        if self.actions and not self.labeled:
+            did.append(f"made {plural(self.actions, 'change')}")
+        if self.undone:
+            did.append(f"undid {plural(self.undone, 'action')}")
+        return f"{who} {' and '.join(did)} since your last action (shown here now)."
+
+
+def _mark(conn) -> Mark:
+    last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+    return Mark(int(last), int(_db.get_meta(conn, "version", 0)))
+
+
 def default_actor() -> str:
     """Who a change is recorded as when nobody says: the user's login name at this host ("ana@lab-pc")."""
     try:
@@ -65,6 +117,8 @@ class UndoableStore:
         self.timeout = float(timeout)
         self._lock = threading.RLock()
         self._conn = _db.open_connection(self.db_path, self.timeout)
+        self.origin = self.actor       # who events are recorded as: the actor, or one tab of it (open_tab)
+        self._opened_at = self.mark()  # the history as this instance found it
 
     def close(self) -> None:
         """Close the connection (safe to call twice)."""
@@ -105,12 +159,12 @@ class UndoableStore:
         """Write the event for `changes` (nothing when nothing changed); returns its id or 0."""
         if not changes:
             return 0
-        conn.execute("UPDATE events SET state=2 WHERE state=1 AND (actor=? OR undone_by=?)", (self.actor, self.actor))
+        conn.execute("UPDATE events SET state=2 WHERE state=1 AND (actor=? OR undone_by=?)", (self.origin, self.origin))
         cursor = conn.execute("INSERT INTO events (actor, kind, description, count, created, payload) "
                               "VALUES (?,?,?,?,?,?)",
-                              (self.actor, kind, description, count, time.time(), changes.encode()))
+                              (self.origin, kind, description, count, time.time(), changes.encode()))
         _db.bump_version(conn)
-        logger.info("%s: %s", self.actor, description)
+        logger.info("%s: %s", self.origin, description)
         return int(cursor.lastrowid)
 
     @property
@@ -124,31 +178,87 @@ class UndoableStore:
     def undo(self, *, actor: str | None = None) -> str | None:
         """Undo the latest event not yet undone (of `actor` if given); returns its description or None."""
         where, params = ("state=0", ()) if actor is None else ("state=0 AND actor=?", (actor,))
-        return self._step(f"SELECT id, description, payload FROM events WHERE {where} ORDER BY id DESC LIMIT 1",
-                          params, undo=True)
+        return self._step(f"SELECT id, description, payload, actor FROM events WHERE {where} ORDER BY id DESC "
+                          f"LIMIT 1", params, undo=True)
 
     def redo(self, *, actor: str | None = None) -> str | None:
         """Redo the latest undone event (of `actor` if given) unless a new action discarded it."""
         where, params = ("state=1", ()) if actor is None else ("state=1 AND actor=?", (actor,))
-        return self._step(f"SELECT id, description, payload FROM events WHERE {where} ORDER BY undo_seq DESC LIMIT 1",
-                          params, undo=False)
+        return self._step(f"SELECT id, description, payload, actor FROM events WHERE {where} ORDER BY undo_seq DESC "
+                          f"LIMIT 1", params, undo=False)
 
-    def _step(self, query: str, params: tuple, *, undo: bool) -> str | None:
+    def _step(self, query: str, params: tuple, *, undo: bool, made_by_others: str = "") -> str | None:
+        """Undo or redo the event the query finds (columns id, description, payload, actor); `made_by_others`
+        is added to the description returned when that event's actor is not this instance's origin."""
         with self._write() as conn:
             row = conn.execute(query, params).fetchone()
             if row is None:
                 return None
-            event_id, description, payload = row
+            event_id, description, payload, actor = row
             skipped = apply_changes(conn, Changes.decode(payload), undo=undo)
             version = _db.bump_version(conn)
             if undo:
                 conn.execute("UPDATE events SET state=1, undone_by=?, undo_seq=? WHERE id=?",
-                             (self.actor, version, event_id))
+                             (self.origin, version, event_id))
             else:
                 conn.execute("UPDATE events SET state=0, undone_by=NULL, undo_seq=NULL WHERE id=?", (event_id,))
         logger.info("%s: %s %s (%d units changed by others since were kept)",
-                    self.actor, "undid" if undo else "redid", description, skipped)
+                    self.origin, "undid" if undo else "redid", description, skipped)
+        if made_by_others and actor != self.origin:
+            description += made_by_others
         return description if not skipped else f"{description} (kept {plural(skipped, 'later change')} by others)"
+
+    # ---- one browser tab among several ------------------------------------------------------
+
+    def open_tab(self) -> str:
+        """Record this instance's events as one tab of the actor (a fresh name), its history starting now."""
+        self.origin = f"{self.actor} · tab {secrets.token_hex(3)}"
+        self._opened_at = self.mark()
+        return self.origin
+
+    def mark(self) -> Mark:
+        """Where the history stands now: compare a later `news(mark)` with it."""
+        with self._read() as conn:
+            return _mark(conn)
+
+    _OWN_UNDO = "state=0 AND (actor=? OR id<=?)"      # own actions, then those made before the tab opened
+    _OWN_REDO = "state=1 AND undone_by=?"
+
+    def undo_own(self) -> str | None:
+        """Undo this tab's latest action still done; with none, the latest one made before the tab opened
+        (said so: it may be another tab's). Never an action another tab made while this one was open."""
+        return self._step(f"SELECT id, description, payload, actor FROM events WHERE {self._OWN_UNDO} "
+                          f"ORDER BY id DESC LIMIT 1", (self.origin, self._opened_at.event), undo=True,
+                          made_by_others=" (made before this tab opened)")
+
+    def redo_own(self) -> str | None:
+        """Redo the latest action this tab undid, unless its own newer action discarded it."""
+        return self._step(f"SELECT id, description, payload, actor FROM events WHERE {self._OWN_REDO} "
+                          f"ORDER BY undo_seq DESC LIMIT 1", (self.origin,), undo=False)
+
+    def can_undo_own(self) -> bool:
+        with self._read() as conn:
+            return conn.execute(f"SELECT 1 FROM events WHERE {self._OWN_UNDO} LIMIT 1",
+                                (self.origin, self._opened_at.event)).fetchone() is not None
+
+    def can_redo_own(self) -> bool:
+        with self._read() as conn:
+            return conn.execute(f"SELECT 1 FROM events WHERE {self._OWN_REDO} LIMIT 1", (self.origin,)).fetchone() \
+                is not None
+
+    def news(self, since: Mark) -> News:
+        """What others (other tabs, other processes) did after `since`: their actions still done, the images
+        their labeling actions changed, and how many earlier actions they undid (their redos are not told)."""
+        with self._read() as conn:
+            made = conn.execute("SELECT actor, kind, count FROM events WHERE id>? AND actor!=? AND state=0",
+                                (since.event, self.origin)).fetchall()
+            # by the undo_seq index (`+id`: not the primary key's, which would read the whole history)
+            undone = conn.execute("SELECT undone_by FROM events WHERE undo_seq>? AND +id<=? AND state>0 "
+                                  "AND undone_by!=?", (since.version, since.event, self.origin)).fetchall()
+            until = _mark(conn)              # the same snapshot: nothing falls between two calls
+        return News(who=len({row[0] for row in made} | {row[0] for row in undone}), actions=len(made),
+                    labeled=sum(count for _, kind, count in made if kind in LABELING_KINDS), undone=len(undone),
+                    until=until)
 
     def can_undo(self, actor: str | None = None) -> bool:
         return self._exists("state=0", actor)

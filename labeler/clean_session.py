@@ -224,11 +224,11 @@ class CleanSession:
         return row
 
     def undo(self) -> str:
-        done = self.store.undo()
+        done = self.store.undo_own()
         return f"Undid: {done}" if done else "Nothing to undo."
 
     def redo(self) -> str:
-        done = self.store.redo()
+        done = self.store.redo_own()
         return f"Redid: {done}" if done else "Nothing to redo."
 
 

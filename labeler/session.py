@@ -77,6 +77,9 @@ class Session(PredictionChecks):
         self._coords: dict[tuple, np.ndarray] = {}
         self._frames: tuple[int, np.ndarray] | None = None     # (store version, frames) last computed
         self._lock = threading.Lock()
+        self.store.open_tab()                 # undo takes back this tab's actions, not another's
+        self._seen = self.store.mark()        # other tabs' actions after this are news
+        self._said = ""                       # what news_from_other_tabs said last
         self.refresh_rows()
         self.refresh_model_layer()
         if self.latest_model() is not None and PREDICTED_VIEW not in self.views:
@@ -328,18 +331,31 @@ class Session(PredictionChecks):
 
     @property
     def can_undo(self) -> bool:
-        return self.store.can_undo()
+        return self.store.can_undo_own()
 
     @property
     def can_redo(self) -> bool:
-        return self.store.can_redo()
+        return self.store.can_redo_own()
 
     def undo(self):
-        """Take back the latest action (of any tab); returns what was undone, or None."""
-        return self.store.undo()
+        """Take back this tab's latest action (another tab's only if made before this tab opened: the
+        description says so); returns what was undone, or None."""
+        return self.store.undo_own()
 
     def redo(self):
-        return self.store.redo()
+        """Redo what this tab undid last; returns what was redone, or None."""
+        return self.store.redo_own()
+
+    def news_from_other_tabs(self, after: str = "") -> str:
+        """What other tabs (or processes) did since this tab last asked, said after `after` (the message of
+        this tab's own action, less the sentence this said last time); "" when they did nothing. Ask before
+        redrawing, so the page shows at least what it says."""
+        news = self.store.news(self._seen)
+        said_before, self._seen, self._said = self._said, news.until, news.describe()
+        if not news:
+            return ""
+        after = after.removesuffix(said_before).strip()
+        return f"{after}{'' if after.endswith(('.', '!', '?')) else '.'} {self._said}" if after else self._said
 
     def colours(self, vary_opacity: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per item: colour (a label's own, paler for a prediction, grey unlabeled) and alpha.

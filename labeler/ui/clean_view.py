@@ -297,8 +297,8 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
         self._prev_page.disabled, self._next_page.disabled = page == 0, page >= pages - 1
         self._detail.object = self._detail_html(table.iloc[position] if position >= 0 else None)
         self._refresh_labels()
-        self._undo.disabled = not s.store.can_undo()
-        self._redo.disabled = not s.store.can_redo()
+        self._undo.disabled = not s.store.can_undo_own()
+        self._redo.disabled = not s.store.can_redo_own()
 
     def _card(self, row) -> dict:
         confidence = "" if pd.isna(row.confidence) else f" · {row.confidence:.2f}"

@@ -72,6 +72,7 @@ class MapView:
         self.panel = pn.pane.Bokeh(self.plot, sizing_mode="stretch_both")
         self._xy = np.zeros((0, 2), dtype=np.float32)
         self._frames = None
+        self._cleared = False         # the app cleared the selection: the change it causes is nobody's selection
 
     @property
     def ids(self) -> np.ndarray:
@@ -97,7 +98,12 @@ class MapView:
         self.draw_tiles()
 
     def clear_selection(self) -> None:
-        self.source.selected.indices = []
+        """Clear the plot's selection without telling `on_select`: the app keeps its own review (the images
+        dropped before a label stay in it), nobody lassoed nothing. Bokeh calls back now, or later when
+        the document holds its events: the flag waits for that call."""
+        if len(self.source.selected.indices):
+            self._cleared = True
+            self.source.selected.indices = []
 
     def draw_tiles(self) -> None:
         """The thumbnails of the current view, as one JPEG covering it."""
@@ -118,6 +124,9 @@ class MapView:
                                     w=[x_range[1] - x_range[0]], h=[y_range[1] - y_range[0]])
 
     def _on_indices(self, attr, old, new) -> None:
+        cleared, self._cleared = self._cleared, False
+        if cleared and not len(new):
+            return
         self._on_select_ids(self.ids[np.asarray(new, dtype=np.int64)].tolist() if len(new) else [])
 
 
