@@ -4,6 +4,12 @@ A full disk is simulated without root: the child process gets a file-size limit
 (RLIMIT_FSIZE) with SIGXFSZ ignored, so a write past it fails with EFBIG as a write to a full
 disk fails with ENOSPC. It runs in a subprocess so the limit never touches pytest itself.
 
+A really full disk is a small tmpfs mounted for the test (root in a container; elsewhere those
+tests skip, saying why): the workspace lives there, the features or thumbnails of real images
+do not fit, and once the tmpfs is remounted bigger the same command completes. There a memory
+map of a sparse file would die of SIGBUS at the first page without a block behind it; the
+writers reserve the blocks first (engine/_atomic.py `_reserve`), and a test shows the hazard is real.
+
 A read-only workspace needs a real read-only mount: the process often runs as root, whom
 chmod does not stop, and SQLite opens its files in C, where no Python monkeypatch reaches.
 A read-only bind mount is used where the system allows one (root in a container); elsewhere
@@ -12,11 +18,14 @@ those tests skip, saying why.
 from __future__ import annotations
 
 import io
+import re
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +35,7 @@ from _helpers import write_image
 from engine.errors import DiskWriteError
 from labeler.errors import USER_ERRORS
 from labeler.project import Project
+from labeler.testing import copy_demo_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBED_ARGS = ["--size", "32", "--workers", "0"]   # the CLI's default backbone, whose weights ship offline
@@ -60,8 +70,18 @@ def _labels(folder, workspace) -> list[tuple]:
 
 
 def _integrity(workspace: Path) -> str:
-    with sqlite3.connect(workspace / "labels.sqlite") as conn:
+    # closed here, not when garbage collected: an open database keeps a tmpfs from being unmounted
+    with closing(sqlite3.connect(workspace / "labels.sqlite")) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _assert_old_rows_kept(before: dict[str, bytes], after: dict[str, bytes]) -> None:
+    """The same files (no temporary left behind); an array may have grown, but its old rows are equal."""
+    assert sorted(after) == sorted(before)
+    for name, data in before.items():
+        old = np.load(io.BytesIO(data)) if name.endswith(".npy") else data
+        new = np.load(io.BytesIO(after[name]))[:len(old)] if name.endswith(".npy") else after[name]
+        np.testing.assert_array_equal(new, old, err_msg=name)
 
 
 def _one_line_error(result: subprocess.CompletedProcess, path_part: str) -> str:
@@ -134,16 +154,188 @@ def test_thumbnails_on_a_full_disk_fail_with_a_message_and_keep_the_old_tiles(em
     line = _one_line_error(_python(["-c", _BUILD_THUMBS, str(folder), str(workspace)], LIMIT),
                            str(workspace / "thumbs"))
     assert "kept unchanged" in line
-    after = _snapshot(workspace)
-    assert sorted(after) == sorted(before) and _integrity(workspace) == "ok"
-    for name, data in before.items():   # a level may already have grown: its old rows are equal
-        old = np.load(io.BytesIO(data)) if name.endswith(".npy") else data
-        new = np.load(io.BytesIO(after[name]))[:len(old)] if name.endswith(".npy") else after[name]
-        np.testing.assert_array_equal(new, old)
+    _assert_old_rows_kept(before, _snapshot(workspace))
+    assert _integrity(workspace) == "ok"
     assert _python(["-c", _BUILD_THUMBS, str(folder), str(workspace)]).returncode == 0
     with Project(folder, workspace) as project:
         assert project.thumbs.done_mask(36).all()
 
+
+# ---- a really full disk: the workspace on a small tmpfs ----------------------------------------
+
+class Tmpfs:
+    """A tmpfs of `size` (e.g. "2m") mounted on the new folder `path`; `resize` remounts it with another size,
+    `unmount` is safe to call twice. Skips the test where mounting is not allowed."""
+
+    def __init__(self, path: Path, size: str):
+        if sys.platform != "linux":
+            pytest.skip("a tmpfs mount needs Linux")
+        path.mkdir(parents=True)
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                  capture_output=True, text=True)
+        except FileNotFoundError:
+            pytest.skip("no `mount` command here")
+        if done.returncode != 0:
+            pytest.skip(f"mounting a tmpfs is not allowed here ({done.stderr.strip()})")
+        self.path, self.mounted = path, True
+
+    def resize(self, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        if not self.mounted:
+            return
+        done = subprocess.run(["umount", str(self.path)], capture_output=True, text=True)
+        if done.returncode != 0:   # a file still open there: detach it all the same, then say so
+            subprocess.run(["umount", "--lazy", str(self.path)], check=True)
+        self.mounted = False
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.path} was still in use ({done.stderr.strip()}); it was detached lazily")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """`tmpfs(size)` mounts a new tmpfs under tmp_path; every one is unmounted at the end, whatever happened."""
+    mounts: list[Tmpfs] = []
+
+    def mount(size: str) -> Tmpfs:
+        mounts.append(Tmpfs(tmp_path / f"tmpfs{len(mounts)}", size))
+        return mounts[-1]
+    try:
+        yield mount
+    finally:
+        while mounts:
+            mounts.pop().unmount()
+
+
+FIRST = 40        # digits embedded and thumbnailed while the 2 MB tmpfs still has room (~1.3 MB with labels)
+
+
+@pytest.fixture
+def digits_on_tmpfs(tmp_path, tmpfs):
+    """(folder, workspace on a 2 MB tmpfs, the tmpfs): 40 real demo digits embedded, thumbnailed and three
+    labeled; then 260 more digits, whose features (~15 kB each) and thumbnails (~16 kB each) cannot fit."""
+    mount = tmpfs("2m")
+    digits = sorted(copy_demo_digits(tmp_path / "all", per_class=30).iterdir())
+    folder, workspace = tmp_path / "images", mount.path / "ws"
+    folder.mkdir()
+    for path in digits[:FIRST]:
+        shutil.copy(path, folder / path.name)
+    assert _embed(folder, workspace).returncode == 0
+    with Project(folder, workspace) as project:
+        project.thumbs.build(workers=0)
+        project.store.assign(project.ids_for([digits[0].name, digits[1].name]), "round")
+        project.store.assign(project.ids_for([digits[2].name]), "corner")
+    for path in digits[FIRST:]:
+        shutil.copy(path, folder / path.name)
+    return folder, workspace, mount
+
+
+@pytest.mark.slow
+def test_embed_onto_a_full_tmpfs_names_the_features_file_and_completes_once_the_disk_grows(digits_on_tmpfs):
+    folder, workspace, mount = digits_on_tmpfs
+    before, labels = _snapshot(workspace), _labels(folder, workspace)
+    line = _one_line_error(_embed(folder, workspace), str(workspace / "features" / "mobilenet_v2-32"))
+    cache = re.escape(str(workspace / "features" / "mobilenet_v2-32"))
+    assert re.search(rf"Cannot write {cache}/features\.\d+\.npy \(No space left on device\)", line), line
+    assert "kept unchanged" in line
+    _assert_old_rows_kept(before, _snapshot(workspace))
+    assert _labels(folder, workspace) == labels and _integrity(workspace) == "ok"
+
+    mount.resize("32m")
+    again = _embed(folder, workspace)
+    assert again.returncode == 0 and again.stdout.startswith(f"{300 - FIRST} embedded, {FIRST} cached"), again.stderr
+    with Project(folder, workspace, size=32) as project:
+        features = project.features()
+        assert features.done_mask().all()
+        old = np.load(io.BytesIO(before["features/mobilenet_v2-32/features.18.npy"]))
+        np.testing.assert_array_equal(features.load("features.18")[:FIRST], old)
+    assert _labels(folder, workspace) == labels
+
+
+_PREPARE = """
+import sys
+from engine.errors import DiskWriteError
+from labeler.project import Project
+try:
+    with Project(sys.argv[1], sys.argv[2], size=32) as project:
+        project.prepare()
+except DiskWriteError as err:
+    print(f"DiskWriteError: {err}", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_preparing_a_project_on_a_full_tmpfs_raises_disk_write_error_naming_the_thumbnails(digits_on_tmpfs):
+    """The Python API: `Project.prepare` makes thumbnails first; they do not fit, and say so."""
+    folder, workspace, mount = digits_on_tmpfs
+    before, labels = _snapshot(workspace), _labels(folder, workspace)
+    done = _python(["-c", _PREPARE, str(folder), str(workspace)])
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+    message = done.stderr.strip()
+    thumbs = re.escape(str(workspace / "thumbs"))
+    full = rf"DiskWriteError: Cannot write {thumbs}/64(-\d+)?\.npy \(No space left on device\)"
+    assert re.match(full, message), message
+    assert "disk is full" in message and "--workspace PATH" in message and "kept unchanged" in message
+    _assert_old_rows_kept(before, _snapshot(workspace))
+    assert _labels(folder, workspace) == labels and _integrity(workspace) == "ok"
+
+    mount.resize("32m")
+    assert _python(["-c", _PREPARE, str(folder), str(workspace)]).returncode == 0
+    with Project(folder, workspace, size=32) as project:
+        assert project.thumbs.done_mask(300).all() and project.features().done_mask().all()
+        assert not project.needs_preparing()
+    assert _labels(folder, workspace) == labels
+
+
+_GROW = """
+import sys
+from pathlib import Path
+import numpy as np
+from engine import _atomic
+from engine.errors import DiskWriteError
+if sys.argv[2] == "without reserving":
+    _atomic._reserve = lambda path: None
+try:
+    _atomic.grow_npy(Path(sys.argv[1]), 4096, (1024,), np.uint8)   # 4 MB on a 1 MB tmpfs
+    array = np.load(sys.argv[1], mmap_mode="r+")
+    array[:] = 1
+    array.flush()
+except DiskWriteError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_growing_an_array_on_a_full_tmpfs_is_a_message_where_a_memory_map_would_die_of_sigbus(tmpfs):
+    """What `_reserve` is for: the same growth without it passes, and the first write kills the process."""
+    mount = tmpfs("1m")
+    path = mount.path / "features.npy"
+    reserved = _python(["-c", _GROW, str(path), "reserving"])
+    assert reserved.returncode == 2 and "Traceback" not in reserved.stderr, reserved.stderr
+    assert f"Cannot write {path}" in reserved.stderr and "disk is full" in reserved.stderr
+    assert list(mount.path.iterdir()) == []   # the temporary is gone
+    unreserved = _python(["-c", _GROW, str(path), "without reserving"])
+    assert unreserved.returncode == -signal.SIGBUS, unreserved.stderr
+
+def test_labeling_on_a_full_tmpfs_names_the_database_and_keeps_every_label(tmpfs):
+    from labeler.store import LabelStore
+    mount = tmpfs("1m")
+    with LabelStore(mount.path / "labels.sqlite") as store:
+        store.assign(range(3), "cat")
+        with open(mount.path / "filler", "wb") as filler, pytest.raises(OSError, match="No space left"):
+            while True:                      # everything else on the disk takes the rest of it
+                filler.write(bytes(1 << 16))
+                filler.flush()
+        with pytest.raises(DiskWriteError, match=r"labels\.sqlite.*disk is full.*--workspace PATH.*kept unchanged"):
+            store.assign(range(2000), "dog")
+        assert store.counts() == {"cat": 3}
+        mount.resize("8m")
+        store.assign(range(2000), "dog")     # the same store carries on once there is room
+        assert store.counts() == {"cat": 0, "dog": 2000}
+    assert _integrity(mount.path) == "ok"
 
 # ---- a read-only workspace (a real read-only bind mount) -------------------------------------
 

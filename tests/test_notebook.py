@@ -1,13 +1,12 @@
 """The example notebook runs headless on a small folder of real digits and shows the app and the labels."""
 from __future__ import annotations
 
-import csv
-import shutil
 from pathlib import Path
 
 import pytest
 
 from _helpers import run_notebook
+from labeler.testing import copy_demo_digits
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
@@ -23,18 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def digits(tmp_path) -> Path:
     """60 real handwritten digits from the built-in demo (6 per class), in a fresh folder."""
-    from engine.demo import demo_folder, demo_truth
-    source = demo_folder()
-    with open(demo_truth(), newline="") as f:
-        rows = list(csv.reader(f))[1:]
-    folder = tmp_path / "digits"
-    folder.mkdir()
-    taken: dict[str, int] = {}
-    for name, digit in rows:
-        if taken.get(digit, 0) < PER_CLASS:
-            shutil.copy(source / name, folder / name)
-            taken[digit] = taken.get(digit, 0) + 1
-    return folder
+    return copy_demo_digits(tmp_path / "digits", per_class=PER_CLASS)
 
 
 def _cell(nb, tag: str):

@@ -1,29 +1,18 @@
 """A served app on a small folder of real images, and a headless Chromium page on it."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from labeler.testing import CHROMIUM_FLAGS, assert_no_traceback, chromium_path, start_server, stop_server
+from labeler.testing import (CHROMIUM_FLAGS, assert_no_traceback, chromium_path, copy_demo_digits, start_server,
+                             stop_server)
 
 
 @pytest.fixture(scope="session")
 def small_digits(tmp_path_factory) -> Path:
     """300 real handwritten digits from the built-in demo (30 per class), in a fresh folder."""
-    import csv
-    from engine.demo import demo_folder, demo_truth
-    source = demo_folder()
-    with open(demo_truth(), newline="") as f:
-        rows = list(csv.reader(f))[1:]
-    folder = tmp_path_factory.mktemp("digits")
-    taken: dict[str, int] = {}
-    for name, digit in rows:
-        if taken.get(digit, 0) < 30:
-            shutil.copy(source / name, folder / name)
-            taken[digit] = taken.get(digit, 0) + 1
-    return folder
+    return copy_demo_digits(tmp_path_factory.mktemp("digits"), per_class=30)
 
 
 @pytest.fixture
