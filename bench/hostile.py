@@ -70,16 +70,41 @@ def file_rows(root: Path) -> list[tuple]:
     engine = embed_outcomes(folder)
     store = store_outcomes(folder, made, root / "files.csv")
     cli = cli_embed_outcomes(folder, root / "cli-ws")
+    app = app_open_outcomes(folder, root / "app-ws")
     rows = []
     for kind in FILE_KINDS:
         entry = made[kind.id]
         if entry.skip:
-            rows.append((kind, *(f"n/a: {entry.skip}",) * 3))
+            rows.append((kind, *(f"n/a: {entry.skip}",) * 4))
             continue
         shown = [printable_path(name) for name in entry.paths]
         rows.append((kind, joined([engine.get(name, "not listed") for name in shown]),
-                     joined([store[name] for name in shown]), joined([cli(name) for name in shown])))
+                     joined([store[name] for name in shown]), joined([cli(name) for name in shown]),
+                     joined([app.get(name, "not listed") for name in shown])))
     return rows
+
+
+def app_open_outcomes(folder: Path, workspace: Path) -> dict[str, str]:
+    """The folder opened as the app opens it (`Project.prepare`, the default backbone): on the map, or left out
+    and said on opening (`ui.opening.left_out`), with a card in the Clean tab's odd files when it is an item."""
+    from labeler.cleaning import build_queues
+    from labeler.ui.opening import left_out
+    with Project(folder, workspace=workspace) as project:
+        project.prepare()
+        said = left_out(project)
+        done = project.features().done_mask(len(project.items))
+        odd = set(build_queues(project, queues=("odd_files",))["odd_files"]["item_id"].tolist())
+        outcomes = {}
+        for item in project.items:
+            if done[item.id]:
+                outcomes[item.path] = "on the map"
+            else:
+                card = "an odd files card" if item.id in odd else "NO ODD FILES CARD"
+                outcomes[item.path] = f"left out, said on opening; {card}" if said else "LEFT OUT UNSAID"
+        for entry in project.workspace.unusable:
+            outcomes[entry["path"]] = ("left out, said on opening (not an item)" if entry["path"] in said
+                                       or "entries named like images cannot be used" in said else "LEFT OUT UNSAID")
+    return outcomes
 
 
 def embed_outcomes(folder: Path) -> dict[str, str]:
@@ -119,8 +144,27 @@ def label_rows(root: Path) -> list[tuple]:
     rows = []
     for kind in LABEL_KINDS:
         rows.append((kind, NONE, store_name_outcome(root / kind.id, kind.name),
-                     cli_name_outcome(folder, root / kind.id, kind.name)))
+                     cli_name_outcome(folder, root / kind.id, kind.name),
+                     app_name_outcome(folder, root / kind.id / "app-ws", kind.name)))
     return rows
+
+
+def app_name_outcome(folder: Path, workspace: Path, name: str) -> str:
+    """The name typed into the Label tab's new-label field for a selected image (`LabelApp._on_new_label`:
+    blanks around it dropped, an empty field ignored), through the app's guard (an error becomes a message)."""
+    from labeler.session import Session
+    from labeler.ui._panel import guarded
+    if not name.strip():
+        return "Enter in an empty field does nothing"
+    said = []
+    with Project(folder, workspace=workspace) as project:
+        session = Session(project)
+        session.select(project.ids_for([GOOD[0]]))
+        count = guarded(lambda text, kind: said.append(text))(session.label_review, name.strip())
+        back = project.store.assignments()["label"].tolist()
+    if said:
+        return f"message: {short(said[0])}"
+    return "labeled; shown as text" if count == 1 and back == [name.strip()] else f"CHANGED to {back!r}"
 
 
 def store_name_outcome(where: Path, name: str) -> str:
@@ -154,8 +198,23 @@ def csv_rows(root: Path) -> list[tuple]:
     rows = []
     for kind in CSV_KINDS:
         rows.append((kind, NONE, store_csv_outcome(folder, files[kind.id], root / f"{kind.id}-ws"),
-                     cli_outcome(labeler("import", folder, files[kind.id], "--workspace", root / f"{kind.id}-cli"))))
+                     cli_outcome(labeler("import", folder, files[kind.id], "--workspace", root / f"{kind.id}-cli")),
+                     app_csv_outcome(folder, files[kind.id], root / f"{kind.id}-app")))
     return rows
+
+
+def app_csv_outcome(folder: Path, source: Path, workspace: Path) -> str:
+    """The file picked in the Label tab's "Import labels CSV" (`ui.importing.ImportLabels`): its message."""
+    from labeler.ui._panel import guarded
+    from labeler.ui.importing import ImportLabels
+    said = []
+    with Project(folder, workspace=workspace) as project:
+        project.store.assign(project.ids_for([KEPT]), "kept")
+        box = ImportLabels(project, guarded(lambda text, kind: said.append(text)), lambda text, kind:
+                           said.append(text), lambda: None)
+        box._run(box.import_bytes, source.read_bytes(), source.name)
+        kept = dict(zip(project.labels["image_name"], project.labels["label"])).get(KEPT) == "kept"
+    return f"message: {short(said[-1], 100)}" + ("" if kept else "; EARLIER LABEL LOST")
 
 
 def store_csv_outcome(folder: Path, source: Path, workspace: Path) -> str:
@@ -183,7 +242,7 @@ def changing_row(root: Path) -> tuple:
     skipped = ", ".join(f"{entry['path']} skipped: {entry['reason']}" for entry in first.skipped)
     engine = (f"{first.embedded} embedded, {skipped}; next run: {second.embedded} changed or new embedded, "
               f"{len(second.skipped)} skipped")
-    return CHANGING_FOLDER, engine, NONE, NONE
+    return CHANGING_FOLDER, engine, NONE, NONE, NONE
 
 
 def cell(text: str) -> str:
@@ -195,8 +254,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         rows = [*file_rows(root), *label_rows(root), *csv_rows(root), changing_row(root)]
-    print("| kind | what it is | engine | store | CLI |")
-    print("|---|---|---|---|---|")
+    print("| kind | what it is | engine | store | CLI | app |")
+    print("|---|---|---|---|---|---|")
     for kind, *outcomes in rows:
         print("| " + " | ".join(cell(text) for text in (f"`{kind.id}`", kind.what, *outcomes)) + " |")
     return 0

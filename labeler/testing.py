@@ -1,6 +1,7 @@
 """Driving the served app from a real browser: shared by the browser tests, benchmarks and the screenshot script."""
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,22 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
+def copy_demo_digits(folder: Path, per_class: int = 30) -> Path:
+    """The first `per_class` real handwritten digits of each class from the built-in demo, copied into `folder`."""
+    import csv
+    from engine.demo import demo_folder, demo_truth
+    source = demo_folder()
+    with open(demo_truth(), newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    folder.mkdir(parents=True, exist_ok=True)
+    taken: dict[str, int] = {}
+    for name, digit in rows:
+        if taken.get(digit, 0) < per_class:
+            shutil.copy(source / name, folder / name)
+            taken[digit] = taken.get(digit, 0) + 1
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -27,12 +44,14 @@ def free_port() -> int:
 
 
 def start_server(folder: Path, workspace: Path | None = None, timeout: float = 180.0, options: Sequence[str] = (),
-                 probe: str = "", **popen):
+                 probe: str = "", verbose: bool = False, **popen):
     """`labeler serve FOLDER [options]` on 127.0.0.1 and a free port; returns (process, url) once `url + probe`
     answers (by default the app's page, whose first visit starts preparing the project; `favicon.ico` where a
-    login would redirect the probe elsewhere). `popen` goes to `subprocess.Popen` (e.g. `cwd`)."""
+    login would redirect the probe elsewhere). `verbose` logs at INFO (e.g. websocket connections opened and closed);
+    `popen` goes to `subprocess.Popen` (e.g. `cwd`)."""
     port = free_port()
-    command = [sys.executable, "-m", "labeler.cli", "serve", str(folder), "--port", str(port), *options]
+    command = [sys.executable, "-m", "labeler.cli", *(["-v"] if verbose else []), "serve", str(folder), "--port",
+               str(port), *options]
     if workspace:
         command += ["--workspace", str(workspace)]
     url = f"http://127.0.0.1:{port}/"
@@ -78,7 +97,9 @@ def _launch(command: list[str], name: str, probe: str, timeout: float, **popen) 
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited: {Path(log.name).read_text()[-4000:]}")
         try:
-            urllib.request.urlopen(probe, timeout=2)
+            # one request, waited for: the app's page can take seconds to build on a busy machine, and a
+            # probe that gave up and asked again would queue one more page build each time
+            urllib.request.urlopen(probe, timeout=max(2.0, deadline - time.time()))
             return proc
         except OSError:
             time.sleep(0.5)
@@ -177,3 +198,16 @@ INJECTED_JS = """() => {
 def injected_elements(page) -> dict:
     """Counts of elements that would exist only if label names had been put into the page as HTML."""
     return page.evaluate(INJECTED_JS)
+
+
+LABEL_BUTTON = re.compile(r"^(?:\d: )?(.*) \((\d+)\)$", re.S)
+
+
+def shown_labels(page) -> dict[str, int]:
+    """The visible label buttons of the Label tab, as {name: images} (a button reads "1: name (count)")."""
+    found = {}
+    for button in page.locator(".bk-btn").all():
+        text = button.inner_text().strip() if button.is_visible() else ""
+        if match := LABEL_BUTTON.match(text):
+            found[match.group(1)] = int(match.group(2))
+    return found

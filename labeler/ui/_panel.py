@@ -234,6 +234,8 @@ def serve_pages(make_page: Callable, *, port: int | None = None, address: str = 
     Only pages from this server (at `address`, localhost or 127.0.0.1) and from `websocket_origins` may open its
     websocket; `login` goes to Panel unchanged (`basic_auth`, `cookie_secret`, `oauth_*`: see `serve.Access`).
     """
+    from ._disconnects import install
+    install()                                 # a page gone mid-answer: one log line, not a library's traceback
     port = port or _free_port(address)
     url = f"http://{address}:{port}/"
 

@@ -28,6 +28,8 @@ from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buf
 from .clean_view import CleanView
 from .model_view import ModelView
 from .heatmap_view import PREVIEW_TEXT_PX, LabelHeatmaps
+from .importing import ImportLabels
+from .opening import progress_note
 from .keys import DIGITS, Shortcuts
 from .label_keys import KEYS
 from .map import BACKENDS, MapView, unit_square
@@ -92,9 +94,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._redraw(reset_view=True)           # before the page gets the plot: it arrives drawn, in one piece
         self._layout[:] = [self._tabs()]
         self._opening.on_more(lambda *state: self._run(self._on_more_rows, *state))
-        if len(self.session.rows) < self.session.n_items:
-            self._show(f"Still computing features: the map shows {len(self.session.rows):,} of "
-                       f"{self.session.n_items:,} images so far and grows as the rest arrive.", "info")
+        self._show(*progress_note(project, len(self.session.rows), self.session.n_items, self._opening.computing))
 
     def _widgets(self) -> None:
         button = dict(sizing_mode="stretch_width")
@@ -129,6 +129,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._download_preds = pn.widgets.FileDownload(callback=lambda: self._csv("predictions"),
                                                        filename="predictions.csv", label="Download predictions CSV",
                                                        **button)
+        self._import = ImportLabels(self.session.project, self._run, self._show, self._after_change)
         self._review_text = pn.pane.HTML("Lasso a group of images to review it here.", sizing_mode="stretch_width")
         self._preview = pn.pane.HTML("", width=self._preview_px + 4, height=self._preview_px + PREVIEW_TEXT_PX)
         # after Enter in the new-label field, the keys are the map's again (a label's number, arrows)
@@ -163,7 +164,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
             self._separate_choice, self._separate,
             self._train, self._report, self._opacity, self._heatmap_toggle, self._threshold,
             pn.Row(self._check, self._accept_shown, sizing_mode="stretch_width"), self._checked, self._accept,
-            self._download_labels, self._download_preds, help_card, self._shortcuts,
+            self._download_labels, self._download_preds, self._import, help_card, self._shortcuts,
             width=300, scroll=True, sizing_mode="stretch_height",
         )
         # the grid keeps room for several rows of tiles and scrolls within it
@@ -290,6 +291,9 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._show("")
 
     def _set_selection(self, ids, from_plot=False) -> None:
+        if from_plot and (said := self.session.news_from_other_tabs()):    # a lasso too shows other tabs' labels
+            self._show(said, "info")
+            self._after_change()
         self.session.select(ids)
         self.grid.show(self.session.review)
         self._update_review_text()
@@ -340,6 +344,8 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
     def _after_change(self) -> None:
         if said := self.model.keep_fresh():
             self._show(said, "info")
+        if said := self.session.news_from_other_tabs(self.status):     # before the redraw: it shows what it says
+            self._show(said, self._message.kind)
         self.session.refresh_rows()
         if self.session.view.follows_labels or len(self.session.rows) != len(self.map.ids):
             self._redraw()
@@ -446,13 +452,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
 
     def _on_more_rows(self, rows: int, total: int, finished: bool, error: str | None) -> None:
         """More images have features: redraw, unless a review is open (labeling redraws it later)."""
-        if error:
-            self._show(f"Computing features stopped: {error}", "warning")
-        elif finished:
-            self._show("")
-        else:
-            self._show(f"Still computing features: {rows:,} of {total:,} images so far; the map grows as "
-                       f"the rest arrive.", "info")
+        self._show(*progress_note(self.session.project, rows, total, not finished, error))
         if not self.session.review.ids:
             self.session.refresh_rows()
             self._run(self._redraw)

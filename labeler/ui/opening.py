@@ -37,6 +37,7 @@ class Opening:
         self._listeners: list = []
         self._ready = None
         self._shown = {"built": False, "rows": 0}
+        self.computing = False       # features are being computed after the map opened
         self.job = Job(lambda job: self.project.prepare(job.report), name="labeler-opening")
 
     def on_ready(self, callback) -> None:
@@ -46,6 +47,7 @@ class Opening:
             self._build(self._rows_with_features())
             return
         self.job.start()
+        self.computing = True
         poll_job(self.job, on_progress=self._on_progress, on_done=self._on_done)
 
     def on_more(self, listener) -> None:
@@ -68,6 +70,7 @@ class Opening:
             self._tell(rows, finished=False, error=None)
 
     def _on_done(self, job: Job) -> None:
+        self.computing = False
         if job.error:
             self.text.object = f"<b>Could not open the folder</b>: {esc(job.error)}"
             if self._shown["built"]:
@@ -88,3 +91,37 @@ class Opening:
     def _tell(self, rows: int, finished: bool, error: str | None) -> None:
         for listener in self._listeners:
             listener(rows, len(self.project.items), finished, error)
+
+
+SHOWN_LEFT_OUT = 3
+
+
+def left_out(project) -> str:
+    """What of the folder is not on the map and why, in a sentence or two ("" when everything is): files that
+    could not be read (the Clean tab's odd files list them) and entries that cannot be images at all."""
+    missing = {item.id for item in project.items if item.missing}
+    failures = {i: why for i, why in project.features().failures.items() if i < len(project.items) and i not in missing}
+    said = []
+
+    def some(pairs) -> str:
+        shown = "; ".join(f"{name} ({why})" for name, why in pairs[:SHOWN_LEFT_OUT])
+        return shown + (f"; and {len(pairs) - SHOWN_LEFT_OUT:,} more" if len(pairs) > SHOWN_LEFT_OUT else "")
+    if failures:
+        pairs = [(project.items[i].path, why) for i, why in sorted(failures.items())]
+        said.append(f"{len(pairs):,} files could not be read and are not on the map: {some(pairs)} "
+                    f"(Clean, Odd files lists them all).")
+    if unusable := project.workspace.unusable:
+        pairs = [(entry["path"], entry["reason"]) for entry in unusable]
+        said.append(f"{len(pairs):,} entries named like images cannot be used: {some(pairs)} "
+                    f"(labeler embed FOLDER lists them all).")
+    return " ".join(said)
+
+
+def progress_note(project, rows: int, total: int, computing: bool, error: str | None = None) -> tuple[str, str]:
+    """The Label tab's message (text, kind) about its images: still arriving, stopped, or what was left out."""
+    if error:
+        return f"Computing features stopped: {error}", "warning"
+    if computing:
+        return (f"Still computing features: the map shows {rows:,} of {total:,} images so far and grows as the rest "
+                f"arrive."), "info"
+    return left_out(project), "warning"
