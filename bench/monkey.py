@@ -38,8 +38,9 @@ LABEL_KEYS = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "1", "2", "3", 
 CLEAN_KEYS = ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "PageUp", "PageDown", "[", "]", "1", "2", "a", "k",
               "x", "Delete", "h", "r", "Control+z", "Control+Shift+z"]
 # relative weights of the kinds of action
-WEIGHTS = {"lasso": 8, "lasso and label": 8, "grid click": 8, "key over the grid": 8, "key": 20, "button": 18, "label button": 8,
-           "typed label": 7, "tab": 6, "undo burst": 3, "field": 3, "checkbox": 2, "select": 2, "reload": 1}
+WEIGHTS = {"lasso": 8, "lasso and label": 8, "grid click": 8, "key over the grid": 8, "key": 20, "button": 18,
+           "label button": 8, "typed label": 7, "tab": 6, "undo burst": 3, "field": 3, "checkbox": 2, "select": 2,
+           "reload": 1}
 LAYER = re.compile(r"^Layer: ")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -90,11 +91,16 @@ class Monkey:
         self.page, self.url, self.rng, self.log = page, url, random.Random(seed), log
         self.run = MonkeyRun(seed)
         page.set_default_timeout(5_000)   # an element that went away is not worth waiting 30 s for
-        page.on("pageerror", lambda err: self.run.page_errors.append(str(err)))
+        page.on("pageerror", self._page_error)
         page.on("console", lambda msg: self._console(msg))
         page.on("framenavigated", lambda frame: self.log and frame == page.main_frame and self.log(
             f"NAVIGATED to {frame.url}"))
         page.on("dialog", lambda dialog: (self.run.dialogs.append(dialog.message), dialog.dismiss()))
+
+    def _page_error(self, error) -> None:
+        self.run.page_errors.append(str(error))
+        if self.log:
+            self.log(f"PAGE ERROR after action {self.run.total}: {error} {(error.stack or '')[:1500]}")
 
     def _console(self, msg) -> None:
         if msg.type in ("error", "warning"):
@@ -219,7 +225,8 @@ class Monkey:
                 raise
         self.run.actions[kind] += 1
         if self.log:
-            self.log(f"{time.time() - self.started:6.1f} s {self.run.total:4d} {kind:18s} [{active_tab(self.page)}] {self._status()}")
+            self.log(f"{time.time() - self.started:6.1f} s {self.run.total:4d} {kind:18s} [{active_tab(self.page)}] "
+                     f"{self._status()}")
 
     def _status(self) -> str:
         try:

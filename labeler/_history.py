@@ -270,7 +270,8 @@ class UndoableStore:
         with self._read() as conn:
             if actor is None:
                 return conn.execute(f"SELECT 1 FROM events WHERE {where} LIMIT 1").fetchone() is not None
-            return conn.execute(f"SELECT 1 FROM events WHERE {where} AND actor=? LIMIT 1", (actor,)).fetchone() is not None
+            found = conn.execute(f"SELECT 1 FROM events WHERE {where} AND actor=? LIMIT 1", (actor,)).fetchone()
+            return found is not None
 
     def history(self, limit: int = 50) -> list[Event]:
         """The latest events, newest first."""

@@ -112,12 +112,10 @@ class Project:
         return self.workspace.cache_dir("projections")
 
     def needs_preparing(self) -> bool:
-        """Whether some present image lacks a thumbnail or features (or changed since they were made)."""
+        """Whether some present image lacks a thumbnail or features (or changed since they were made). A file
+        that could not be read counts as made until it changes: opening the folder again does not retry it."""
         from engine.embedding import rows_to_compute
-        items = self.items
-        if rows_to_compute(items, self.features()):
-            return True
-        return not self.thumbs.done_mask().all() and any(not item.missing for item in items)
+        return bool(rows_to_compute(self.items, self.features()) or rows_to_compute(self.items, self.thumbs))
 
     def prepare(self, progress: StageProgress | None = None) -> None:
         """Bring every cache up to date, stage by stage: thumbnails, then features.

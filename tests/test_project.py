@@ -1,4 +1,6 @@
 """Project: the image folder, its items and its labels, opened together and restored on reopening."""
+import time
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,21 @@ def test_prepare_builds_thumbnails_then_features_and_then_nothing_is_left_to_do(
         n = len(project.items)
         assert project.thumbs.done_mask().sum() == n and project.features().done_mask(n).sum() == n
     assert stages.index("Making thumbnails") < stages.index("Computing features (mobilenet_v2)")
+
+
+@pytest.mark.weights
+def test_a_file_that_cannot_be_read_is_not_retried_on_every_opening_until_it_changes(image_folder):
+    """A folder with an unreadable file once opened with "Opening..." and a new prepare on every visit."""
+    (image_folder / "broken.png").write_bytes(b"not an image")
+    with Project(image_folder, backbone="mobilenet_v2", size=32) as project:
+        project.prepare()
+        broken = project.ids_for(["broken.png"])[0]
+        assert broken in project.thumbs.failures and broken in project.features().failures
+        assert not project.needs_preparing()
+    time.sleep(0.01)
+    (image_folder / "broken.png").write_bytes(b"still not an image, but changed")
+    with Project(image_folder, backbone="mobilenet_v2", size=32) as project:
+        assert project.needs_preparing()
 
 
 @pytest.mark.weights
