@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from labeler.testing import CHROMIUM_FLAGS, chromium_path, copy_demo_digits, start_server, stop_server  # noqa: E402
+from labeler.testing import (CHROMIUM_FLAGS, chromium_path, copy_demo_digits, run_coroutine_in_a_thread,  # noqa: E402
+                             start_server, stop_server)
 
 OPEN_TIMEOUT_MS = 300_000        # the first page prepares the project (thumbnails, features)
 ACTION_TIMEOUT_MS = 120_000      # an acknowledgement later than this counts as an error
@@ -428,7 +429,7 @@ def run(folder: Path | None = None, *, sessions: int = 20, seconds: float = 90, 
     workspace = workdir / "workspace"
     proc, url = start_server(folder, workspace)
     try:
-        baseline, load, rss, lost, mismatch, seen, opened_at_once = asyncio.run(
+        baseline, load, rss, lost, mismatch, seen, opened_at_once = run_coroutine_in_a_thread(
             drive(url, proc.pid, workspace, sessions, seconds, seed, baseline_seconds, burst_pages))
     finally:
         log = stop_server(proc)

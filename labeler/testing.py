@@ -211,3 +211,24 @@ def shown_labels(page) -> dict[str, int]:
         if match := LABEL_BUTTON.match(text):
             found[match.group(1)] = int(match.group(2))
     return found
+
+
+def run_coroutine_in_a_thread(coroutine):
+    """`asyncio.run(coroutine)` in a thread of its own, returning its result or raising its error: the caller's
+    thread may already run an event loop (the browser tests' sync Playwright does), inside which asyncio.run
+    refuses to start."""
+    import asyncio
+    import threading
+    result = {}
+
+    def target():
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as err:   # noqa: BLE001 - raised again in the caller's thread
+            result["error"] = err
+    thread = threading.Thread(target=target, name="labeler-coroutine")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
