@@ -111,19 +111,12 @@ class Monkey:
     # ---- the actions ----------------------------------------------------------------------------------
 
     def lasso(self) -> None:
-        boxes = canvases(self.page)
-        if not boxes:
+        if not canvases(self.page):
             return
-        box, r = boxes[0], self.rng
+        r = self.rng
         fx0, fy0 = r.uniform(0.02, 0.8), r.uniform(0.12, 0.85)
         fx1, fy1 = min(0.98, fx0 + r.uniform(0.02, 0.6)), min(0.97, fy0 + r.uniform(0.02, 0.6))
-        x0, x1 = box["x"] + box["width"] * fx0, box["x"] + box["width"] * fx1
-        y0, y1 = box["y"] + box["height"] * fy0, box["y"] + box["height"] * fy1
-        self.page.mouse.move(x0, y0)
-        self.page.mouse.down()
-        for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
-            self.page.mouse.move(x, y, steps=3)
-        self.page.mouse.up()
+        lasso(self.page, fx0, fx1, fy0, fy1, steps=3)
 
     def _grid_cell(self):
         boxes = canvases(self.page)

@@ -131,7 +131,7 @@ def canvases(page) -> list[dict]:
     return sorted((b for b in boxes if b and b["width"] > 300), key=lambda b: b["y"])
 
 
-def lasso(page, fx0=0.3, fx1=0.7, fy0=0.3, fy1=0.7) -> None:
+def lasso(page, fx0=0.3, fx1=0.7, fy0=0.3, fy1=0.7, steps: int = 8) -> None:
     """Drag a lasso around a rectangle given in fractions of the map (keep fy0 >= 0.1: the toolbar is on top)."""
     box = canvases(page)[0]
     x0, x1 = box["x"] + box["width"] * fx0, box["x"] + box["width"] * fx1
@@ -139,7 +139,7 @@ def lasso(page, fx0=0.3, fx1=0.7, fy0=0.3, fy1=0.7) -> None:
     page.mouse.move(x0, y0)
     page.mouse.down()
     for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
-        page.mouse.move(x, y, steps=8)
+        page.mouse.move(x, y, steps=steps)
     page.mouse.up()
 
 
