@@ -68,3 +68,15 @@ def test_a_tab_shows_and_says_another_tabs_labels_at_its_next_action_and_undoes_
     a._on_undo()
     assert a.status == "Undid: label 1 item 'cat'. Another tab undid 2 actions since your last action (shown here now)."
     assert _buttons(a) == {"cat": 4}
+
+
+def test_the_labels_download_says_which_labeled_images_it_leaves_out(folder, tmp_path):
+    app = _tab(folder, tmp_path)
+    ids = _lasso(app, [0, 1, 2])
+    app._label("cat")
+    assert app._csv("labels").getvalue().decode().count("\n") == 4          # the header and three rows
+    assert app.status.startswith("Labeled 3 images")                          # nothing left out: nothing said
+    app.session.project.store.exclude(ids[:1], "a blurred copy")
+    rows = app._csv("labels").getvalue().decode().splitlines()
+    assert len(rows) == 3 and _buttons(app) == {"cat": 3}                    # the buttons count it still
+    assert app.status == "The file holds 2 labeled images; left out: 1 excluded in the Clean tab."

@@ -223,7 +223,20 @@ def export_to_buffer(export, project, show: Callable[[str, str], None] | None = 
         rows = report if isinstance(report, int) else getattr(report, "rows", None)
         if show is not None and empty and rows == 0:
             show(empty, "warning")
+        elif show is not None and (left_out := left_out_of_export(report)):
+            # the label buttons count every labeled image; the file leaves these out: say why the two differ
+            show(f"The file holds {rows} labeled image{'s' * (rows != 1)}; left out: {left_out}.", "info")
         return io.BytesIO(out.read_bytes())
+
+
+def left_out_of_export(report) -> str:
+    """The labeled items an export left out, in words ('' when none): excluded ones and missing files."""
+    parts = []
+    if excluded := getattr(report, "skipped_excluded", 0):
+        parts.append(f"{excluded} excluded in the Clean tab")
+    if missing := getattr(report, "skipped_missing", 0):
+        parts.append(f"{missing} whose file{'s are' if missing != 1 else ' is'} missing")
+    return ", ".join(parts)
 
 
 def serve_pages(make_page: Callable, *, port: int | None = None, address: str = "127.0.0.1", show: bool = False,
