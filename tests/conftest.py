@@ -44,3 +44,18 @@ def hostile_label_files(tmp_path_factory):
     """{kind id: path} of every hostile label CSV of labeler/hostile.py."""
     from labeler.hostile import write_label_files
     return write_label_files(tmp_path_factory.mktemp("hostile-label-files"))
+
+
+@pytest.fixture(scope="session")
+def embedded_cifar10(tmp_path_factory) -> Path:
+    """A copy of ../shared/data/cifar10 (3,000 real photos) embedded once a session with the default backbone's
+    real weights, its workspace inside the copy; tests may add labels to it but never change its files."""
+    import shutil
+
+    from _helpers import shared_data
+    from engine import Workspace, embed
+    folder = tmp_path_factory.mktemp("cifar10") / "cifar10"
+    shutil.copytree(shared_data("cifar10"), folder, ignore=shutil.ignore_patterns(".labeler"))
+    embed(Workspace(folder))
+    return folder
+

@@ -1,9 +1,10 @@
 """Cleaning on ../shared/data/cifar10 with the real weights: flipped labels and planted copies are found.
 
-One copy of cifar10 is made and embedded per module (the shared data is never written); the
+A copy of the session's embedded cifar10 is made per module (the shared data is never written); the
 helpers are bench/clean.py's, so the test measures what the benchmark reports.
 """
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ from engine.clean import DEFAULT_DUPLICATE_THRESHOLD
 from labeler.cleaning import build_queues
 from labeler.io import import_folders
 from labeler.project import Project
-from _helpers import shared_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.data]
 
@@ -23,13 +23,15 @@ _spec.loader.exec_module(bench)
 
 
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    """A copy of cifar10 labeled by folder, 5% of the labels flipped (seed 0), embedded: (folder, flipped ids)."""
-    folder = bench.copy_dataset(shared_data("cifar10"), tmp_path_factory.mktemp("clean_real") / "cifar10")
+def cifar(embedded_cifar10, tmp_path_factory):
+    """A copy of the session's embedded cifar10 (its features come along: copies are planted here) labeled by
+    folder, 5% of the labels flipped (seed 0): (folder, flipped ids)."""
+    folder = tmp_path_factory.mktemp("clean_real") / "cifar10"
+    shutil.copytree(embedded_cifar10, folder)      # file times kept: the features stay valid
     with Project(folder) as project:
         import_folders(project, folder)
         flipped = bench.flip_labels(project, 0.05, seed=0)
-        embed(project.workspace)
+        embed(project.workspace)        # nothing left to compute: the fixture did
     return folder, flipped
 
 
