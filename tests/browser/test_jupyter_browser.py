@@ -86,10 +86,39 @@ def _run_all(page, kind, url, token, name) -> None:
         try:
             wait_until(settled, timeout=180)
         except TimeoutError:
-            return                      # still running after 3 minutes: the test's own waits decide
+            if not _lost(page, first):
+                return                  # still running after 3 minutes: the test's own waits decide
+            _restart_and_run_all(page)  # waiting on a kernel that was replaced: as a person would
+            wait_until(lambda: re.fullmatch(r"\[\d+\]:", first.inner_text().strip()), timeout=180)
+            return
         if first.inner_text().strip() != "[ ]:":
             return
     raise AssertionError("Run All Cells never started the notebook")
+
+
+def _lost(page, first) -> bool:
+    """The first cell (imports) still waits ([*]) while the kernel says it is idle: JupyterLab sent the cells to
+    a kernel it replaced right after opening the notebook (its log: two 'Kernel started', one shut down)."""
+    idle = page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count() > 0
+    return idle and first.inner_text().strip() == "[*]:"
+
+
+def _restart_and_run_all(page) -> None:
+    page.keyboard.press("Escape")
+    page.locator(".lm-MenuBar-item", has_text="Kernel").first.click(timeout=10_000)
+    page.get_by_role("menuitem", name=re.compile("Restart Kernel and Run All Cells")).first.click(timeout=10_000)
+    page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").first.click(timeout=30_000)    # "Restart"
+
+
+def _notebook_state(page) -> str:
+    """The cells' prompts and any error output, in words (what a failed wait saw); a screenshot where
+    LABELER_SCREENSHOTS says."""
+    _shot(page, "jupyter-stuck.png")
+    prompts = [text.strip() for text in page.locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
+    errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
+                          '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]').all_inner_texts()
+    status = page.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
+    return f"prompts {prompts}, kernel {status}, error output {[text[:300] for text in errors]}"
 
 
 def _answer_dialogs(page) -> None:
@@ -137,7 +166,10 @@ def test_the_label_app_in_jupyter(jupyter, local_page):
     page = local_page
     _run_all(page, kind, url, token, "label_in_jupyter.ipynb")
     layer = page.get_by_text(re.compile(r"^Layer: ")).first
-    layer.wait_for(timeout=240_000)
+    try:
+        layer.wait_for(timeout=240_000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"{kind}: the app never showed its layer; {_notebook_state(page)}") from None
     _wait_until_run(page)
     page.locator("canvas").first.scroll_into_view_if_needed()
 
