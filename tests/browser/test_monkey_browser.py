@@ -48,7 +48,12 @@ def test_a_seeded_monkey_leaves_no_error_and_the_page_equal_to_the_store(small_d
     # cause is found (README, "A monkey in the browser"); any other page error fails the test.
     known = [error for error in run.page_errors if error == KNOWN_BOKEH_ASSERTION]
     if known:
-        warnings.warn(f"seed {seed}: {len(known)} BokehJS 'Assertion failed' page errors (a known open issue)")
+        warnings.warn(f"seed {seed}: {len(known)} BokehJS 'Assertion failed' page errors (a known open issue); "
+                      f"the first: {run.page_error_stacks[0][:2000]}")
     run.page_errors = [error for error in run.page_errors if error != KNOWN_BOKEH_ASSERTION]
+    # Known, not yet explained either: now and then (2 of 4 full-suite runs, seed 2, never alone) the page's keys
+    # stop reaching the server while its buttons work; the run then settles with the buttons, and says what it saw
+    if run.keys_lost:
+        warnings.warn(f"seed {seed}: the page's keys stopped answering (a known open issue): {run.keys_lost}")
     assert not problems(run), problems(run)
     assert sum(run.store.values()) > 0, "the monkey labeled nothing: its actions no longer reach the app"
