@@ -5,6 +5,7 @@ a project), answering takes a folder scan and two small file reads.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from .backbones import DEFAULT_BACKBONE, get_backbone_cfg
 from .features import DONE, FAILED, FeatureCache
 from .workspace import Item, Workspace
 
+logger = logging.getLogger(__name__)
 DEFAULT_SIZE = 160
 DEFAULT_BATCH = 32
 ProgressFn = Callable[[int, int], None]
@@ -37,7 +39,8 @@ class EmbedResult:
 
 def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE,
           batch_size: int = DEFAULT_BATCH, workers: int | None = None, pretrained: bool = True,
-          paths: list[str] | None = None, progress: ProgressFn | None = None) -> EmbedResult:
+          paths: list[str] | None = None, progress: ProgressFn | None = None,
+          ray: str | None = None) -> EmbedResult:
     """Compute (or reuse) pooled features of every offered layer for every image of the workspace.
 
     Only items that are new, or whose size/mtime changed since their features were computed,
@@ -46,6 +49,9 @@ def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int =
     make items of (broken links, pipes, names that are not UTF-8; `Workspace.unusable`).
     A file that changes while this runs is read as it is then and read again by the next run
     (its size or mtime no longer match); one removed meanwhile is reported as not found.
+
+    `ray`: run the forward passes on the Ray cluster at this address ('local' starts one here, 'auto' joins
+    the one `ray start` made; `engine.ray_embed`); without Ray installed, they run here, as they do by default.
     """
     cfg = get_backbone_cfg(backbone)
     items = workspace.sync_items(paths)
@@ -53,11 +59,16 @@ def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int =
     todo = rows_to_compute(items, cache)
     result = EmbedResult(0, 0, layers=list(cfg.layers), backbone=backbone, size=size, n_items=len(items))
     if todo:
-        from .activations import compute_rows  # torch is needed only now
         stats = {item.id: (item.size, item.mtime_ns) for item in items}
-        result.embedded = compute_rows(cfg, cache, workspace, todo, stats, size=size, batch_size=batch_size,
-                                       workers=default_workers() if workers is None else workers,
-                                       pretrained=pretrained, progress=progress)
+        if ray is not None and _ray_or_say_why_not():
+            from .ray_embed import compute_rows_ray
+            result.embedded = compute_rows_ray(cfg, cache, workspace, todo, stats, size=size, batch_size=batch_size,
+                                               pretrained=pretrained, progress=progress, address=ray)
+        else:
+            from .activations import compute_rows  # torch is needed only now
+            result.embedded = compute_rows(cfg, cache, workspace, todo, stats, size=size, batch_size=batch_size,
+                                           workers=default_workers() if workers is None else workers,
+                                           pretrained=pretrained, progress=progress)
     elif progress:
         progress(0, 0)
     failures = cache.failures
@@ -82,3 +93,12 @@ def rows_to_compute(items: list[Item], cache: FeatureCache) -> list[tuple[int, s
     known[:m] = (np.isin(rows["status"][:m], (DONE, FAILED)) & (rows["size"][:m] == size[:m])
                  & (rows["mtime_ns"][:m] == mtime[:m]))
     return [(int(i), items[i].path) for i in np.flatnonzero(~known & ~missing)]
+
+
+def _ray_or_say_why_not() -> bool:
+    from .ray_embed import ray_available
+    if ray_available():
+        return True
+    logger.warning("Ray is not installed (pip install 'labeler[ray]'): embedding on this machine instead")
+    return False
+

@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cmd = _command(sub, "embed", "compute (or reuse) pooled features of every offered layer", _embed)
     cmd.add_argument("--csv", metavar="LIST", help="take the images from this CSV list instead of scanning FOLDER")
+    cmd.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="run the forward passes on a Ray cluster: ADDRESS as `ray start` printed it, 'auto' for "
+                          "the one started on this machine, nothing for a new local instance (needs `pip install "
+                          "labeler[ray]`; the folder must be at the same path on every node)")
 
     cmd = _command(sub, "project", "project one layer's features to 2D", _project)
     cmd.add_argument("--layer", help="layer name (default: the last offered layer); see `labeler backbones`")
@@ -250,7 +254,7 @@ def _open(args, paths: list[str] | None = None):
             bar.n = done
             bar.refresh()
         result = embed(ws, backbone=args.backbone, size=args.size, batch_size=args.batch_size,
-                       workers=args.workers, paths=paths, progress=progress)
+                       workers=args.workers, paths=paths, progress=progress, ray=getattr(args, "ray", None))
     cache = FeatureCache(ws.features_dir(args.backbone, args.size), backbone=args.backbone, size=args.size)
     return ws, result, cache
 

@@ -1,0 +1,160 @@
+"""The forward passes of `embed` on a Ray cluster: Ray Data batches on actors that each hold the network.
+
+`compute_rows_ray` is `activations.compute_rows` with the work spread out. The driver (this process)
+lists the rows to compute; `map_batches` sends them, a batch at a time, to `_Embedder` actors (one model
+loaded per actor, not per batch) that read, decode and hash the files and run the network; the driver
+writes what comes back into the same feature cache, by row number (so rows stay in item order whatever
+order batches finish in), marks each row done or failed, and flushes every few seconds, so a run that is
+stopped keeps what it computed and the next one skips it.
+
+The workers read the files themselves: on a cluster, the image folder must be at the same path on every
+node (shared storage); on one machine it always is. Ray is optional (`pip install labeler[ray]`):
+`ray_available()` says whether it can be imported, and `embed` falls back to the local path without it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .features import DONE, FAILED, FeatureCache
+from .workspace import Workspace
+
+logger = logging.getLogger(__name__)
+ProgressFn = Callable[[int, int], None]
+FLUSH_SECONDS = 3.0
+LOCAL = "local"      # the address that starts a Ray instance on this machine (what tests and a laptop use)
+
+
+def ray_available() -> bool:
+    """Whether Ray (with Ray Data) is installed, found without importing it (an import takes seconds)."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def connect(address: str | None, num_cpus: int | None = None):
+    """Join the Ray cluster at `address` ('auto': the one `ray start` made here or RAY_ADDRESS names), or start
+    a local instance (`address` None or 'local'); an instance already joined in this process is kept."""
+    import ray
+    if ray.is_initialized():
+        return ray
+    if address in (None, "", LOCAL):
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except ConnectionError as err:
+            raise ConnectionError(f"Cannot join the Ray cluster at {address!r}: {err}. Start it with "
+                                  "`ray start --head` (see the README, 'Embedding on a Ray cluster').") from err
+    return ray
+
+
+class _Embedder:
+    """A Ray actor: one network, applied to batches of {row, path}; what comes back per row is the pooled
+    features of every layer (float16), the file's SHA-1 and, for a file that could not be read, the reason."""
+
+    def __init__(self, backbone: str, size: int, pretrained: bool, threads: int):
+        import torch
+
+        from ._fuse import fuse_conv_bn
+        from .activations import Normalizer, _layer_dims
+        from .backbones import create_backbone, get_backbone_cfg
+        torch.set_num_threads(max(1, threads))
+        cfg = get_backbone_cfg(backbone)
+        model = create_backbone(cfg.name, pretrained=pretrained)
+        fuse_conv_bn(model)
+        self.model = model.to(memory_format=torch.channels_last)
+        self.normalize = Normalizer(cfg.mean, cfg.std)
+        self.layers, self.size = list(cfg.layers), size
+        self.dims = _layer_dims(self.model, self.layers, size, self.normalize)
+
+    def __call__(self, batch: dict) -> dict:
+        import hashlib
+
+        import torch
+
+        from .activations import extract_activations
+        from .data import ImageReadError, decode_image, read_image_bytes, to_model_array
+        rows, paths = batch["row"], batch["path"]
+        images, good, digests, reasons = [], [], [""] * len(rows), [""] * len(rows)
+        for i, path in enumerate(map(Path, paths)):
+            try:
+                data = read_image_bytes(path)
+                images.append(to_model_array(decode_image(data, path, size=self.size), self.size))
+                digests[i] = hashlib.sha1(data).hexdigest()
+                good.append(i)
+            except ImageReadError as err:
+                reasons[i] = err.reason
+        out = {"row": np.asarray(rows, dtype=np.int64), "digest": np.array(digests, dtype=object),
+               "reason": np.array(reasons, dtype=object)}
+        features = {layer: np.zeros((len(rows), dim), dtype=np.float16) for layer, dim in self.dims.items()}
+        if good:
+            pooled = extract_activations(self.model, self.normalize(torch.from_numpy(np.stack(images))), self.layers)
+            for layer in self.layers:
+                features[layer][good] = pooled[layer].to(torch.float16).numpy()
+        for index, layer in enumerate(self.layers):     # layer names hold dots: columns are numbered
+            out[f"layer{index}"] = features[layer]
+        return out
+
+
+def compute_rows_ray(cfg, cache: FeatureCache, workspace: Workspace, todo: list[tuple[int, str]],
+                     stats: dict[int, tuple], *, size: int, batch_size: int, pretrained: bool,
+                     progress: ProgressFn | None, address: str | None = None, actors: int | None = None,
+                     cpus_per_actor: float = 1.0) -> int:
+    """Compute features of the `todo` rows (id, path) into `cache` on Ray; returns how many succeeded.
+
+    `actors`: how many copies of the network run at once (default: the cluster's CPUs / `cpus_per_actor`).
+    """
+    ray = connect(address)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False              # `progress` says how far it is; Ray's own log stays quiet
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    from .activations import Normalizer, _layer_dims
+    from .backbones import create_backbone
+    probe = create_backbone(cfg.name, pretrained=False)      # only the layers' widths: no weights read here
+    dims = _layer_dims(probe, list(cfg.layers), size, Normalizer(cfg.mean, cfg.std))
+    cache.prepare(list(cfg.layers), dims, len(stats))
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+    folder = workspace.folder
+    dataset = ray.data.from_items([{"row": row, "path": str(folder / path)} for row, path in todo],
+                                  override_num_blocks=max(1, min(len(todo) // batch_size + 1, 4 * actors)))
+    computed = dataset.map_batches(_Embedder, batch_size=batch_size, batch_format="numpy",
+                                   compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
+                                   fn_constructor_kwargs=dict(backbone=cfg.name, size=size, pretrained=pretrained,
+                                                              threads=max(1, int(cpus_per_actor))))
+    arrays = cache.open_for_writing()
+    layers = cache.layers
+    done = embedded = 0
+    hashes: dict[int, str] = {}
+    paths = dict(todo)
+    last_flush = time.monotonic()
+    for batch in computed.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        rows, reasons = batch["row"].astype(np.int64), batch["reason"]
+        ok = np.array([not reason for reason in reasons], dtype=bool)
+        for index, layer in enumerate(layers):
+            arrays[layer][rows[ok]] = batch[f"layer{index}"][ok]
+        for row, digest in zip(rows[ok].tolist(), batch["digest"][ok]):
+            cache.mark(row, *stats[row], DONE)
+            hashes[row] = str(digest)
+        for row, reason in zip(rows[~ok].tolist(), reasons[~ok]):
+            logger.warning("skipped %s: %s", folder / paths[row], reason)
+            cache.mark(row, *(v if v is not None else -1 for v in stats[row]), FAILED, str(reason))
+        embedded += int(ok.sum())
+        done += len(rows)
+        if time.monotonic() - last_flush > FLUSH_SECONDS:
+            cache.flush(arrays)
+            last_flush = time.monotonic()
+        if progress:
+            progress(done, len(todo))
+    cache.flush(arrays)
+    workspace.set_hashes(hashes)
+    return embedded
