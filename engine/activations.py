@@ -107,30 +107,54 @@ def _run(model, normalize, cache, workspace, todo, stats, size, batch_size, work
     loader = DataLoader(_ImageRows(workspace, todo, size), batch_size=batch_size, num_workers=workers,
                         collate_fn=_collate, persistent_workers=False,
                         multiprocessing_context=worker_start_method() if workers else None)
-    arrays = cache.open_for_writing()
-    layers = cache.layers
-    done = embedded = 0
-    hashes: dict[int, str] = {}
-    paths = dict(todo)
-    last_flush = time.monotonic()
+    writer = RowWriter(cache, workspace, todo, stats, progress)
     for rows, batch, digests, failed in loader:
+        features = None
         if batch is not None:
-            out = extract_activations(model, normalize(batch), layers)
-            for layer in layers:
-                arrays[layer][rows] = out[layer].to(torch.float16).numpy()
+            out = extract_activations(model, normalize(batch), cache.layers)
+            features = {layer: out[layer].to(torch.float16).numpy() for layer in cache.layers}
+        writer.add(rows, features, digests, failed)
+    return writer.finish()
+
+
+class RowWriter:
+    """Writes computed rows into a feature cache as they arrive, in any order: each layer's features at the
+    row's index, the row marked done (with its file's size and mtime) or failed (with the reason, logged),
+    the cache flushed every FLUSH_SECONDS (readers see progress; a killed run keeps it), `progress(done, total)`
+    told, and the files' hashes stored at the end. Shared by the local path and `engine.ray_embed`."""
+
+    def __init__(self, cache: FeatureCache, workspace: Workspace, todo: list[tuple[int, str]], stats: dict[int, tuple],
+                 progress: ProgressFn | None):
+        self.cache, self.workspace, self.stats, self.progress = cache, workspace, stats, progress
+        self.arrays = cache.open_for_writing()
+        self.paths, self.total = dict(todo), len(todo)
+        self.done = self.embedded = 0
+        self.hashes: dict[int, str] = {}
+        self.last_flush = time.monotonic()
+
+    def add(self, rows: list[int], features: dict | None, digests, failed) -> None:
+        """`rows` computed (`features`: layer -> float16 array, a row each; `digests`: their files' SHA-1) and
+        `failed` (row, reason) pairs."""
+        if rows:
+            for layer in self.cache.layers:
+                self.arrays[layer][rows] = features[layer]
             for row, digest in zip(rows, digests):
-                cache.mark(row, *stats[row], DONE)
-                hashes[row] = digest
-            embedded += len(rows)
+                self.cache.mark(row, *self.stats[row], DONE)
+                self.hashes[row] = str(digest)
+            self.embedded += len(rows)
         for row, reason in failed:
-            logger.warning("skipped %s: %s", workspace.folder / paths[row], reason)
-            cache.mark(row, *(v if v is not None else -1 for v in stats[row]), FAILED, reason)
-        done += len(rows) + len(failed)
-        if time.monotonic() - last_flush > FLUSH_SECONDS:  # readers see progress; a killed run keeps it
-            cache.flush(arrays)
-            last_flush = time.monotonic()
-        if progress:
-            progress(done, len(todo))
-    cache.flush(arrays)
-    workspace.set_hashes(hashes)
-    return embedded
+            logger.warning("skipped %s: %s", self.workspace.folder / self.paths[row], reason)
+            self.cache.mark(row, *(v if v is not None else -1 for v in self.stats[row]), FAILED, str(reason))
+            self.done += 1
+        self.done += len(rows)
+        if time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self.cache.flush(self.arrays)
+            self.last_flush = time.monotonic()
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def finish(self) -> int:
+        """Flush, store the hashes; how many rows were computed."""
+        self.cache.flush(self.arrays)
+        self.workspace.set_hashes(self.hashes)
+        return self.embedded

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .features import DONE, FAILED, FeatureCache
+from .features import FeatureCache
 from .workspace import Workspace
 
-logger = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
-FLUSH_SECONDS = 3.0
 LOCAL = "local"      # the address that starts a Ray instance on this machine (what tests and a laptop use)
 
 
@@ -117,7 +114,7 @@ def compute_rows_ray(cfg, cache: FeatureCache, workspace: Workspace, todo: list[
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False              # `progress` says how far it is; Ray's own log stays quiet
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    from .activations import Normalizer, _layer_dims
+    from .activations import Normalizer, RowWriter, _layer_dims
     from .backbones import create_backbone
     probe = create_backbone(cfg.name, pretrained=False)      # only the layers' widths: no weights read here
     dims = _layer_dims(probe, list(cfg.layers), size, Normalizer(cfg.mean, cfg.std))
@@ -131,30 +128,10 @@ def compute_rows_ray(cfg, cache: FeatureCache, workspace: Workspace, todo: list[
                                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
                                    fn_constructor_kwargs=dict(backbone=cfg.name, size=size, pretrained=pretrained,
                                                               threads=max(1, int(cpus_per_actor))))
-    arrays = cache.open_for_writing()
-    layers = cache.layers
-    done = embedded = 0
-    hashes: dict[int, str] = {}
-    paths = dict(todo)
-    last_flush = time.monotonic()
+    writer = RowWriter(cache, workspace, todo, stats, progress)
     for batch in computed.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         rows, reasons = batch["row"].astype(np.int64), batch["reason"]
         ok = np.array([not reason for reason in reasons], dtype=bool)
-        for index, layer in enumerate(layers):
-            arrays[layer][rows[ok]] = batch[f"layer{index}"][ok]
-        for row, digest in zip(rows[ok].tolist(), batch["digest"][ok]):
-            cache.mark(row, *stats[row], DONE)
-            hashes[row] = str(digest)
-        for row, reason in zip(rows[~ok].tolist(), reasons[~ok]):
-            logger.warning("skipped %s: %s", folder / paths[row], reason)
-            cache.mark(row, *(v if v is not None else -1 for v in stats[row]), FAILED, str(reason))
-        embedded += int(ok.sum())
-        done += len(rows)
-        if time.monotonic() - last_flush > FLUSH_SECONDS:
-            cache.flush(arrays)
-            last_flush = time.monotonic()
-        if progress:
-            progress(done, len(todo))
-    cache.flush(arrays)
-    workspace.set_hashes(hashes)
-    return embedded
+        features = {layer: batch[f"layer{index}"][ok] for index, layer in enumerate(cache.layers)}
+        writer.add(rows[ok].tolist(), features, batch["digest"][ok], zip(rows[~ok].tolist(), reasons[~ok]))
+    return writer.finish()

@@ -5,6 +5,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
                      help="pretrained CNN whose features draw the map (default %(default)s)")
     cmd.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image edge in pixels (default %(default)s)")
+    cmd.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="compute the features of a folder being opened on a Ray cluster, as `labeler embed --ray` "
+                          "does (ADDRESS, 'auto', or nothing for a local instance)")
     from labeler.ui.serve import add_access_options
     add_access_options(cmd)
     cmd.set_defaults(run=_serve)
@@ -427,6 +431,9 @@ def _serve(args) -> int:
     access = access_from(args)
     for line in exposure(args.address, args.port, access):
         print(line, file=sys.stderr)
+    if args.ray:
+        from labeler.project import RAY_ADDRESS_VARIABLE
+        os.environ[RAY_ADDRESS_VARIABLE] = args.ray     # read where a project being opened computes its features
     serve(args.folder, port=args.port, address=args.address, access=access, workspace=args.workspace, show=args.show,
           backbone=args.backbone, size=args.size, backend=args.backend, actor=args.actor)
     return 0

@@ -16,6 +16,7 @@ first (about ten times quicker), then features; each stage computes only what is
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -32,6 +33,8 @@ from .store import LabelStore
 logger = logging.getLogger(__name__)
 
 _SHOWN_UNKNOWN = 10
+# the Ray cluster that opening a project computes features on (unset: this machine); `labeler serve --ray` sets it
+RAY_ADDRESS_VARIABLE = "LABELER_RAY_ADDRESS"
 StageProgress = Callable[[str, int, int], None]   # (stage, done, total)
 _WORKSPACE_LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -121,7 +124,8 @@ class Project:
         """Bring every cache up to date, stage by stage: thumbnails, then features.
 
         `progress(stage, done, total)` hears about each stage. Other readers (the app's map) see
-        computed feature rows every few seconds while this runs.
+        computed feature rows every few seconds while this runs. With a Ray address configured
+        (`RAY_ADDRESS_VARIABLE`, which `labeler serve --ray` sets), the features are computed on that cluster.
         """
         from engine.embedding import embed
 
@@ -130,7 +134,8 @@ class Project:
         with workspace_lock(self.workspace.root):
             self.thumbs.build(progress=stage("Making thumbnails"))
             embed(self.workspace, backbone=self.backbone, size=self.size,
-                  progress=stage(f"Computing features ({self.backbone})"))
+                  progress=stage(f"Computing features ({self.backbone})"),
+                  ray=os.environ.get(RAY_ADDRESS_VARIABLE) or None)
         self.refresh_items()
 
     # ---- file names and item ids -------------------------------------------------------------

@@ -95,3 +95,18 @@ def test_the_cli_embeds_on_ray_and_a_second_run_computes_nothing(folder, tmp_pat
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     result = json.loads(second.stdout.strip().splitlines()[-1])
     assert (result["embedded"], result["cached"]) == (0, 6)
+
+
+def test_opening_a_project_computes_its_features_on_the_configured_ray_cluster(ray_instance, folder, tmp_path,
+                                                                              monkeypatch):
+    from labeler.project import RAY_ADDRESS_VARIABLE, Project
+    monkeypatch.setenv(RAY_ADDRESS_VARIABLE, "local")           # what `labeler serve --ray` sets
+    calls = []
+    real = ray_embed.compute_rows_ray
+    monkeypatch.setattr(ray_embed, "compute_rows_ray", lambda *a, **k: calls.append(k["address"]) or real(*a, **k))
+    with Project(folder, tmp_path / "ws") as project:
+        project.prepare()                                       # the app's opening step
+        assert calls == ["local"]
+    local_ws = Workspace(folder, tmp_path / "local")
+    local = embed(local_ws, workers=0)
+    _assert_same_cache(_cache(local_ws, local), _cache(Workspace(folder, tmp_path / "ws"), local), local.layers)
