@@ -69,13 +69,17 @@ class _ImageRows(Dataset):
 
     def __getitem__(self, index: int):
         row, path = self.rows[index]
-        full = self.folder / path
-        try:
-            data = read_image_bytes(full)
-            image = to_model_array(decode_image(data, full, size=self.size), self.size)
-            return row, torch.from_numpy(image), hashlib.sha1(data).hexdigest(), None
-        except ImageReadError as err:
-            return row, None, None, err.reason
+        return read_row(row, self.folder / path, self.size)
+
+
+def read_row(row: int, path, size: int):
+    """(row, uint8 tensor, the file's SHA-1, None), or (row, None, None, reason) for a file that cannot be read."""
+    try:
+        data = read_image_bytes(path)
+        image = to_model_array(decode_image(data, path, size=size), size)
+        return row, torch.from_numpy(image), hashlib.sha1(data).hexdigest(), None
+    except ImageReadError as err:
+        return row, None, None, err.reason
 
 
 def _collate(samples):
@@ -94,13 +98,18 @@ def compute_rows(cfg, cache: FeatureCache, workspace: Workspace, todo: list[tupl
                  stats: dict[int, tuple], *, size: int, batch_size: int, workers: int, pretrained: bool,
                  progress: ProgressFn | None) -> int:
     """Compute features of the `todo` rows (id, path) into `cache`; returns how many succeeded."""
+    model, normalize, dims = prepared_network(cfg, size, pretrained)
+    cache.prepare(list(cfg.layers), dims, len(stats))
+    return _run(model, normalize, cache, workspace, todo, stats, size, batch_size, workers, progress)
+
+
+def prepared_network(cfg, size: int, pretrained: bool):
+    """(model, normalizer, {layer: width}) for inference: BatchNorm folded, channels_last (also on Ray's actors)."""
     model = create_backbone(cfg.name, pretrained=pretrained)
     fuse_conv_bn(model)
     model = model.to(memory_format=torch.channels_last)
     normalize = Normalizer(cfg.mean, cfg.std)
-    dims = _layer_dims(model, list(cfg.layers), size, normalize)
-    cache.prepare(list(cfg.layers), dims, len(stats))
-    return _run(model, normalize, cache, workspace, todo, stats, size, batch_size, workers, progress)
+    return model, normalize, _layer_dims(model, list(cfg.layers), size, normalize)
 
 
 def _run(model, normalize, cache, workspace, todo, stats, size, batch_size, workers, progress) -> int:

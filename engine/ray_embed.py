@@ -61,42 +61,31 @@ class _Embedder:
     def __init__(self, backbone: str, size: int, pretrained: bool, threads: int):
         import torch
 
-        from ._fuse import fuse_conv_bn
-        from .activations import Normalizer, _layer_dims
-        from .backbones import create_backbone, get_backbone_cfg
+        from .activations import prepared_network
+        from .backbones import get_backbone_cfg
         torch.set_num_threads(max(1, threads))
         cfg = get_backbone_cfg(backbone)
-        model = create_backbone(cfg.name, pretrained=pretrained)
-        fuse_conv_bn(model)
-        self.model = model.to(memory_format=torch.channels_last)
-        self.normalize = Normalizer(cfg.mean, cfg.std)
+        self.model, self.normalize, self.dims = prepared_network(cfg, size, pretrained)
         self.layers, self.size = list(cfg.layers), size
-        self.dims = _layer_dims(self.model, self.layers, size, self.normalize)
 
     def __call__(self, batch: dict) -> dict:
-        import hashlib
-
         import torch
 
-        from .activations import extract_activations
-        from .data import ImageReadError, decode_image, read_image_bytes, to_model_array
-        rows, paths = batch["row"], batch["path"]
-        images, good, digests, reasons = [], [], [""] * len(rows), [""] * len(rows)
-        for i, path in enumerate(map(Path, paths)):
-            try:
-                data = read_image_bytes(path)
-                images.append(to_model_array(decode_image(data, path, size=self.size), self.size))
-                digests[i] = hashlib.sha1(data).hexdigest()
-                good.append(i)
-            except ImageReadError as err:
-                reasons[i] = err.reason
-        out = {"row": np.asarray(rows, dtype=np.int64), "digest": np.array(digests, dtype=object),
-               "reason": np.array(reasons, dtype=object)}
+        from .activations import _collate, extract_activations, read_row
+        samples = [read_row(int(row), Path(path), self.size) for row, path in zip(batch["row"], batch["path"])]
+        good, images, good_digests, failed = _collate(samples)
+        reasons = dict(failed)
+        digests = dict(zip(good, good_digests))
+        rows = [sample[0] for sample in samples]
+        out = {"row": np.asarray(rows, dtype=np.int64),
+               "digest": np.array([digests.get(row, "") for row in rows], dtype=object),
+               "reason": np.array([reasons.get(row, "") for row in rows], dtype=object)}
+        at = [i for i, sample in enumerate(samples) if sample[1] is not None]     # the order `_collate` keeps
         features = {layer: np.zeros((len(rows), dim), dtype=np.float16) for layer, dim in self.dims.items()}
-        if good:
-            pooled = extract_activations(self.model, self.normalize(torch.from_numpy(np.stack(images))), self.layers)
+        if images is not None:
+            pooled = extract_activations(self.model, self.normalize(images), self.layers)
             for layer in self.layers:
-                features[layer][good] = pooled[layer].to(torch.float16).numpy()
+                features[layer][at] = pooled[layer].to(torch.float16).numpy()
         for index, layer in enumerate(self.layers):     # layer names hold dots: columns are numbered
             out[f"layer{index}"] = features[layer]
         return out
@@ -114,10 +103,8 @@ def compute_rows_ray(cfg, cache: FeatureCache, workspace: Workspace, todo: list[
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False              # `progress` says how far it is; Ray's own log stays quiet
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    from .activations import Normalizer, RowWriter, _layer_dims
-    from .backbones import create_backbone
-    probe = create_backbone(cfg.name, pretrained=False)      # only the layers' widths: no weights read here
-    dims = _layer_dims(probe, list(cfg.layers), size, Normalizer(cfg.mean, cfg.std))
+    from .activations import RowWriter, prepared_network
+    _, _, dims = prepared_network(cfg, size, pretrained=False)    # only the layers' widths: no weights read here
     cache.prepare(list(cfg.layers), dims, len(stats))
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
