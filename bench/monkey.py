@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import random
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -119,8 +121,9 @@ def downloaded_labels(page) -> dict[str, int]:
 
 
 class Monkey:
-    def __init__(self, page, url: str, seed: int, log=None):
+    def __init__(self, page, url: str, seed: int, log=None, server=None):
         self.page, self.url, self.rng, self.log = page, url, random.Random(seed), log
+        self.server = server       # the served app's process (labeler.testing.start_server): asked for its state
         self.run = MonkeyRun(seed)
         page.set_default_timeout(5_000)   # an element that went away is not worth waiting 30 s for
         page.on("pageerror", self._page_error)
@@ -291,6 +294,17 @@ class Monkey:
             if key == "ArrowRight":
                 lasso(page, 0.05, 0.95, 0.15, 0.95)
 
+    def server_state(self) -> str:
+        """The served app's own account of its shortcut keys (labeler/ui/serve.py: SIGUSR1), from its log."""
+        if self.server is None or not hasattr(signal, "SIGUSR1"):
+            return "not asked"
+        log = Path(self.server.log_path)
+        seen = len(log.read_text(errors="replace"))
+        os.kill(self.server.pid, signal.SIGUSR1)
+        time.sleep(1.0)
+        lines = [line for line in log.read_text(errors="replace")[seen:].splitlines() if "shortcuts state:" in line]
+        return " | ".join(line.split("shortcuts state: ", 1)[1] for line in lines) or "no answer"
+
     def stuck_report(self) -> str:
         """What a page that stopped answering the layer keys still does, in words: its shortcut elements and the
         key counts their models hold, whether the layer button still answers, and the page errors so far."""
@@ -301,9 +315,11 @@ class Monkey:
         except Exception as err:   # the page itself is gone
             said.append(f"the page could not be read: {err}")
             return "; ".join(said)
+        said.append("server: " + self.server_state())
         page.keyboard.press("ArrowRight")      # does a key still reach the page's models?
         page.wait_for_timeout(500)
         said.append("after one more ArrowRight: " + str(page.evaluate(SHORTCUTS_STATE)))
+        said.append("server: " + self.server_state())
         layer = page.get_by_text(LAYER).first
         before = layer.inner_text()
         page.locator(".bk-btn", has_text="layer ▶").locator("visible=true").first.click()
@@ -424,7 +440,7 @@ def main(argv=None) -> None:
                 print(f"server log: {proc.log_path}", flush=True)
                 context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
                 try:
-                    monkey = Monkey(context.new_page(), url, seed, print if args.verbose else None)
+                    monkey = Monkey(context.new_page(), url, seed, print if args.verbose else None, server=proc)
                     run = monkey.go(args.actions)
                     monkey.settle_and_compare(store_counts_for(folder, workspace))
                 finally:

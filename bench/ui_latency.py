@@ -49,6 +49,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 # Python-side callback durations, keyed by (backend, n); written by the server thread.
 PY_TIMES: dict[tuple[str, int], list[float]] = {}
+SELECT_TIMES: dict[tuple[str, int], list[float]] = {}   # the raster map: the lasso's geometry to the selection image
+SELECTED: dict[tuple[str, int], list[int]] = {}
+RASTER = "image"      # the map past its threshold: points drawn by the server (labeler/ui/raster.py)
 
 
 def blob_centres() -> np.ndarray:
@@ -80,6 +83,8 @@ def make_app():
         args = pn.state.session_args
         n = int(args["n"][0])
         backend = args["backend"][0].decode()
+        if backend == RASTER:
+            return raster_app(n)
         xy = make_points(n)
         colour = np.full(n, UNLABELED, dtype=object)
         alpha = np.full(n, 0.9, dtype=np.float32)
@@ -106,6 +111,40 @@ def make_app():
     return app
 
 
+def raster_app(n: int):
+    """The app's own MapView past its threshold (server-drawn points), without thumbnails: a lasso's geometry goes
+    to Python, which computes the selection and sends the image with it drawn; then, as labeling does, the
+    selection gets a label colour and the image is sent again recoloured."""
+    import panel as pn
+    from bokeh.models import CustomJS
+
+    from labeler.ui.map import MapView
+    xy = make_points(n)
+    colour = np.full(n, UNLABELED, dtype=object)
+    alpha = np.full(n, 0.9, dtype=np.float32)
+    state = dict(label=0)
+
+    def on_select(ids):
+        t0 = time.perf_counter()
+        doc = pn.state.curdoc
+
+        def label():       # the next tick, as the app's label runs: the selection image goes out first
+            t1 = time.perf_counter()
+            colour[np.asarray(ids, dtype=np.int64)] = PALETTE[state["label"] % len(PALETTE)]
+            state["label"] += 1
+            view.recolour(colour, alpha, None)
+            PY_TIMES.setdefault((RASTER, n), []).append((time.perf_counter() - t1) * 1000)
+        SELECT_TIMES.setdefault((RASTER, n), []).append((time.perf_counter() - t0) * 1000)
+        SELECTED.setdefault((RASTER, n), []).append(len(ids))
+        doc.add_next_tick_callback(label)
+
+    view = MapView(None, "canvas", on_select=on_select, on_hover=lambda item: None, raster_from=0)
+    view.plot.sizing_mode, view.plot.width, view.plot.height = "fixed", PLOT_PX, PLOT_PX
+    view.draw(xy, np.arange(n), n, colour, alpha, None)
+    view._image.js_on_change("data", CustomJS(code="if (window.__bench_image) window.__bench_image();"))
+    return pn.pane.Bokeh(view.plot)
+
+
 # --- page-side instrumentation -------------------------------------------------------------
 JS_SETUP = """() => {
   const pv = Bokeh.index.query_one(v => v.model && v.model.name === 'map');
@@ -130,6 +169,37 @@ JS_SETUP = """() => {
     requestAnimationFrame(() => requestAnimationFrame(() => { B.raf2 = performance.now(); }));
   };
   window.__bench_pv = pv;
+  return true;
+}"""
+
+JS_RASTER_SETUP = """() => {
+  const pv = Bokeh.index.query_one(v => v.model && v.model.name === 'map');
+  if (!pv) return false;
+  const rv = [...pv.renderer_views.values()].find(r => r.model.data_source && r.model.data_source.name === 'points-image');
+  const B = window.__bench = {up: null, images: [], armed: false};
+  const orig = pv.paint.bind(pv);
+  pv.paint = function (...a) {
+    const r = orig(...a);
+    const t = performance.now();
+    // an image is shown by the first paint after it has loaded (ImageURL loads a new url asynchronously)
+    for (const im of B.images) {
+      if (im.shown == null && rv.glyph.image[0] && rv.glyph.image[0].src === im.url) {
+        im.painted = t;
+        requestAnimationFrame(() => { im.shown = performance.now(); });
+      }
+    }
+    window.__last_paint = t;
+    return r;
+  };
+  window.addEventListener('pointerup', () => { if (B.armed && B.up == null) B.up = performance.now(); }, true);
+  window.__bench_image = () => {
+    if (!B.armed) return;
+    const data = rv.model.data_source.data;
+    const url = data instanceof Map ? data.get('url')[0] : data.url[0];
+    B.images.push({url, arrived: performance.now(), painted: null, shown: null});
+  };
+  window.__bench_pv = pv;
+  pv.__idlehook = true;
   return true;
 }"""
 
@@ -166,7 +236,41 @@ def wait_idle(page, quiet_ms: int = 400, timeout_s: float = 60) -> None:
     page.wait_for_function(f"() => performance.now() - (window.__last_paint || 0) > {quiet_ms}", timeout=timeout_s * 1000)
 
 
+def lasso_around(page, rep: int) -> None:
+    cx, cy = blob_centres()[rep]
+    pts = page.evaluate(JS_LASSO_PATH, [float(cx), float(cy), 3.5 * SIGMA, 32])
+    page.mouse.move(*pts[0])
+    page.mouse.down()
+    for p in pts[1:]:
+        page.mouse.move(*p, steps=2)
+    page.mouse.up()
+
+
+def measure_raster(page, n: int, timeout_s: float) -> dict:
+    """The server-drawn map: pointer-up to the selection's image shown, and to the recoloured image shown."""
+    runs = []
+    for rep in range(REPS):
+        wait_idle(page)
+        page.evaluate("() => Object.assign(window.__bench, {up: null, images: [], armed: true})")
+        lasso_around(page, rep)
+        page.wait_for_function("() => window.__bench.images.length >= 2 && window.__bench.images[1].shown != null",
+                               timeout=timeout_s * 1000)
+        b = page.evaluate("() => window.__bench")
+        selection, recoloured = b["images"][0], b["images"][1]
+        runs.append(dict(selection=selection["shown"] - b["up"], recoloured=recoloured["shown"] - b["up"],
+                         to_data=selection["arrived"] - b["up"]))
+    med = lambda key: statistics.median(r[key] for r in runs)
+    py, sel = PY_TIMES.get((RASTER, n), []), SELECT_TIMES.get((RASTER, n), [])
+    return dict(backend=RASTER, n=n, selected=int(statistics.median(SELECTED.get((RASTER, n), [0]))), lasso_ms=med("recoloured"), up_to_data_ms=med("to_data"),
+                data_to_shown_ms=None, selection_paint_ms=med("selection"), lasso_raf2_ms=None,
+                python_cb_ms=statistics.median(py) if py else None, baseline_ms=None, baseline_paint_ms=None,
+                lasso_runs_ms=[round(r["recoloured"], 1) for r in runs], baseline_runs_ms=[],
+                select_cb_ms=statistics.median(sel) if sel else None, ratio=None)
+
+
 def measure(page, backend: str, n: int, timeout_s: float) -> dict:
+    if backend == RASTER:
+        return measure_raster(page, n, timeout_s)
     centres = blob_centres()
     lasso, base, counts = [], [], []
     for rep in range(REPS):
@@ -289,12 +393,12 @@ def _one(browser, port: int, backend: str, n: int, timeout_s: float, log) -> dic
         page.wait_for_function(
             "() => window.Bokeh && Bokeh.documents.length && Bokeh.index.query_one(v => v.model && v.model.name === 'map')",
             timeout=timeout_s * 1000)
-        if not page.evaluate(JS_SETUP):
+        if not page.evaluate(JS_RASTER_SETUP if backend == RASTER else JS_SETUP):
             raise RuntimeError("plot view not found")
         res = measure(page, backend, n, timeout_s)
         res["page_s"] = time.perf_counter() - t
-        log(f"  {backend:6s} n={n:>7d}: lasso {res['lasso_ms']:.0f} ms, baseline {res['baseline_ms']:.0f} ms "
-            f"({res['page_s']:.1f} s)")
+        log(f"  {backend:6s} n={n:>7d}: selection {res['selection_paint_ms'] or 0:.0f} ms, recoloured "
+            f"{res['lasso_ms']:.0f} ms ({res['page_s']:.1f} s)")
         return res
     except Exception as err:  # report and go on with the other sizes
         log(f"  {backend:6s} n={n:>7d}: FAILED {type(err).__name__}: {err}")
@@ -329,8 +433,9 @@ def markdown(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="10000,50000,100000", help="comma-separated numbers of points")
-    ap.add_argument("--backend", choices=["canvas", "webgl", "both"], default="both")
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated numbers of points")
+    ap.add_argument("--backend", choices=["canvas", "webgl", RASTER, "both", "all"], default="all",
+                    help="the browser's scatter (canvas, webgl; both), the server-drawn map (image), or all three")
     ap.add_argument("--json", action="store_true", help="print results as JSON instead of a markdown table")
     ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for any one step")
     ap.add_argument("--during-fine-tune", action="store_true",
@@ -338,7 +443,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="/tmp/labeler-bench", help="where the fine-tune's project is made (once)")
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
-    backends = ["webgl", "canvas"] if a.backend == "both" else [a.backend]
+    backends = {"both": ["webgl", "canvas"], "all": [RASTER, "canvas", "webgl"]}.get(a.backend, [a.backend])
     log = lambda m: print(m, file=sys.stderr, flush=True)
     out = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):  # Panel's server thread prints "Launching server at ..."

@@ -22,6 +22,7 @@ from engine.pooling import DEFAULT_POOLING, POOLINGS
 from engine.workspace import Workspace
 from labeler._history import default_actor
 from labeler.errors import USER_ERRORS, LabelerError
+from labeler.ui.raster import RASTER_FROM
 
 logger = logging.getLogger("labeler")
 
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--show", action="store_true", help="open a browser tab")
     cmd.add_argument("--backend", default="webgl", choices=("webgl", "canvas"),
                      help="map drawing: webgl (default; fastest on a real GPU) or canvas (faster without one)")
+    cmd.add_argument("--raster-from", type=int, default=RASTER_FROM, metavar="N",
+                     help="from N points on, the server draws the map's points as one image per view, which costs "
+                          "the same at any number of points (default %(default)s; 0: always)")
     cmd.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES),
                      help="pretrained CNN whose features draw the map (default %(default)s)")
     cmd.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image edge in pixels (default %(default)s)")
@@ -435,7 +439,7 @@ def _serve(args) -> int:
         from labeler.project import RAY_ADDRESS_VARIABLE
         os.environ[RAY_ADDRESS_VARIABLE] = args.ray     # read where a project being opened computes its features
     serve(args.folder, port=args.port, address=args.address, access=access, workspace=args.workspace, show=args.show,
-          backbone=args.backbone, size=args.size, backend=args.backend, actor=args.actor)
+          backbone=args.backbone, size=args.size, backend=args.backend, actor=args.actor, raster_from=args.raster_from)
     return 0
 
 

@@ -33,6 +33,7 @@ from .opening import progress_note
 from .keys import DIGITS, Shortcuts
 from .label_keys import KEYS
 from .map import BACKENDS, MapView, unit_square
+from .raster import RASTER_FROM
 from .review import COLUMNS, ReviewGrid
 
 logger = logging.getLogger(__name__)
@@ -57,13 +58,13 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
     heatmaps = param.Boolean(default=False, doc="show the current model's heatmaps in the preview and the review grid")
 
     def __init__(self, folder=None, *, workspace=None, backbone=DEFAULT_BACKBONE, size=DEFAULT_SIZE,
-                 backend="webgl", actor: str | None = None, **params):
+                 backend="webgl", actor: str | None = None, raster_from: int = RASTER_FROM, **params):
         super().__init__(**params)
         if backend not in BACKENDS:
             raise LabelerError(f"Unknown plot backend {backend!r}. Choose one of: {', '.join(BACKENDS)}.")
-        self._backend = backend
+        self._backend, self._raster_from = backend, raster_from
         self._arguments = dict(folder=folder, workspace=workspace, backbone=backbone, size=size, backend=backend,
-                               actor=actor)
+                               actor=actor, raster_from=raster_from)
         from .opening import Opening
         self._opening = Opening(folder, workspace=workspace, backbone=backbone, size=size, actor=actor)
         self._layout = pn.Column(self._opening.panel, sizing_mode="stretch_both", min_height=700)
@@ -79,7 +80,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
     def _build(self, project) -> None:
         self.session = Session(project)
         self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
-                           on_hover=lambda item_id: self._run(self._on_hover, item_id))
+                           on_hover=lambda item_id: self._run(self._on_hover, item_id), raster_from=self._raster_from)
         self.grid = ReviewGrid(project.thumbs, on_change=lambda: self._run(self._update_review_text),
                                colours=self.session.label_colours,
                                columns=NOTEBOOK_GRID_COLUMNS if self.in_notebook else COLUMNS)

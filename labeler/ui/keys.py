@@ -7,6 +7,7 @@ handled and documented at once.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import param
@@ -15,6 +16,8 @@ from panel.custom import JSComponent
 from ._panel import esc, with_document_lock
 
 DIGITS = tuple("123456789")
+# every Shortcuts alive in this process, for `shortcuts_state` (a served app's state on SIGUSR1)
+_LIVE: weakref.WeakSet = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class Shortcuts(JSComponent):
     def __init__(self, **params):
         super().__init__(**params)
         self._handled = max((count for count, _ in self.pressed), default=0)
+        _LIVE.add(self)
 
     def on_key(self, callback) -> None:
         """Call `callback(key)` for every shortcut pressed, in order, on the document's next tick
@@ -204,3 +208,29 @@ class Shortcuts(JSComponent):
         """What the page sends when `keys` are pressed (for tests and scripts)."""
         counter = max((count for count, _ in self.pressed), default=0)
         self.pressed = [*self.pressed[-49:], *([counter + i, key] for i, key in enumerate(keys, start=1))][-50:]
+
+
+def _top(pressed) -> int:
+    return max((pair[0] for pair in pressed or ()), default=0)
+
+
+def shortcuts_state() -> list[str]:
+    """Where each live Shortcuts' keys stand, in words: the count the Python side has handled and holds, the
+    changes Panel has received but not yet applied, and for each of its Bokeh models the count the document
+    holds and whether that document holds back its events (a key that never arrives stops at one of these)."""
+    from panel.io.state import state
+    lines = []
+    for shortcuts in list(_LIVE):
+        said = [f"keys {shortcuts.keys[:2]}...: handled {shortcuts._handled}, param {_top(shortcuts.pressed)}, "
+                f"panel pending {sorted(getattr(shortcuts, '_events', {}))}"]
+        for model, _ in list(shortcuts._models.values()):
+            doc = model.document
+            callbacks = getattr(doc, "callbacks", None)
+            held = list(getattr(callbacks, "_held_events", []) or [])
+            said.append(f"model {_top(getattr(model.data, 'pressed', []))} in doc {id(doc) if doc else None} "
+                        f"(hold {getattr(callbacks, 'hold_value', None)}, {len(held)} held "
+                        f"{[type(event).__name__ for event in held[:5]]}, "
+                        f"change callbacks {len(state._change_callbacks.get(doc, {})) if doc else None}, "
+                        f"session {'gone' if doc is None or doc.session_context is None else 'open'})")
+        lines.append("; ".join(said))
+    return lines

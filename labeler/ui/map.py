@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import panel as pn
-from bokeh.events import RangesUpdate
+from bokeh.events import MouseMove, RangesUpdate, SelectionGeometry
 from bokeh.models import (BoxSelectTool, ColumnDataSource, CustomJS, Div, HoverTool, ImageURL, LassoSelectTool,
                           Range1d, WheelZoomTool)
 from bokeh.plotting import figure
@@ -21,9 +21,11 @@ from bokeh.plotting import figure
 from labeler.errors import USER_ERRORS
 
 from .composite import render_composite, to_data_uri
+from .raster import RASTER_FROM, PointsImage, inside_box, inside_lasso, to_png_uri
 
 logger = logging.getLogger(__name__)
 TILE_PX = 32
+HOVER_PX = 6       # server-drawn points: the hovered one is the nearest within this many pixels of the pointer
 # WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
 BACKENDS = ("webgl", "canvas")
 MARGIN = 0.03      # the unit square the map is scaled into, with this much room around it
@@ -52,30 +54,60 @@ def map_figure(source: ColumnDataSource, backend: str = "webgl", *, point_size: 
 
 
 class MapView:
-    """The plot with thumbnails under the points; tells `on_select(ids)` and `on_hover(id)`."""
+    """The plot with thumbnails under the points (`thumbs`: a ThumbCache, or None for none); tells `on_select(ids)`
+    and `on_hover(id)`.
 
-    def __init__(self, thumbs, backend: str, *, on_select: Callable, on_hover: Callable):
+    Up to `raster_from` points the browser draws them (a Bokeh scatter: its own hover, lasso hit-testing and
+    selection). From there on, the server draws them as one image per view (`raster.PointsImage`), the lasso's
+    geometry comes to Python (Bokeh's `SelectionGeometry` event) and the selection is computed in numpy, and
+    a throttled pointer position finds the hovered point; the app sees the same calls either way.
+    """
+
+    def __init__(self, thumbs, backend: str, *, on_select: Callable, on_hover: Callable,
+                 raster_from: int = RASTER_FROM):
         self.thumbs, self._on_select_ids, self._on_hover_id = thumbs, on_select, on_hover
+        self.raster_from = raster_from
         self.source = ColumnDataSource(dict(x=[], y=[], id=[], color=[], alpha=[]))
         self._tiles = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
+        self._image = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]), name="points-image")
         self.plot, points = map_figure(self.source, backend)
         # the composite goes under the points, so they keep their hover, selection and colours
         tiles = self.plot.add_glyph(self._tiles, ImageURL(url="url", x="x", y="y", w="w", h="h", anchor="top_left"))
-        self.plot.renderers = [tiles, *(r for r in self.plot.renderers if r is not tiles)]
+        image = self.plot.add_glyph(self._image, ImageURL(url="url", x="x", y="y", w="w", h="h", anchor="top_left"))
+        self.plot.renderers = [tiles, image, *(r for r in self.plot.renderers if r not in (tiles, image))]
         self._hover_id = Div(text="", visible=False, name="hover-id")
         self.plot.add_tools(HoverTool(renderers=[points], tooltips=None, callback=CustomJS(
             args=dict(div=self._hover_id, source=self.source),
             code="const i = cb_data.index.indices; if (i.length) { div.text = String(source.data.id[i[0]]); }")))
         self._hover_id.on_change("text", lambda attr, old, new: new.isdigit() and self._on_hover_id(int(new)))
+        # drawn as an image, the points have no hover of their own: the pointer's place, once it rests 60 ms
+        self._pointer = Div(text="", visible=False, name="pointer")
+        self.plot.js_on_event(MouseMove, CustomJS(args=dict(div=self._pointer, source=self.source), code="""
+            if (source.get_length() > 0) { return; }
+            clearTimeout(window.__labelerPointer);
+            const x = cb_obj.x, y = cb_obj.y;
+            window.__labelerPointer = setTimeout(() => { div.text = `${x} ${y}`; }, 60);"""))
+        self._pointer.on_change("text", lambda attr, old, new: self._on_pointer(new))
         self.source.selected.on_change("indices", self._on_indices)
+        self.plot.on_event(SelectionGeometry, self._on_geometry)
         self.plot.on_event(RangesUpdate, lambda event: self.draw_tiles())
         self.panel = pn.pane.Bokeh(self.plot, sizing_mode="stretch_both")
         self._xy = np.zeros((0, 2), dtype=np.float32)
         self._frames = None
         self._cleared = False         # the app cleared the selection: the change it causes is nobody's selection
+        self._raster: PointsImage | None = None     # the points, when the server draws them
+        self._raster_ids = np.zeros(0, dtype=np.int64)
+        self._selected: np.ndarray | None = None    # the selection (a mask of the drawn points) when drawn so
+
+    @property
+    def raster(self) -> bool:
+        """Whether the server draws the points (as one image per view)."""
+        return self._raster is not None
 
     @property
     def ids(self) -> np.ndarray:
+        if self._raster is not None:
+            return self._raster_ids
         return np.asarray(self.source.data["id"], dtype=np.int64)
 
     def draw(self, xy: np.ndarray, ids: np.ndarray, n_items: int, colour: np.ndarray, alpha: np.ndarray,
@@ -84,7 +116,15 @@ class MapView:
         self._xy = np.full((n_items, 2), np.nan, dtype=np.float32)
         self._xy[ids] = xy
         self._frames = frames
-        self.source.data = dict(x=xy[:, 0], y=xy[:, 1], id=ids, color=colour[ids], alpha=alpha[ids])
+        if len(ids) >= self.raster_from:
+            self._raster, self._raster_ids = PointsImage(xy), np.asarray(ids, dtype=np.int64)
+            self._raster.colour(colour[ids], alpha[ids])
+            self._selected = None
+            self.source.data = dict(x=[], y=[], id=[], color=[], alpha=[])
+        else:
+            self._raster, self._raster_ids, self._selected = None, np.zeros(0, dtype=np.int64), None
+            self._image.data = dict(url=[], x=[], y=[], w=[], h=[])
+            self.source.data = dict(x=xy[:, 0], y=xy[:, 1], id=ids, color=colour[ids], alpha=alpha[ids])
         self.source.selected.indices = []
         if reset_view:
             self.plot.x_range.start, self.plot.x_range.end = -MARGIN, 1 + MARGIN
@@ -94,21 +134,33 @@ class MapView:
     def recolour(self, colour: np.ndarray, alpha: np.ndarray, frames: np.ndarray) -> None:
         ids = self.ids
         self._frames = frames
-        self.source.data.update(color=colour[ids], alpha=alpha[ids])
-        self.draw_tiles()
+        if self._raster is not None:
+            self._raster.colour(colour[ids], alpha[ids])
+            self._draw_points()
+        else:
+            self.source.data.update(color=colour[ids], alpha=alpha[ids])
+        self.draw_tiles(points=False)
 
     def clear_selection(self) -> None:
         """Clear the plot's selection without telling `on_select`: the app keeps its own review (the images
         dropped before a label stay in it), nobody lassoed nothing. Bokeh calls back now, or later when
         the document holds its events: the flag waits for that call."""
-        if len(self.source.selected.indices):
+        if self._raster is not None:
+            if self._selected is not None:
+                self._selected = None
+                self._draw_points()
+        elif len(self.source.selected.indices):
             self._cleared = True
             self.source.selected.indices = []
 
-    def draw_tiles(self) -> None:
-        """The thumbnails of the current view, as one JPEG covering it."""
+    def draw_tiles(self, points: bool = True) -> None:
+        """The thumbnails of the current view, as one JPEG covering it (and the points, when drawn as an image)."""
         plot = self.plot
         x_range, y_range = (plot.x_range.start, plot.x_range.end), (plot.y_range.start, plot.y_range.end)
+        if points and self._raster is not None:
+            self._draw_points()
+        if self.thumbs is None:           # a map without thumbnails (bench/ui_latency.py)
+            return
         visible = np.zeros(len(self._xy), dtype=bool)
         visible[self.ids] = True
         try:
@@ -123,11 +175,47 @@ class MapView:
             self._tiles.data = dict(url=[to_data_uri(jpeg)], x=[x_range[0]], y=[y_range[1]],
                                     w=[x_range[1] - x_range[0]], h=[y_range[1] - y_range[0]])
 
+    def _draw_points(self) -> None:
+        """The points of the current view as one image (server-drawn mode)."""
+        plot = self.plot
+        x_range, y_range = (plot.x_range.start, plot.x_range.end), (plot.y_range.start, plot.y_range.end)
+        png = self._raster.png(x_range, y_range, _plot_px(plot), self._selected)
+        self._image.data = dict(url=[to_png_uri(png)], x=[x_range[0]], y=[y_range[1]],
+                                w=[x_range[1] - x_range[0]], h=[y_range[1] - y_range[0]])
+
     def _on_indices(self, attr, old, new) -> None:
         cleared, self._cleared = self._cleared, False
-        if cleared and not len(new):
+        if (cleared or self._raster is not None) and not len(new):
             return
         self._on_select_ids(self.ids[np.asarray(new, dtype=np.int64)].tolist() if len(new) else [])
+
+    def _on_geometry(self, event) -> None:
+        """A finished lasso or box over server-drawn points: the selection, computed here."""
+        geometry = event.geometry or {}
+        if self._raster is None or not event.final or geometry.get("type") not in ("poly", "rect"):
+            return
+        xy = self._raster.xy
+        if geometry["type"] == "poly":
+            chosen = inside_lasso(xy, geometry.get("x", ()), geometry.get("y", ()))
+        else:
+            chosen = inside_box(xy, geometry["x0"], geometry["x1"], geometry["y0"], geometry["y1"])
+        self._selected = chosen if chosen.any() else None
+        self._draw_points()
+        self._on_select_ids(self._raster_ids[chosen].tolist())
+
+    def _on_pointer(self, text: str) -> None:
+        """The pointer rests at "x y" over server-drawn points: the nearest within a few pixels is hovered."""
+        if self._raster is None:
+            return
+        try:
+            x, y = (float(v) for v in text.split())
+        except ValueError:
+            return
+        plot = self.plot
+        per_px = (plot.x_range.end - plot.x_range.start) / _plot_px(plot)[0]
+        found = self._raster.nearest(x, y, HOVER_PX * per_px)
+        if found is not None:
+            self._on_hover_id(int(self._raster_ids[found]))
 
 
 def _plot_px(plot) -> tuple[int, int]:

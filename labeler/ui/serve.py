@@ -23,6 +23,7 @@ from pathlib import Path
 from engine.backbones import DEFAULT_BACKBONE
 from engine.embedding import DEFAULT_SIZE
 from labeler.errors import ServeError
+from labeler.ui.raster import RASTER_FROM
 
 logger = logging.getLogger(__name__)
 
@@ -200,16 +201,18 @@ def _is_loopback(address: str) -> bool:
 
 def serve(folder=None, *, port: int = 5006, address: str = "127.0.0.1", access: Access | None = None,
           workspace=None, show: bool = False, backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE,
-          backend: str = "webgl", actor: str | None = None) -> None:
+          backend: str = "webgl", actor: str | None = None, raster_from: int = RASTER_FROM) -> None:
     """Serve the app; every browser tab gets its own LabelApp (its own selection and view)."""
     from ._panel import serve_pages
     from .app import LabelApp
     access = (access or Access()).checked()
 
     def app():
-        return LabelApp(folder, workspace=workspace, backbone=backbone, size=size, backend=backend, actor=actor)
+        return LabelApp(folder, workspace=workspace, backbone=backbone, size=size, backend=backend, actor=actor,
+                        raster_from=raster_from)
 
     logger.info("serving %s on http://%s:%d", folder or "the demo", address, port)
+    _dump_on_signal()
     try:
         serve_pages(app, port=port, address=address, show=show, websocket_origins=access.websocket_origins,
                     **access.server_options())
@@ -218,6 +221,20 @@ def serve(folder=None, *, port: int = 5006, address: str = "127.0.0.1", access: 
             raise
         raise ServeError(f"cannot listen on {address}:{port}: {err.strerror or err}. "
                          f"Give another --port, or an --address of this machine.") from err
+
+
+def _dump_on_signal() -> None:
+    """`kill -USR1 PID` logs where every page's shortcut keys stand (labeler.ui.keys.shortcuts_state): what a
+    diagnosis of a page whose keys stop answering needs from the server (bench/monkey.py sends it)."""
+    import signal
+
+    from .keys import shortcuts_state
+
+    def dump(signum, frame):
+        for line in shortcuts_state():
+            logger.warning("shortcuts state: %s", line)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, dump)
 
 
 def serve_in_background(folder=None, *, port: int | None = None, address: str = "127.0.0.1", **app_args) -> str:

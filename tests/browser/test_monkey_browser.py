@@ -35,7 +35,7 @@ def test_a_seeded_monkey_leaves_no_error_and_the_page_equal_to_the_store(small_d
     proc, url = start_server(small_digits, workspace)
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     try:
-        monkey = Monkey(context.new_page(), url, seed)
+        monkey = Monkey(context.new_page(), url, seed, server=proc)
         run = monkey.go(ACTIONS)
         monkey.settle_and_compare(store_counts_for(small_digits, workspace))
     finally:
