@@ -2,7 +2,7 @@
 or box geometry makes, the image of a view, the hovered point, and MapView giving the app the same calls as the
 browser-drawn scatter does."""
 import io
-from types import SimpleNamespace
+import json
 
 import numpy as np
 import pytest
@@ -80,14 +80,16 @@ def test_map_view_draws_an_image_past_its_threshold_and_reports_a_lassos_ids():
     assert view.ids.tolist() == ids.tolist()
     assert view._tiles.data["url"][0].startswith("data:image/jpeg"), "the thumbnails are drawn under the image"
     xs, ys = circle(0.5, 0.5, 0.25)
-    view._on_geometry(SimpleNamespace(final=True, geometry=dict(type="poly", x=list(xs), y=list(ys))))
+    view._on_geometry(json.dumps(dict(n=1, type="poly", x=list(xs), y=list(ys))))
     inside = np.hypot(xy[:, 0] - 0.5, xy[:, 1] - 0.5) < 0.24
     assert set(inside.nonzero()[0] + 10) <= set(selections[-1])
     assert len(selections[-1]) < inside.sum() + 10
     shown = view._image.data["url"][0]
-    view._on_geometry(SimpleNamespace(final=False, geometry=dict(type="poly", x=[0, 1, 1], y=[0, 0, 1])))
-    assert len(selections) == 1, "only a finished lasso selects"
-    view._on_geometry(SimpleNamespace(final=True, geometry=dict(type="rect", x0=-1, x1=2, y0=-1, y1=2)))
+    for bad in ("{", "[1, 2]", json.dumps(dict(type="poly", x=None, y=None)), json.dumps(dict(type="rect", x0=0)),
+                json.dumps(dict(type="rect", x0="a", x1=1, y0=0, y1=1)), json.dumps(dict(type="point", x=0, y=0))):
+        view._on_geometry(bad)
+    assert len(selections) == 1, "a geometry that is not a finished lasso or box selects nothing"
+    view._on_geometry(json.dumps(dict(n=2, type="rect", x0=-1, x1=2, y0=-1, y1=2)))
     assert sorted(selections[-1]) == ids.tolist()
     view.clear_selection()
     assert view._selected is None and view._image.data["url"][0] != shown

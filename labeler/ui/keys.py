@@ -192,16 +192,22 @@ class Shortcuts(JSComponent):
     def __init__(self, **params):
         super().__init__(**params)
         self._handled = max((count for count, _ in self.pressed), default=0)
+        self._ran, self._scheduled_on = 0, "nothing yet"      # for shortcuts_state
         _LIVE.add(self)
 
     def on_key(self, callback) -> None:
         """Call `callback(key)` for every shortcut pressed, in order, on the document's next tick
         (Bokeh models may only change under the document lock)."""
+        def run(key):
+            self._ran += 1
+            callback(key)
+
         def handle(event):
             for count, key in event.new:
                 if count > self._handled:
                     self._handled = count
-                    with_document_lock(lambda key=key: callback(key))
+                    self._scheduled_on = _doc_state(pn_state().curdoc)
+                    with_document_lock(lambda key=key: run(key))
         self.param.watch(handle, "pressed")
 
     def press(self, *keys: str) -> None:
@@ -214,6 +220,21 @@ def _top(pressed) -> int:
     return max((pair[0] for pair in pressed or ()), default=0)
 
 
+def pn_state():
+    from panel.io.state import state
+    return state
+
+
+def _doc_state(doc) -> str:
+    """A document in words: its id, and whether its session is open, destroyed or absent."""
+    if doc is None:
+        return "no document"
+    context = getattr(doc, "session_context", None)
+    session = "no session" if context is None else ("destroyed" if getattr(context, "destroyed", False) else "open")
+    callbacks = getattr(getattr(doc, "callbacks", None), "session_callbacks", ())
+    return f"doc {id(doc)} ({session}, {len(callbacks)} session callbacks)"
+
+
 def shortcuts_state() -> list[str]:
     """Where each live Shortcuts' keys stand, in words: the count the Python side has handled and holds, the
     changes Panel has received but not yet applied, and for each of its Bokeh models the count the document
@@ -221,13 +242,14 @@ def shortcuts_state() -> list[str]:
     from panel.io.state import state
     lines = []
     for shortcuts in list(_LIVE):
-        said = [f"keys {shortcuts.keys[:2]}...: handled {shortcuts._handled}, param {_top(shortcuts.pressed)}, "
-                f"panel pending {sorted(getattr(shortcuts, '_events', {}))}"]
+        said = [f"keys {shortcuts.keys[:2]}...: handled {shortcuts._handled}, ran {shortcuts._ran}, param "
+                f"{_top(shortcuts.pressed)}, panel pending {sorted(getattr(shortcuts, '_events', {}))}, the last "
+                f"scheduled on {shortcuts._scheduled_on}"]
         for model, _ in list(shortcuts._models.values()):
             doc = model.document
             callbacks = getattr(doc, "callbacks", None)
             held = list(getattr(callbacks, "_held_events", []) or [])
-            said.append(f"model {_top(getattr(model.data, 'pressed', []))} in doc {id(doc) if doc else None} "
+            said.append(f"model {_top(getattr(model.data, 'pressed', []))} in {_doc_state(doc)} "
                         f"(hold {getattr(callbacks, 'hold_value', None)}, {len(held)} held "
                         f"{[type(event).__name__ for event in held[:5]]}, "
                         f"change callbacks {len(state._change_callbacks.get(doc, {})) if doc else None}, "

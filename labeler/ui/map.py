@@ -8,6 +8,7 @@ current view (rebuilt by the server on zoom and pan; see `composite`), the hover
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -89,7 +90,17 @@ class MapView:
             window.__labelerPointer = setTimeout(() => { div.text = `${x} ${y}`; }, 60);"""))
         self._pointer.on_change("text", lambda attr, old, new: self._on_pointer(new))
         self.source.selected.on_change("indices", self._on_indices)
-        self.plot.on_event(SelectionGeometry, self._on_geometry)
+        # a finished lasso's or box's geometry, for server-drawn points: through a model property, as the hover's
+        # place travels (a Python `on_event(SelectionGeometry)` stops a notebook's lasso: Panel's notebook wrapper
+        # of Bokeh event callbacks leaves the document holding the selection's change back)
+        self._geometry = Div(text="", visible=False, name="lasso-geometry")
+        self.plot.js_on_event(SelectionGeometry, CustomJS(args=dict(div=self._geometry, source=self.source), code="""
+            if (!cb_obj.final || source.get_length() > 0) { return; }
+            const g = cb_obj.geometry;
+            const list = (v) => (v == null ? null : Array.from(v));      // typed arrays become lists
+            const keep = {type: g.type, x: list(g.x), y: list(g.y), x0: g.x0, x1: g.x1, y0: g.y0, y1: g.y1};
+            div.text = JSON.stringify({n: (window.__labelerLassos = (window.__labelerLassos || 0) + 1), ...keep});"""))
+        self._geometry.on_change("text", lambda attr, old, new: self._on_geometry(new))
         self.plot.on_event(RangesUpdate, lambda event: self.draw_tiles())
         self.panel = pn.pane.Bokeh(self.plot, sizing_mode="stretch_both")
         self._xy = np.zeros((0, 2), dtype=np.float32)
@@ -189,16 +200,24 @@ class MapView:
             return
         self._on_select_ids(self.ids[np.asarray(new, dtype=np.int64)].tolist() if len(new) else [])
 
-    def _on_geometry(self, event) -> None:
-        """A finished lasso or box over server-drawn points: the selection, computed here."""
-        geometry = event.geometry or {}
-        if self._raster is None or not event.final or geometry.get("type") not in ("poly", "rect"):
+    def _on_geometry(self, text: str) -> None:
+        """A finished lasso or box over server-drawn points (its geometry as JSON): the selection, computed here."""
+        try:
+            geometry = json.loads(text) if text else {}
+        except ValueError:
+            return
+        if self._raster is None or not isinstance(geometry, dict) or geometry.get("type") not in ("poly", "rect"):
             return
         xy = self._raster.xy
-        if geometry["type"] == "poly":
-            chosen = inside_lasso(xy, geometry.get("x", ()), geometry.get("y", ()))
-        else:
-            chosen = inside_box(xy, geometry["x0"], geometry["x1"], geometry["y0"], geometry["y1"])
+        try:
+            if geometry["type"] == "poly":
+                if len(geometry.get("x") or ()) < 3 or len(geometry.get("y") or ()) < 3:
+                    return                        # not an area: nobody lassoed nothing
+                chosen = inside_lasso(xy, geometry["x"], geometry["y"])
+            else:
+                chosen = inside_box(xy, *(float(geometry[key]) for key in ("x0", "x1", "y0", "y1")))
+        except (KeyError, TypeError, ValueError):
+            return
         self._selected = chosen if chosen.any() else None
         self._draw_points()
         self._on_select_ids(self._raster_ids[chosen].tolist())

@@ -18,13 +18,26 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 # from this many points on, the map is one server-drawn image (bench/ui_latency.py: the browser's own scatter
-# shows a lasso's selection within 300 ms here up to about this many points; the image costs the same at any N)
-RASTER_FROM = 50_000
+# shows a lasso's selection within 300 ms here up to about this many points; the image costs the same at any N);
+# LABELER_RASTER_FROM changes the default (0: always an image), as `labeler serve --raster-from` does
+def _raster_from(default: int = 50_000) -> int:
+    text = os.environ.get("LABELER_RASTER_FROM", "").strip()
+    if text.isdigit():
+        return int(text)
+    if text:
+        logging.getLogger(__name__).warning("LABELER_RASTER_FROM=%r is not a number of points; using %d",
+                                            text, default)
+    return default
+
+
+RASTER_FROM = _raster_from()
 UNSELECTED_ALPHA = 0.25        # what Bokeh's nonselection_alpha does to the rest of the points
 MASK_PX = 2048                 # the lasso's polygon is filled at this resolution across its longer side
 
@@ -52,35 +65,35 @@ class PointsImage:
     def colour(self, colour: np.ndarray, alpha: np.ndarray) -> None:
         """Each point's colour ('#rrggbb') and alpha, in the order of `xy`."""
         import pandas as pd
-        categories = pd.Categorical(np.asarray(colour, dtype=object))
-        self._palette = ["#%02x%02x%02x" % _hex_rgb(str(c)) for c in categories.categories] or ["#bbbbbb"]
-        self._codes = np.asarray(categories.codes, dtype=np.int16)
+        codes, uniques = pd.factorize(np.asarray(colour, dtype=object))     # a hash table: 4x Categorical's sort
+        self._palette = ["#%02x%02x%02x" % _hex_rgb(str(c)) for c in uniques] or ["#bbbbbb"]
+        self._codes = np.asarray(codes, dtype=np.int16)
         self._alpha = np.clip(np.asarray(alpha, dtype=np.float32), 0.0, 1.0)
 
     def png(self, x_range, y_range, size_px, selected: np.ndarray | None = None) -> bytes:
         """The view `x_range` x `y_range` as a transparent PNG of `size_px` (width, height); `selected`: a
         boolean mask of the points, or None."""
         import datashader as ds
-        import datashader.transfer_functions as tf
         import pandas as pd
         width, height = max(1, int(size_px[0])), max(1, int(size_px[1]))
         canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=tuple(map(float, x_range)),
                            y_range=tuple(map(float, y_range)))
         categories = pd.Categorical.from_codes(self._codes, categories=range(len(self._palette)))
-        some = selected is not None and bool(selected.any())
+        palette = np.array([_hex_rgb(c) for c in self._palette], dtype=np.float32)
+        frame = pd.DataFrame({"x": self.xy[:, 0], "y": self.xy[:, 1], "c": categories, "w": self._alpha})
 
         def layer(mask=None):
-            frame = pd.DataFrame({"x": self.xy[:, 0], "y": self.xy[:, 1], "c": categories, "w": self._alpha})
+            # datashader's aggregation (numba, the part that grows with the points): alpha-weighted counts per
+            # pixel and colour; the shading below works on the pixels only (5x datashader's own at 12 colours)
             agg = canvas.points(frame if mask is None else frame[mask], "x", "y", agg=ds.by("c", ds.sum("w")))
-            return tf.spread(tf.shade(agg, color_key=self._palette, how="eq_hist", min_alpha=90), px=1)
+            return _shade(np.nan_to_num(np.asarray(agg.data, dtype=np.float32)), palette)
 
         image = layer()
-        if some:          # the rest dimmed (density shading would undo a dimmed weight), the selection on top
-            rgba = image.data.view(np.uint8).reshape(*image.data.shape, 4)
-            rgba[..., 3] = (rgba[..., 3] * UNSELECTED_ALPHA).astype(np.uint8)
-            image = tf.stack(image, layer(selected))
+        if selected is not None and selected.any():   # the rest dimmed as Bokeh dims it, the selection on top
+            image[..., 3] = (image[..., 3] * UNSELECTED_ALPHA).astype(np.uint8)
+            image = _over(layer(selected), image)
         out = io.BytesIO()
-        image.to_pil().save(out, format="PNG", compress_level=1)
+        Image.fromarray(image[::-1], "RGBA").save(out, format="PNG", compress_level=1)   # row 0: the top
         return out.getvalue()
 
     def nearest(self, x: float, y: float, radius: float) -> int | None:
@@ -94,6 +107,43 @@ class PointsImage:
         tree, index = self._tree
         distance, found = tree.query([x, y], distance_upper_bound=radius)
         return int(index[found]) if np.isfinite(distance) else None
+
+
+def _shade(counts: np.ndarray, palette: np.ndarray, min_alpha: int = 90) -> np.ndarray:
+    """RGBA (height, width, 4) from per-pixel counts per colour (height, width, colours): each point spread to its
+    3x3 pixels (a lone point stays visible), the colours mixed by count, and the opacity by the rank of the
+    pixel's count among the drawn pixels (histogram equalisation, so dense and sparse regions both read)."""
+    height, width, colours = counts.shape
+    sums = np.empty((height + 2, width + 2, 4), dtype=np.float32)    # rgb * count and count, with a margin
+    sums[0], sums[-1], sums[:, 0], sums[:, -1] = 0, 0, 0, 0
+    flat = counts.reshape(-1, colours)
+    sums[1:-1, 1:-1, :3] = (flat @ palette).reshape(height, width, 3)
+    sums[1:-1, 1:-1, 3] = flat.sum(axis=1).reshape(height, width)
+    spread = np.zeros((height, width, 4), dtype=np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            spread += sums[dy:dy + height, dx:dx + width]
+    total = spread[..., 3]
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    values = total[total > 0]
+    if not len(values):
+        return rgba
+    np.divide(spread[..., :3], total[..., None], out=spread[..., :3], where=total[..., None] > 0)
+    rgba[..., :3] = np.clip(spread[..., :3], 0, 255)
+    hist, edges = np.histogram(values, bins=256)
+    cdf = np.concatenate([[0.0], np.cumsum(hist) / len(values)])    # the share of drawn pixels up to each bin
+    rank = cdf[np.clip(np.searchsorted(edges, total, side="right"), 0, len(hist))]
+    rgba[..., 3] = np.where(total > 0, min_alpha + (255 - min_alpha) * rank, 0)
+    return rgba
+
+
+def _over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """`top` composited over `bottom` (both RGBA uint8)."""
+    a_top = top[..., 3:4].astype(np.float32) / 255
+    a_bottom = bottom[..., 3:4].astype(np.float32) / 255
+    alpha = a_top + a_bottom * (1 - a_top)
+    rgb = (top[..., :3] * a_top + bottom[..., :3] * a_bottom * (1 - a_top)) / np.maximum(alpha, 1e-6)
+    return np.concatenate([rgb, alpha * 255], axis=2).round().astype(np.uint8)
 
 
 def to_png_uri(png: bytes) -> str:

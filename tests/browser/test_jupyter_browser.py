@@ -23,17 +23,24 @@ PATHS = {"lab": "lab/tree", "notebook": "notebooks"}
 SHOTS = os.environ.get("LABELER_SCREENSHOTS")
 
 
-@pytest.fixture(params=["lab", "notebook"])
-def jupyter(request, small_digits, tmp_path):
-    """(kind, server URL, token, notebook folder): a Jupyter server of this kind on a copy of the examples."""
+def _served_examples(kind, small_digits, tmp_path, **env):
+    """(process, (kind, server URL, token, notebook folder)): a Jupyter server of this kind on a copy of the
+    examples; `env` goes to its kernels."""
     root, folder = tmp_path / "notebooks", tmp_path / "digits"
     root.mkdir()
     shutil.copytree(small_digits, folder, ignore=shutil.ignore_patterns(".labeler"))
     for notebook in EXAMPLES.glob("*.ipynb"):
         shutil.copy(notebook, root)
-    env = {"LABELER_EXAMPLE_FOLDER": str(folder), "LABELER_CACHE": str(tmp_path / "cache")}
-    proc, url, token = start_jupyter(request.param, root, tmp_path / "jupyter", env)
-    yield request.param, url, token, root
+    env = {"LABELER_EXAMPLE_FOLDER": str(folder), "LABELER_CACHE": str(tmp_path / "cache"), **env}
+    proc, url, token = start_jupyter(kind, root, tmp_path / "jupyter", env)
+    return proc, (kind, url, token, root)
+
+
+@pytest.fixture(params=["lab", "notebook"])
+def jupyter(request, small_digits, tmp_path):
+    """(kind, server URL, token, notebook folder): a Jupyter server of this kind on a copy of the examples."""
+    proc, served = _served_examples(request.param, small_digits, tmp_path)
+    yield served
     stop_server(proc)
 
 
@@ -247,3 +254,35 @@ def test_the_clean_view_in_jupyter(jupyter, local_page):
     _shot(page, f"jupyter_{kind}_clean.png")
     assert page.outside == [], page.outside
     assert not page.app_errors(), page.errors
+
+
+def test_the_server_drawn_map_in_jupyterlab(small_digits, tmp_path, local_page):
+    """A map drawn by the server (as past 50k points; here LABELER_RASTER_FROM=0 makes every map so): in
+    JupyterLab a lasso selects (its geometry reaches Python through a model property) and a label labels."""
+    proc, (kind, url, token, root) = _served_examples("lab", small_digits, tmp_path, LABELER_RASTER_FROM="0")
+    page = local_page
+    try:
+        _run_all(page, kind, url, token, "label_in_jupyter.ipynb")
+        try:
+            page.get_by_text(re.compile(r"^Layer: ")).first.wait_for(timeout=240_000)
+        except PlaywrightTimeout:
+            raise AssertionError(f"the app never showed its layer; {_notebook_state(page)}") from None
+        _wait_until_run(page)
+        page.locator("canvas").first.scroll_into_view_if_needed()
+        wait_until(lambda: page.evaluate("""() => Bokeh.documents.some((doc) => {
+            const source = doc.get_model_by_name('points-image');
+            const url = source && (source.data instanceof Map ? source.data.get('url') : source.data.url);
+            return Boolean(url && url.length && String(url[0]).startsWith('data:image/png'));
+        })"""), timeout=60)
+        lasso(page, 0.3, 0.7, 0.3, 0.7)
+        selected = page.get_by_text(re.compile(r"\d+ selected")).first
+        selected.wait_for(timeout=30_000)
+        count = int(re.search(r"(\d+) selected", selected.inner_text()).group(1))
+        field = page.get_by_placeholder("new label, then Enter")
+        field.fill("round")
+        field.press("Enter")
+        page.get_by_text(f"Labeled {count} images “round”").first.wait_for(timeout=30_000)
+        assert page.outside == [], page.outside
+        assert not page.app_errors(), page.errors
+    finally:
+        stop_server(proc)
