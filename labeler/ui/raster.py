@@ -78,8 +78,12 @@ class PointsImage:
         width, height = max(1, int(size_px[0])), max(1, int(size_px[1]))
         canvas = ds.Canvas(plot_width=width, plot_height=height, x_range=tuple(map(float, x_range)),
                            y_range=tuple(map(float, y_range)))
-        categories = pd.Categorical.from_codes(self._codes, categories=range(len(self._palette)))
-        palette = np.array([_hex_rgb(c) for c in self._palette], dtype=np.float32)
+        # as many categories as the next power of two (at least 8): datashader compiles its aggregation for each
+        # number of categories, and a new label's colour would otherwise cost a compilation (~0.3 s) at once
+        slots = max(8, 1 << (len(self._palette) - 1).bit_length())
+        categories = pd.Categorical.from_codes(self._codes, categories=range(slots))
+        palette = np.zeros((slots, 3), dtype=np.float32)
+        palette[:len(self._palette)] = [_hex_rgb(c) for c in self._palette]
         frame = pd.DataFrame({"x": self.xy[:, 0], "y": self.xy[:, 1], "c": categories, "w": self._alpha})
 
         def layer(mask=None):
