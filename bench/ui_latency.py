@@ -141,7 +141,7 @@ def raster_app(n: int):
     view = MapView(None, "canvas", on_select=on_select, on_hover=lambda item: None, raster_from=0)
     view.plot.sizing_mode, view.plot.width, view.plot.height = "fixed", PLOT_PX, PLOT_PX
     view.draw(xy, np.arange(n), n, colour, alpha, None)
-    view._image.js_on_change("data", CustomJS(code="if (window.__bench_image) window.__bench_image();"))
+    view._tiles.js_on_change("data", CustomJS(code="if (window.__bench_image) window.__bench_image();"))
     return pn.pane.Bokeh(view.plot)
 
 
@@ -175,7 +175,7 @@ JS_SETUP = """() => {
 JS_RASTER_SETUP = """() => {
   const pv = Bokeh.index.query_one(v => v.model && v.model.name === 'map');
   if (!pv) return false;
-  const rv = [...pv.renderer_views.values()].find(r => r.model.data_source && r.model.data_source.name === 'points-image');
+  const rv = [...pv.renderer_views.values()].find(r => r.model.data_source && r.model.data_source.name === 'map-image');
   const B = window.__bench = {up: null, images: [], armed: false};
   const orig = pv.paint.bind(pv);
   pv.paint = function (...a) {

@@ -1,12 +1,10 @@
 """The map past its threshold of points (labeler/ui/raster.py, MapView's server-drawn mode): the selection a lasso
 or box geometry makes, the image of a view, the hovered point, and MapView giving the app the same calls as the
 browser-drawn scatter does."""
-import io
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("datashader")
 from labeler.ui.map import MapView  # noqa: E402
@@ -50,13 +48,13 @@ def test_the_image_shows_each_colour_where_its_points_are_and_dims_the_unselecte
     xy = np.array([[0.25, 0.25]] * 50 + [[0.75, 0.75]] * 50, dtype=np.float32)
     image = PointsImage(xy)
     image.colour(np.array(["#ff0000"] * 50 + ["#0000ff"] * 50, dtype=object), np.ones(100, dtype=np.float32))
-    rgba = np.asarray(Image.open(io.BytesIO(image.png((0, 1), (0, 1), (100, 100)))).convert("RGBA"))
+    rgba = image.rgba((0, 1), (0, 1), (100, 100))
     # row 0 is the top (y = 1): the red point (0.25, 0.25) is low on the left, the blue one high on the right
     assert tuple(rgba[75, 25][:3]) == (255, 0, 0) and rgba[75, 25][3] > 200
     assert tuple(rgba[25, 75][:3]) == (0, 0, 255) and rgba[25, 75][3] > 200
     assert rgba[50, 50][3] == 0
     selected = np.arange(100) < 50
-    dimmed = np.asarray(Image.open(io.BytesIO(image.png((0, 1), (0, 1), (100, 100), selected))).convert("RGBA"))
+    dimmed = image.rgba((0, 1), (0, 1), (100, 100), selected)
     assert dimmed[75, 25][3] > 200 and dimmed[25, 75][3] < rgba[25, 75][3] * 0.4
 
 
@@ -76,15 +74,16 @@ def test_map_view_draws_an_image_past_its_threshold_and_reports_a_lassos_ids():
     view.draw(xy, ids, 320, colour, np.full(320, 0.9, dtype=np.float32), np.full((320, 3), -1),
               reset_view=True)
     assert view.raster and len(view.source.data["x"]) == 0
-    assert view._image.data["url"][0].startswith("data:image/png;base64,")
     assert view.ids.tolist() == ids.tolist()
-    assert view._tiles.data["url"][0].startswith("data:image/jpeg"), "the thumbnails are drawn under the image"
+    drawn = view._tiles.data["url"][0]
+    assert drawn.startswith("data:image/jpeg;base64,"), "thumbnails and points: one JPEG of the view"
     xs, ys = circle(0.5, 0.5, 0.25)
     view._on_geometry(json.dumps(dict(n=1, type="poly", x=list(xs), y=list(ys))))
     inside = np.hypot(xy[:, 0] - 0.5, xy[:, 1] - 0.5) < 0.24
     assert set(inside.nonzero()[0] + 10) <= set(selections[-1])
     assert len(selections[-1]) < inside.sum() + 10
-    shown = view._image.data["url"][0]
+    shown = view._tiles.data["url"][0]
+    assert shown != drawn, "the selection is drawn"
     for bad in ("{", "[1, 2]", json.dumps(dict(type="poly", x=None, y=None)), json.dumps(dict(type="rect", x0=0)),
                 json.dumps(dict(type="rect", x0="a", x1=1, y0=0, y1=1)), json.dumps(dict(type="point", x=0, y=0))):
         view._on_geometry(bad)
@@ -92,7 +91,7 @@ def test_map_view_draws_an_image_past_its_threshold_and_reports_a_lassos_ids():
     view._on_geometry(json.dumps(dict(n=2, type="rect", x0=-1, x1=2, y0=-1, y1=2)))
     assert sorted(selections[-1]) == ids.tolist()
     view.clear_selection()
-    assert view._selected is None and view._image.data["url"][0] != shown
+    assert view._selected is None and view._tiles.data["url"][0] != shown
     colour[ids[:5]] = "#ff0000"
     view.recolour(colour, np.full(320, 0.9, dtype=np.float32), np.full((320, 3), -1))
     view._on_pointer(f"{xy[7, 0]} {xy[7, 1]}")
@@ -106,4 +105,4 @@ def test_map_view_below_its_threshold_keeps_the_browsers_scatter():
     xy = np.random.default_rng(2).random((50, 2)).astype(np.float32)
     view.draw(xy, np.arange(50), 50, np.full(50, "#bbbbbb", dtype=object), np.ones(50, dtype=np.float32),
               np.full((50, 3), -1))
-    assert not view.raster and len(view.source.data["x"]) == 50 and view._image.data["url"] == []
+    assert not view.raster and len(view.source.data["x"]) == 50

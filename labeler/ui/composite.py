@@ -102,9 +102,18 @@ def render_composite(xy, thumbs_getter: ThumbsGetter, x_range, y_range, canvas_p
     Where neighbouring tiles overlap, the higher `priority` is drawn on top (without
     `priority`, the lower id). Returns `Composite(None, 0, [])` when nothing is in view.
     """
+    view, ids = composite_pixels(xy, thumbs_getter, x_range, y_range, canvas_px, tile_px, visible_mask=visible_mask,
+                                 priority=priority, border=border, background=background)
+    return Composite(None if view is None else encode_jpeg(view, quality), len(ids), ids)
+
+
+def composite_pixels(xy, thumbs_getter: ThumbsGetter, x_range, y_range, canvas_px, tile_px: int, *,
+                     visible_mask=None, priority=None, border=None, background=(255, 255, 255)):
+    """`render_composite`'s view before encoding: (uint8 (height, width, 3) or None when nothing is in view,
+    the ids drawn), for a caller that draws more over it (the server-drawn points)."""
     ids, px = choose_tiles(xy, visible_mask, x_range, y_range, canvas_px, tile_px, priority)
     if not len(ids):
-        return Composite(None, 0, ids)
+        return None, ids
     width, height = _canvas(canvas_px)
     tiles = _fetch_tiles(thumbs_getter, ids, tile_px)
     if border is not None:
@@ -118,8 +127,7 @@ def render_composite(xy, thumbs_getter: ThumbsGetter, x_range, y_range, canvas_p
     for index in _bottom_to_top(ids, priority):  # at most one tile per cell, ~1 us each; overlaps in order
         left, top = corners[index]
         canvas[top:top + tile_px, left:left + tile_px] = tiles[index]
-    view = canvas[tile_px:tile_px + height, tile_px:tile_px + width]
-    return Composite(encode_jpeg(view, quality), len(ids), ids)
+    return canvas[tile_px:tile_px + height, tile_px:tile_px + width], ids
 
 
 def to_data_uri(jpeg: bytes) -> str:

@@ -20,12 +20,14 @@ from bokeh.models import (BoxSelectTool, ColumnDataSource, CustomJS, Div, HoverT
 from bokeh.plotting import figure
 
 from labeler.errors import USER_ERRORS
+from labeler.thumbs import encode_jpeg
 
-from .composite import render_composite, to_data_uri
-from .raster import RASTER_FROM, PointsImage, inside_box, inside_lasso, to_png_uri
+from .composite import composite_pixels, to_data_uri
+from .raster import RASTER_FROM, PointsImage, inside_box, inside_lasso, over_rgb
 
 logger = logging.getLogger(__name__)
 TILE_PX = 32
+JPEG_QUALITY = 85     # the view's image (thumbnails, and server-drawn points)
 HOVER_PX = 6       # server-drawn points: the hovered one is the nearest within this many pixels of the pointer
 # WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
 BACKENDS = ("webgl", "canvas")
@@ -69,13 +71,12 @@ class MapView:
         self.thumbs, self._on_select_ids, self._on_hover_id = thumbs, on_select, on_hover
         self.raster_from = raster_from
         self.source = ColumnDataSource(dict(x=[], y=[], id=[], color=[], alpha=[]))
-        self._tiles = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]))
-        self._image = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]), name="points-image")
+        # the view as one JPEG: its thumbnails, and its points too when the server draws them
+        self._tiles = ColumnDataSource(dict(url=[], x=[], y=[], w=[], h=[]), name="map-image")
         self.plot, points = map_figure(self.source, backend)
         # the composite goes under the points, so they keep their hover, selection and colours
         tiles = self.plot.add_glyph(self._tiles, ImageURL(url="url", x="x", y="y", w="w", h="h", anchor="top_left"))
-        image = self.plot.add_glyph(self._image, ImageURL(url="url", x="x", y="y", w="w", h="h", anchor="top_left"))
-        self.plot.renderers = [tiles, image, *(r for r in self.plot.renderers if r not in (tiles, image))]
+        self.plot.renderers = [tiles, *(r for r in self.plot.renderers if r is not tiles)]
         self._hover_id = Div(text="", visible=False, name="hover-id")
         self.plot.add_tools(HoverTool(renderers=[points], tooltips=None, callback=CustomJS(
             args=dict(div=self._hover_id, source=self.source),
@@ -109,6 +110,7 @@ class MapView:
         self._raster: PointsImage | None = None     # the points, when the server draws them
         self._raster_ids = np.zeros(0, dtype=np.int64)
         self._selected: np.ndarray | None = None    # the selection (a mask of the drawn points) when drawn so
+        self._under = (None, None)    # (the view, its thumbnails' pixels or None): what server-drawn points go over
 
     @property
     def raster(self) -> bool:
@@ -134,7 +136,6 @@ class MapView:
             self.source.data = dict(x=[], y=[], id=[], color=[], alpha=[])
         else:
             self._raster, self._raster_ids, self._selected = None, np.zeros(0, dtype=np.int64), None
-            self._image.data = dict(url=[], x=[], y=[], w=[], h=[])
             self.source.data = dict(x=xy[:, 0], y=xy[:, 1], id=ids, color=colour[ids], alpha=alpha[ids])
         self.source.selected.indices = []
         if reset_view:
@@ -147,10 +148,9 @@ class MapView:
         self._frames = frames
         if self._raster is not None:
             self._raster.colour(colour[ids], alpha[ids])
-            self._draw_points()
         else:
             self.source.data.update(color=colour[ids], alpha=alpha[ids])
-        self.draw_tiles(points=False)
+        self.draw_tiles()             # the labeled thumbnails' frames change colour
 
     def clear_selection(self) -> None:
         """Clear the plot's selection without telling `on_select`: the app keeps its own review (the images
@@ -159,40 +159,45 @@ class MapView:
         if self._raster is not None:
             if self._selected is not None:
                 self._selected = None
-                self._draw_points()
+                self._show_view()
         elif len(self.source.selected.indices):
             self._cleared = True
             self.source.selected.indices = []
 
-    def draw_tiles(self, points: bool = True) -> None:
-        """The thumbnails of the current view, as one JPEG covering it (and the points, when drawn as an image)."""
+    def draw_tiles(self) -> None:
+        """The current view as one JPEG covering it: the thumbnails (and the points, when the server draws them)."""
+        view = self._view()
+        under = None
+        if self.thumbs is not None:       # None: a map without thumbnails (bench/ui_latency.py)
+            visible = np.zeros(len(self._xy), dtype=bool)
+            visible[self.ids] = True
+            try:
+                under, _ = composite_pixels(np.nan_to_num(self._xy, nan=-1e9), self.thumbs.get, view[0], view[1],
+                                            view[2], TILE_PX, visible_mask=visible, border=self._frames)
+            except USER_ERRORS as err:
+                logger.warning("no thumbnails: %s", err)
+        self._under = (view, under)
+        self._show_view()
+
+    def _view(self) -> tuple:
         plot = self.plot
-        x_range, y_range = (plot.x_range.start, plot.x_range.end), (plot.y_range.start, plot.y_range.end)
-        if points and self._raster is not None:
-            self._draw_points()
-        if self.thumbs is None:           # a map without thumbnails (bench/ui_latency.py)
+        return (plot.x_range.start, plot.x_range.end), (plot.y_range.start, plot.y_range.end), _plot_px(plot)
+
+    def _show_view(self) -> None:
+        """Send the view's image: the thumbnails drawn last, under the points when the server draws them."""
+        view, under = self._under
+        if view != self._view():
+            self.draw_tiles()
             return
-        visible = np.zeros(len(self._xy), dtype=bool)
-        visible[self.ids] = True
-        try:
-            jpeg = render_composite(np.nan_to_num(self._xy, nan=-1e9), self.thumbs.get, x_range, y_range,
-                                    _plot_px(plot), TILE_PX, visible_mask=visible, border=self._frames).jpeg
-        except USER_ERRORS as err:
-            logger.warning("no thumbnails: %s", err)
-            return
-        if jpeg is None:
+        (x0, x1), (y0, y1), size = view
+        if self._raster is not None:
+            points = self._raster.rgba((x0, x1), (y0, y1), size, self._selected)
+            under = over_rgb(points, under if under is not None else np.full((*points.shape[:2], 3), 255, np.uint8))
+        if under is None:
             self._tiles.data = dict(url=[], x=[], y=[], w=[], h=[])
         else:
-            self._tiles.data = dict(url=[to_data_uri(jpeg)], x=[x_range[0]], y=[y_range[1]],
-                                    w=[x_range[1] - x_range[0]], h=[y_range[1] - y_range[0]])
-
-    def _draw_points(self) -> None:
-        """The points of the current view as one image (server-drawn mode)."""
-        plot = self.plot
-        x_range, y_range = (plot.x_range.start, plot.x_range.end), (plot.y_range.start, plot.y_range.end)
-        png = self._raster.png(x_range, y_range, _plot_px(plot), self._selected)
-        self._image.data = dict(url=[to_png_uri(png)], x=[x_range[0]], y=[y_range[1]],
-                                w=[x_range[1] - x_range[0]], h=[y_range[1] - y_range[0]])
+            self._tiles.data = dict(url=[to_data_uri(encode_jpeg(under, JPEG_QUALITY))], x=[x0], y=[y1],
+                                    w=[x1 - x0], h=[y1 - y0])
 
     def _on_indices(self, attr, old, new) -> None:
         cleared, self._cleared = self._cleared, False
@@ -219,7 +224,7 @@ class MapView:
         except (KeyError, TypeError, ValueError):
             return
         self._selected = chosen if chosen.any() else None
-        self._draw_points()
+        self._show_view()
         self._on_select_ids(self._raster_ids[chosen].tolist())
 
     def _on_pointer(self, text: str) -> None:

@@ -4,10 +4,11 @@ A browser's cost of drawing, hit-testing and recolouring a scatter grows with it
 a lasso's selection at 10k points, 837 ms at 100k; issue 18). Past the threshold the page gets one PNG of the
 current view instead, whose cost does not depend on the points, and Python does what the browser did:
 
-- `PointsImage.png(...)`: every point of the view aggregated per pixel and colour by datashader (each point
+- `PointsImage.rgba(...)`: every point of the view aggregated per pixel and colour by datashader (each point
   weighted by its alpha, so what the model knows fades), shaded by density, each point spread one pixel so a
   lone point stays visible; with a selection, the rest is dimmed as Bokeh dims unselected points, and the
-  selection is drawn again on top.
+  selection is drawn again on top. `over_rgb` lays it over the view's thumbnails: the page gets ONE JPEG
+  per change (a transparent PNG beside the thumbnails' JPEG cost twice the bytes and a second decode).
 - `inside_lasso` / `inside_box`: the lasso's polygon (in data coordinates, from Bokeh's `SelectionGeometry`
   event) filled into a mask finer than the screen, and each point looked up in it: O(points), tens of ms at 1M.
 - `PointsImage.nearest`: the point under the pointer, for the preview the hover gives below the threshold.
@@ -16,8 +17,6 @@ This module imports no Bokeh; `labeler.ui.map.MapView` switches between the two 
 """
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import os
 
@@ -70,9 +69,9 @@ class PointsImage:
         self._codes = np.asarray(codes, dtype=np.int16)
         self._alpha = np.clip(np.asarray(alpha, dtype=np.float32), 0.0, 1.0)
 
-    def png(self, x_range, y_range, size_px, selected: np.ndarray | None = None) -> bytes:
-        """The view `x_range` x `y_range` as a transparent PNG of `size_px` (width, height); `selected`: a
-        boolean mask of the points, or None."""
+    def rgba(self, x_range, y_range, size_px, selected: np.ndarray | None = None) -> np.ndarray:
+        """The view `x_range` x `y_range` as uint8 RGBA (height, width, 4) of `size_px` (width, height), row 0 at
+        the top and transparent where no point is; `selected`: a boolean mask of the points, or None."""
         import datashader as ds
         import pandas as pd
         width, height = max(1, int(size_px[0])), max(1, int(size_px[1]))
@@ -96,9 +95,7 @@ class PointsImage:
         if selected is not None and selected.any():   # the rest dimmed as Bokeh dims it, the selection on top
             image[..., 3] = (image[..., 3] * UNSELECTED_ALPHA).astype(np.uint8)
             image = _over(layer(selected), image)
-        out = io.BytesIO()
-        Image.fromarray(image[::-1], "RGBA").save(out, format="PNG", compress_level=1)   # row 0: the top
-        return out.getvalue()
+        return image[::-1]          # datashader's row 0 is the bottom of the view
 
     def nearest(self, x: float, y: float, radius: float) -> int | None:
         """The index of the point nearest (x, y) within `radius` (data units), or None."""
@@ -141,6 +138,12 @@ def _shade(counts: np.ndarray, palette: np.ndarray, min_alpha: int = 90) -> np.n
     return rgba
 
 
+def over_rgb(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """RGBA `top` composited over opaque RGB `bottom` (the thumbnails, or the plot's background): RGB uint8."""
+    alpha = top[..., 3:4].astype(np.float32) / 255
+    return (top[..., :3] * alpha + bottom * (1 - alpha)).astype(np.uint8)
+
+
 def _over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     """`top` composited over `bottom` (both RGBA uint8)."""
     a_top = top[..., 3:4].astype(np.float32) / 255
@@ -148,10 +151,6 @@ def _over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     alpha = a_top + a_bottom * (1 - a_top)
     rgb = (top[..., :3] * a_top + bottom[..., :3] * a_bottom * (1 - a_top)) / np.maximum(alpha, 1e-6)
     return np.concatenate([rgb, alpha * 255], axis=2).round().astype(np.uint8)
-
-
-def to_png_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def inside_box(xy: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:

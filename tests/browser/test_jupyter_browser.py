@@ -270,9 +270,9 @@ def test_the_server_drawn_map_in_jupyterlab(small_digits, tmp_path, local_page):
         _wait_until_run(page)
         page.locator("canvas").first.scroll_into_view_if_needed()
         wait_until(lambda: page.evaluate("""() => Bokeh.documents.some((doc) => {
-            const source = doc.get_model_by_name('points-image');
+            const source = doc.get_model_by_name('map-image');
             const url = source && (source.data instanceof Map ? source.data.get('url') : source.data.url);
-            return Boolean(url && url.length && String(url[0]).startsWith('data:image/png'));
+            return Boolean(url && url.length && String(url[0]).startsWith('data:image/jpeg'));
         })"""), timeout=60)
         lasso(page, 0.3, 0.7, 0.3, 0.7)
         selected = page.get_by_text(re.compile(r"\d+ selected")).first

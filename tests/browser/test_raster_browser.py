@@ -20,7 +20,7 @@ def _image_url(page) -> str:
     """The url of the points image the page holds ("" before the first)."""
     return page.evaluate("""() => {
         for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
-          const source = doc.get_model_by_name('points-image');
+          const source = doc.get_model_by_name('map-image');
           if (source) {
             const url = source.data instanceof Map ? source.data.get('url') : source.data.url;
             return url && url.length ? String(url[0]) : '';
@@ -40,7 +40,7 @@ def test_the_server_drawn_map_selects_labels_previews_and_zooms(small_digits, br
     try:
         page.goto(url)
         page.get_by_text(re.compile(r"^Layer: ")).first.wait_for(timeout=120_000)
-        wait_until(lambda: _image_url(page).startswith("data:image/png;base64,"), timeout=60)
+        wait_until(lambda: _image_url(page).startswith("data:image/jpeg;base64,"), timeout=60)
         drawn = _image_url(page)
 
         lasso(page)
