@@ -2,7 +2,7 @@
 import pytest
 
 from labeler.ui import app, clean_view
-from labeler.ui.keys import Binding, KeyTable, Shortcuts
+from labeler.ui.keys import Binding, KeyTable, Shortcuts, shortcuts_state
 
 
 @pytest.mark.parametrize("view, table", [(app.LabelApp, app.KEYS), (clean_view.CleanView, clean_view.KEYS)])
@@ -33,3 +33,15 @@ def test_dispatch_calls_the_bound_method_with_the_key_and_ignores_others():
 def test_the_help_card_shows_names_as_text():
     table = KeyTable(Binding(("x",), "<b>x</b>", "<img src=x>", "_x"))
     assert "<b>" not in table.help_html() and "&lt;img src=x&gt;" in table.help_html()
+
+
+def test_the_state_of_the_shortcuts_counts_the_keys_handled_and_the_actions_run():
+    """What `kill -USR1` on a served app logs (labeler/ui/serve.py): per Shortcuts, the keys received, handled and
+    whose action ran, so a key that is lost says where."""
+    shortcuts = Shortcuts(keys=["ArrowRight"])
+    seen = []
+    shortcuts.on_key(seen.append)
+    shortcuts.press("ArrowRight", "ArrowRight")
+    assert seen == ["ArrowRight", "ArrowRight"]
+    line = next(line for line in shortcuts_state() if "handled 2," in line)
+    assert "ran 2," in line and "param 2," in line and "no document" in line

@@ -206,7 +206,7 @@ class Shortcuts(JSComponent):
             for count, key in event.new:
                 if count > self._handled:
                     self._handled = count
-                    self._scheduled_on = _doc_state(pn_state().curdoc)
+                    self._scheduled_on = _doc_state(_panel_state().curdoc)
                     with_document_lock(lambda key=key: run(key))
         self.param.watch(handle, "pressed")
 
@@ -220,7 +220,7 @@ def _top(pressed) -> int:
     return max((pair[0] for pair in pressed or ()), default=0)
 
 
-def pn_state():
+def _panel_state():
     from panel.io.state import state
     return state
 

@@ -4,7 +4,8 @@
 points in a `ColumnDataSource`, a lasso that sends one selection per drag, box select, wheel
 zoom. `MapView` adds what the app needs around it: the thumbnails as one composite JPEG of the
 current view (rebuilt by the server on zoom and pan; see `composite`), the hovered image's id
-(for the large preview), and the positions of every item.
+(for the large preview), and the positions of every item. Past `raster.RASTER_FROM` points it draws
+the points into that JPEG too and computes a lasso's selection itself (see `raster`).
 """
 from __future__ import annotations
 
