@@ -1,7 +1,7 @@
 """The map's points past `RASTER_FROM` of them: one image per view, drawn by the server with datashader.
 
 A browser's cost of drawing, hit-testing and recolouring a scatter grows with its points (Canvas: 53 ms to show
-a lasso's selection at 10k points, 837 ms at 100k; issue 18). Past the threshold the page gets one PNG of the
+a lasso's selection at 10k points, 837 ms at 100k; issue 18). Past the threshold the page gets one image of the
 current view instead, whose cost does not depend on the points, and Python does what the browser did:
 
 - `PointsImage.rgba(...)`: every point of the view aggregated per pixel and colour by datashader (each point
@@ -10,7 +10,8 @@ current view instead, whose cost does not depend on the points, and Python does 
   selection is drawn again on top. `over_rgb` lays it over the view's thumbnails: the page gets ONE JPEG
   per change (a transparent PNG beside the thumbnails' JPEG cost twice the bytes and a second decode).
 - `inside_lasso` / `inside_box`: the lasso's polygon (in data coordinates, from Bokeh's `SelectionGeometry`
-  event) filled into a mask finer than the screen, and each point looked up in it: O(points), tens of ms at 1M.
+  event, passed on by the page) filled into a mask finer than the screen, and each point looked up in it:
+  O(points), tens of ms at 1M.
 - `PointsImage.nearest`: the point under the pointer, for the preview the hover gives below the threshold.
 
 This module imports no Bokeh; `labeler.ui.map.MapView` switches between the two ways of drawing.
@@ -23,9 +24,6 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-# from this many points on, the map is one server-drawn image (bench/ui_latency.py: the browser's own scatter
-# shows a lasso's selection within 300 ms here up to about this many points; the image costs the same at any N);
-# LABELER_RASTER_FROM changes the default (0: always an image), as `labeler serve --raster-from` does
 def _raster_from(default: int = 50_000) -> int:
     text = os.environ.get("LABELER_RASTER_FROM", "").strip()
     if text.isdigit():
@@ -36,6 +34,9 @@ def _raster_from(default: int = 50_000) -> int:
     return default
 
 
+# from this many points on, the map is one server-drawn image (bench/ui_latency.py: the browser's own Canvas
+# scatter shows a lasso's selection faster below it; the image costs about the same at any N);
+# LABELER_RASTER_FROM changes the default (0: always an image), as `labeler serve --raster-from` does
 RASTER_FROM = _raster_from()
 UNSELECTED_ALPHA = 0.25        # what Bokeh's nonselection_alpha does to the rest of the points
 MASK_PX = 2048                 # the lasso's polygon is filled at this resolution across its longer side
@@ -49,7 +50,7 @@ def _hex_rgb(colour: str) -> tuple[int, int, int]:
 
 
 class PointsImage:
-    """The points of one drawing: positions fixed, colours and alpha replaceable, one PNG per view."""
+    """The points of one drawing: positions fixed, colours and alpha replaceable, one RGBA image per view."""
 
     def __init__(self, xy: np.ndarray):
         self.xy = np.ascontiguousarray(xy, dtype=np.float32)
@@ -87,7 +88,8 @@ class PointsImage:
 
         def layer(mask=None):
             # datashader's aggregation (numba, the part that grows with the points): alpha-weighted counts per
-            # pixel and colour; the shading below works on the pixels only (5x datashader's own at 12 colours)
+            # pixel and colour; the shading below works on the pixels only (about 3x faster than datashader's
+            # own shade and spread at 12 colours here)
             agg = canvas.points(frame if mask is None else frame[mask], "x", "y", agg=ds.by("c", ds.sum("w")))
             return _shade(np.nan_to_num(np.asarray(agg.data, dtype=np.float32)), palette)
 
