@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import param
 from panel.custom import JSComponent
+from panel.io.state import state as panel_state
 
 from ._panel import esc, with_document_lock
 
@@ -206,7 +207,7 @@ class Shortcuts(JSComponent):
             for count, key in event.new:
                 if count > self._handled:
                     self._handled = count
-                    self._scheduled_on = _doc_state(_panel_state().curdoc)
+                    self._scheduled_on = _doc_state(panel_state.curdoc)
                     with_document_lock(lambda key=key: run(key))
         self.param.watch(handle, "pressed")
 
@@ -218,11 +219,6 @@ class Shortcuts(JSComponent):
 
 def _top(pressed) -> int:
     return max((pair[0] for pair in pressed or ()), default=0)
-
-
-def _panel_state():
-    from panel.io.state import state
-    return state
 
 
 def _doc_state(doc) -> str:
@@ -239,7 +235,6 @@ def shortcuts_state() -> list[str]:
     """Where each live Shortcuts' keys stand, in words: the count the Python side has handled and holds, the
     changes Panel has received but not yet applied, and for each of its Bokeh models the count the document
     holds and whether that document holds back its events (a key that never arrives stops at one of these)."""
-    from panel.io.state import state
     lines = []
     for shortcuts in list(_LIVE):
         said = [f"keys {shortcuts.keys[:2]}...: handled {shortcuts._handled}, ran {shortcuts._ran}, param "
@@ -252,7 +247,6 @@ def shortcuts_state() -> list[str]:
             said.append(f"model {_top(getattr(model.data, 'pressed', []))} in {_doc_state(doc)} "
                         f"(hold {getattr(callbacks, 'hold_value', None)}, {len(held)} held "
                         f"{[type(event).__name__ for event in held[:5]]}, "
-                        f"change callbacks {len(state._change_callbacks.get(doc, {})) if doc else None}, "
-                        f"session {'gone' if doc is None or doc.session_context is None else 'open'})")
+                        f"change callbacks {len(panel_state._change_callbacks.get(doc, {})) if doc else None})")
         lines.append("; ".join(said))
     return lines

@@ -59,9 +59,6 @@ class PointsImage:
         self._alpha = np.ones(len(xy), dtype=np.float32)
         self._tree = None
 
-    def __len__(self) -> int:
-        return len(self.xy)
-
     def colour(self, colour: np.ndarray, alpha: np.ndarray) -> None:
         """Each point's colour ('#rrggbb') and alpha, in the order of `xy`."""
         import pandas as pd
