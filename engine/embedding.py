@@ -14,6 +14,7 @@ import numpy as np
 from ._workers import default_workers
 from .backbones import DEFAULT_BACKBONE, get_backbone_cfg
 from .features import DONE, FAILED, FeatureCache
+from .ray_embed import ray_or_say_why_not
 from .workspace import Item, Workspace
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def embed(workspace: Workspace, *, backbone: str = DEFAULT_BACKBONE, size: int =
     result = EmbedResult(0, 0, layers=list(cfg.layers), backbone=backbone, size=size, n_items=len(items))
     if todo:
         stats = {item.id: (item.size, item.mtime_ns) for item in items}
-        if ray is not None and _ray_or_say_why_not():
+        if ray is not None and ray_or_say_why_not("embedding"):
             from .ray_embed import compute_rows_ray
             result.embedded = compute_rows_ray(cfg, cache, workspace, todo, stats, size=size, batch_size=batch_size,
                                                pretrained=pretrained, progress=progress, address=ray)
@@ -93,12 +94,4 @@ def rows_to_compute(items: list[Item], cache: FeatureCache) -> list[tuple[int, s
     known[:m] = (np.isin(rows["status"][:m], (DONE, FAILED)) & (rows["size"][:m] == size[:m])
                  & (rows["mtime_ns"][:m] == mtime[:m]))
     return [(int(i), items[i].path) for i in np.flatnonzero(~known & ~missing)]
-
-
-def _ray_or_say_why_not() -> bool:
-    from .ray_embed import ray_available
-    if ray_available():
-        return True
-    logger.warning("Ray is not installed (pip install 'labeler[ray]'): embedding on this machine instead")
-    return False
 

@@ -8,6 +8,7 @@ validation computed for it, and metrics on labeled images (`Predictor.metrics`) 
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import math
 import os
@@ -150,21 +151,32 @@ class Predictor:
         image out, as in training; a label the model cannot know (an unknown class) raises InputError.
         """
         for samples, x in self._batches(folder, paths, targets, batch_size, workers, progress):
-            outputs = self.task.activation(self.raw_outputs(x))
+            outputs, _ = self.batch_outputs(x)
             yield from ((s.path, s.size, output, s.y) for s, output in zip(samples, outputs))
 
     def embedded_outputs(self, folder, paths, *, batch_size: int = 32, workers: int | None = None, progress=None):
         """(path, pooled features, activated output) per readable image: the features are the fine-tuned body's
         last feature map pooled as the feature cache pools every layer (`engine.pooling.pool`), for a model with
         a body and a pooled head (a classifier or a regressor; not a U-Net)."""
+        self.check_embeddable()
+        for samples, x in self._batches(folder, paths, None, batch_size, workers, progress):
+            outputs, features = self.batch_outputs(x, embedded=True)
+            yield from ((s.path, feature, output) for s, feature, output in zip(samples, features, outputs))
+
+    def check_embeddable(self) -> None:
+        """Raises LearnerError for a model without a body and a pooled head (a U-Net): it has no features to map."""
         if not isinstance(self.model, BodyHeadModel):
             raise LearnerError(f"A {self.task.name} model has no pooled body features to map; only classifiers "
                                f"and regressors do.")
-        for samples, x in self._batches(folder, paths, None, batch_size, workers, progress):
-            fmap, _ = self._forward(x, body=True)
-            outputs = self.task.activation(self.raw_outputs(fmap, head_only=True))
-            features = pooling.pool(fmap)
-            yield from ((s.path, feature, output) for s, feature, output in zip(samples, features, outputs))
+
+    def batch_outputs(self, x: torch.Tensor, embedded: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(activated outputs, pooled body features or None) of a batch of `preprocess`ed images; the features
+        (`embedded`) are the body's last feature map pooled as the feature cache pools every layer
+        (`engine.pooling.pool`). What `labeled_outputs`, `embedded_outputs` and Ray's workers compute."""
+        if not embedded:
+            return self.task.activation(self.raw_outputs(x)), None
+        fmap, _ = self._forward(x, body=True)
+        return self.task.activation(self.raw_outputs(fmap, head_only=True)), pooling.pool(fmap)
 
     def _batches(self, folder, paths, targets, batch_size, workers, progress):
         """(readable samples, their stacked pixels) per batch of `paths`; see `labeled_outputs`."""
@@ -211,11 +223,15 @@ class Predictor:
 
 
 def load_exported(path, device="cpu") -> Predictor:
-    """Rebuild an exported model (no pretrained weights needed) as a `Predictor`."""
-    if not Path(path).is_file():
+    """Rebuild an exported model (no pretrained weights needed) as a `Predictor`; `path` may also be the file's
+    bytes (what Ray's workers get)."""
+    if isinstance(path, bytes):
+        state, path = torch.load(io.BytesIO(path), map_location=device, weights_only=True), "the model's bytes"
+    elif not Path(path).is_file():
         raise LearnerError(f"Model file {str(path)!r} does not exist. Give a file written by `labeler train --out` "
                            f"or Learner.export.")
-    state = torch.load(path, map_location=device, weights_only=True)
+    else:
+        state = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != EXPORT_FORMAT:
         raise LearnerError(f"{path} is not a model exported by Learner.export (expected format {EXPORT_FORMAT}).")
     config = dict(state["model_config"])

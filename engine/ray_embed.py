@@ -23,6 +23,7 @@ import numpy as np
 from .features import FeatureCache
 from .workspace import Workspace
 
+logger = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 LOCAL = "local"      # the address that starts a Ray instance on this machine (what tests and a laptop use)
 
@@ -34,6 +35,14 @@ def ray_available() -> bool:
         return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
     except (ImportError, ValueError):
         return False
+
+
+def ray_or_say_why_not(doing: str) -> bool:
+    """Whether Ray can be used; when it cannot, the log says that `doing` (e.g. 'embedding') runs here instead."""
+    if ray_available():
+        return True
+    logger.warning("Ray is not installed (pip install 'labeler[ray]'): %s on this machine instead", doing)
+    return False
 
 
 def connect(address: str | None, num_cpus: int | None = None):
@@ -50,7 +59,7 @@ def connect(address: str | None, num_cpus: int | None = None):
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as err:
             raise ConnectionError(f"Cannot join the Ray cluster at {address!r}: {err}. Start it with "
-                                  "`ray start --head` (see the README, 'Embedding on a Ray cluster').") from err
+                                  "`ray start --head` (see the README, 'Embedding and prediction on a Ray cluster').") from err
     return ray
 
 

@@ -131,14 +131,16 @@ def _map_every_image(learner, folder: Path, workspace: Path, model_dir: Path, re
     from engine.predictor import Predictor
 
     from .model_layer import build_model_layer, fit_temperature
-    from .model_store import write_record
+    from .model_store import MODEL_FILE, write_record
+    from .project import RAY_ADDRESS_VARIABLE
     out.put({"type": "stage", "stage": "mapping every image with the fine-tuned network"})
     temperature = 1.0
     if learner.task.one_label:       # its confidence made honest on the validation images
         valid = Interpretation.from_learner(learner)
         temperature = fit_temperature(valid.outputs.numpy(), valid.targets.numpy())
     made = build_model_layer(Predictor.from_learner(learner), Workspace(folder, workspace), model_dir.name, stop=stop,
-                             temperature=temperature,
+                             temperature=temperature, model_file=model_dir / MODEL_FILE,
+                             ray=os.environ.get(RAY_ADDRESS_VARIABLE) or None,
                              progress=lambda done, total: out.put({"type": "mapped", "done": done, "total": total}))
     return write_record(model_dir, {**record, "layer": made or None})
 

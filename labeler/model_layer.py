@@ -65,12 +65,13 @@ def _scaled(probs, temperature: float) -> np.ndarray:
 
 
 def build_model_layer(predictor, workspace, model_id: str, *, temperature: float = 1.0, progress=None,
-                      stop=None) -> dict:
+                      stop=None, model_file=None, ray: str | None = None) -> dict:
     """Run the fine-tuned `predictor` over every present image of `workspace` (an engine Workspace): its pooled
     features become model `model_id`'s layer, its probabilities (a single-label classifier; scaled by `temperature`,
     see `fit_temperature`) the store's newest predictions. `progress(done, total)` hears about the images; `stop()`
-    True abandons the layer (nothing is offered). Returns {"images", "predictions", "temperature"}, or {} when
-    stopped."""
+    True abandons the layer (nothing is offered). With `ray` (an address) and the model's exported `model_file`,
+    the forward passes run on that Ray cluster (`engine.ray_predict`). Returns {"images", "predictions",
+    "temperature"}, or {} when stopped."""
     from .store import LabelStore
     items = [item for item in workspace.items() if not item.missing]
     stale = layer_cache(workspace.root, model_id, predictor.size).dir
@@ -80,7 +81,7 @@ def build_model_layer(predictor, workspace, model_id: str, *, temperature: float
     total, done = len(items), 0
     rows, probs = [], []
     arrays = None
-    for path, feature, output in predictor.embedded_outputs(workspace.folder, list(by_path), batch_size=BATCH):
+    for path, feature, output in _embedded(predictor, workspace.folder, list(by_path), model_file, ray):
         if arrays is None:       # the width is known from the first image
             cache.prepare([LAYER], {LAYER: int(feature.numel())}, len(workspace.items()))
             arrays = cache.open_for_writing()
@@ -108,6 +109,16 @@ def build_model_layer(predictor, workspace, model_id: str, *, temperature: float
             store.close()
         predicted = len(rows)
     return {"images": len(rows), "predictions": predicted, "temperature": round(temperature, 4)}
+
+
+def _embedded(predictor, folder, paths: list[str], model_file, ray: str | None):
+    """(path, pooled features, output) per readable image: on the Ray cluster at `ray`, or here."""
+    from engine.ray_embed import ray_or_say_why_not
+    if ray is not None and model_file is not None and ray_or_say_why_not("mapping every image"):
+        from engine.ray_predict import ray_outputs
+        return ((path, feature, output) for path, _, output, _, feature
+                in ray_outputs(model_file, folder, paths, embedded=True, batch_size=BATCH, address=ray))
+    return predictor.embedded_outputs(folder, paths, batch_size=BATCH)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from engine.data import InputError
 from labeler._predictions import model_id_for_file
+from labeler.prediction_files import PredictionFiles, text_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def add_commands(sub, make_command) -> None:
     fit.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random flips, turns, zoom, warp and lighting)")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
+    _ray_option(fit, "the predictions stored for every image after training")
 
     text = ("predict images with a model from `labeler train`; with true labels, score it as training validates; "
             "--out writes the predictions, --store keeps a classifier's")
@@ -84,6 +86,7 @@ def add_commands(sub, make_command) -> None:
     cmd.add_argument("--workers", type=int, default=None,
                      help="image-decoding processes (default: none on 1-2 cores, else the cores but two, at most 4)")
     cmd.add_argument("--json", action="store_true", help="machine-readable output on stdout (scores under metrics)")
+    _ray_option(cmd)
     truth = cmd.add_argument_group("true labels: print the task's metrics over the images that have one, computed "
                                    "as training's validation computes them (at the model's size)")
     truth.add_argument("--labels", metavar="CSV", help="image_name,tags: accuracy of a classifier; mAP and F2 of a "
@@ -92,6 +95,13 @@ def add_commands(sub, make_command) -> None:
                                            "multi-label model)")
     _mask_and_point_options(truth)
     cmd.set_defaults(run=run_predict)
+
+
+def _ray_option(cmd, what: str = "the forward passes") -> None:
+    cmd.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help=f"compute {what} on a Ray cluster, as `labeler embed --ray` does: ADDRESS as `ray start` "
+                          "printed it, 'auto' for the one started here, none for a local instance (needs `pip install "
+                          "labeler[ray]`; the folder must be at the same path on every node)")
 
 
 def _mask_and_point_options(group) -> None:
@@ -156,7 +166,8 @@ def run_train(args) -> int:
         summary["baseline"] = _rounded(baseline)
     learner.export(args.out)
     if from_store and learner.task.per_label_scores:
-        summary["stored"] = store_predictions(Predictor.from_learner(learner), folder, args.workspace, args.out)
+        summary["stored"] = store_predictions(Predictor.from_learner(learner), folder, args.workspace, args.out,
+                                              ray=args.ray)
     print(json.dumps(summary) if args.json else _text_summary(summary))
     return 0
 
@@ -285,10 +296,10 @@ def run_predict(args) -> int:
     paths = discover_images(folder)
     paths = _only(args.only, paths) if args.only else paths
     truth, source = _true_labels(args, predictor, paths)
-    files = _PredictionFiles(args.out, args.mask_suffix) if args.out else None
+    files = PredictionFiles(args.out, args.mask_suffix) if args.out else None
     rows, outputs, targets, done = [], [], [], []
     for path, image_size, output, target in _predict_paths(predictor, folder, paths, truth, batch_size=args.batch_size,
-                                                           workers=args.workers):
+                                                           workers=args.workers, ray=args.ray, model_file=args.model):
         result = predictor.task.decode(output, image_size, predictor.labels)
         rows.append({"path": path, **predictor.task.summary(result)})
         if files:
@@ -303,7 +314,7 @@ def run_predict(args) -> int:
         out["out"] = files.close()
     if args.store:
         out["stored"] = store_predictions(predictor, folder, args.workspace, args.model, done)
-    print(json.dumps(out) if args.json else _text_predictions(out))
+    print(json.dumps(out) if args.json else text_predictions(out))
     return 0
 
 
@@ -391,74 +402,13 @@ def _scores(predictor, outputs: list, targets: list, source: str) -> dict:
     return scores
 
 
-def _text_predictions(out: dict) -> str:
-    lines = [f"{row['path']}: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "path")
-             for row in out["predictions"]]
-    if "metrics" in out:
-        lines.append(f"on the {out['scored']} images with a true label in {out['labels_from']}:")
-        lines += [f"  {k}: {v:.4f}" for k, v in out["metrics"].items()]
-    if "out" in out:
-        lines.append(" and ".join(f"{kind} written to {path}" for kind, path in out["out"].items()))
-    if "stored" in out:
-        lines.append(f"predictions for {out['stored']['items']} images stored as {out['stored']['model_id']!r} "
-                     f"(labeler export --format predictions)")
-    return "\n".join(lines)
-
-
-class _PredictionFiles:
-    """--out: a CSV row per image (image_name and the task's summary); a mask per image as a PNG beside it."""
-
-    def __init__(self, out, mask_suffix: str):
-        from labeler._files import checked_output_file
-        self.csv = checked_output_file(out)
-        self.masks = self.csv.with_name(self.csv.stem + "_masks")
-        self.mask_suffix, self.rows, self.wrote_masks = mask_suffix, [], False
-
-    def add(self, path: str, summary: dict, result: dict) -> None:
-        from engine._atomic import atomic_output
-        row = {"image_name": path, **_cells({k: v for k, v in summary.items() if k != "path"})}
-        if "mask" in result:  # a class index per pixel: a PNG at the image's size, which the CSV names
-            from PIL import Image
-            file = self.masks / Path(path).with_name(Path(path).stem + self.mask_suffix)
-            file.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_output(file) as f:
-                Image.fromarray(np.asarray(result["mask"], np.uint8)).save(f, format="PNG")
-            row["mask"], self.wrote_masks = file.relative_to(self.csv.parent).as_posix(), True
-        self.rows.append(row)
-
-    def close(self) -> dict:
-        """Write the CSV; returns {"predictions": CSV path, "masks": their folder (segmentation)}."""
-        from engine._atomic import atomic_output
-        from labeler._files import safe_cell
-        columns = list(dict.fromkeys(key for row in self.rows for key in row)) or ["image_name"]
-        with atomic_output(self.csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({k: safe_cell(k, v) for k, v in row.items()} for row in self.rows)
-        return {"predictions": str(self.csv), **({"masks": str(self.masks)} if self.wrote_masks else {})}
-
-
-def _cells(summary: dict) -> dict:
-    """A task's summary as CSV cells: tags joined by spaces, points as x0,y0,x1,y1,...; per-class tables (a mask's
-    share of each class) stay in --json."""
-    cells = {}
-    for key, value in summary.items():
-        if isinstance(value, list) and value and isinstance(value[0], list):
-            cells.update({f"{axis}{i}": v for i, point in enumerate(value) for axis, v in zip("xy", point)})
-        elif isinstance(value, list):
-            cells[key] = " ".join(map(str, value))
-        elif not isinstance(value, dict):
-            cells[key] = value
-    return cells
-
-
-def store_predictions(predictor, folder: Path, workspace, model_file, done=None) -> dict:
+def store_predictions(predictor, folder: Path, workspace, model_file, done=None, ray: str | None = None) -> dict:
     """Store the class probabilities of every present image of the project in its label store.
 
     `done`: (path, image size, output) rows already predicted for the folder's images; the images
-    are predicted here when None. The model id names the file and its contents
-    (`model_id_for_file`): storing the same model again replaces its predictions, a retrained one
-    is stored beside. Returns {"model_id", "items"}.
+    are predicted here when None (on the Ray cluster at `ray`, when given). The model id names the
+    file and its contents (`model_id_for_file`): storing the same model again replaces its
+    predictions, a retrained one is stored beside. Returns {"model_id", "items"}.
 
     Raises:
         InputError: the model is not a classifier (a mask or points per image are no class probabilities).
@@ -469,7 +419,8 @@ def store_predictions(predictor, folder: Path, workspace, model_file, done=None)
     with Project(folder, workspace) as project:
         ids = {item.path: item.id for item in project.items if not item.missing}
         if done is None:
-            done = _predict_paths(predictor, project.folder, list(ids), desc="predicting every image")
+            done = _predict_paths(predictor, project.folder, list(ids), desc="predicting every image", ray=ray,
+                                  model_file=model_file)
         done = [(path, output) for path, _, output, *_ in done if path in ids]
         probs = np.stack([output.numpy() for _, output in done]) if done else np.zeros((0, len(predictor.labels)))
         project.store.set_predictions(model_id, [ids[path] for path, _ in done], list(predictor.labels), probs)
@@ -484,8 +435,18 @@ def _check_classifier(predictor, model_file) -> None:
 
 
 def _predict_paths(predictor, folder: Path, paths: list[str], targets=None, desc: str = "predicting",
-                   batch_size: int = PREDICT_BATCH, workers: int | None = None):
-    """`Predictor.labeled_outputs` for the folder's images, with a progress bar."""
+                   batch_size: int = PREDICT_BATCH, workers: int | None = None, ray: str | None = None,
+                   model_file=None):
+    """`Predictor.labeled_outputs` for the folder's images, with a progress bar; with `ray` (an address) the
+    forward passes run on that Ray cluster (`engine.ray_predict`, the exported `model_file` sent to its workers),
+    or here when Ray is not installed."""
+    from engine.ray_embed import ray_or_say_why_not
     with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, disable=None, leave=False) as bar:
+        if ray is not None and model_file is not None and ray_or_say_why_not("predicting"):
+            from engine.ray_predict import ray_outputs
+            for path, size, output, target, _ in ray_outputs(model_file, folder, paths, targets, address=ray,
+                                                             batch_size=batch_size, progress=bar.update):
+                yield path, size, output, target
+            return
         yield from predictor.labeled_outputs(folder, paths, targets, batch_size=batch_size, workers=workers,
                                              progress=bar.update)
