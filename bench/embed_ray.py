@@ -1,10 +1,12 @@
-"""Embedding on Ray beside the local path, in the same run, on the same real images (issue 18, part 3).
+"""Embedding and prediction on Ray beside the local path, in the same run, on the same real images (issue 18, part 3).
 
 Both write a fresh feature cache of every offered layer (the default backbone and its real weights); the table
 gives images per second for the local path, for Ray including its start (a new local instance, the actors
 loading the network), and for Ray's forward passes alone (a second Ray run on a new cache, the instance and
 its workers already up), the largest difference between the two caches, and what N machines would do from
-the per-worker figure.
+the per-worker figure. Then prediction over the same images with an exported classifier (mobilenet_v2 with its
+ImageNet body, at 128 px, as the Model tab fine-tunes it): `labeler predict`'s local path against
+`engine.ray_predict` on the instance already up, and the largest difference between their outputs.
 
     .venv/bin/python bench/embed_ray.py [--folder ../shared/data/cifar10] [--limit 1000] [--cpus 2]
 """
@@ -46,6 +48,35 @@ def _max_difference(a: Workspace, b: Workspace, result) -> float:
                             - caches[1].load(layer, "avg").astype(np.float32)).max()) for layer in result.layers)
 
 
+def _predict_both(folder: Path, model_file: Path) -> tuple[float, float, int, float]:
+    """(local seconds, Ray seconds, images, largest output difference) of predicting every image of `folder`."""
+    import torch
+    from types import SimpleNamespace
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from engine.data import discover_images
+    from engine.learner import Learner
+    from engine.models import create_model
+    from engine.predictor import load_exported
+    from engine.ray_predict import ray_outputs
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(2, 3, 128, 128), torch.arange(2)), batch_size=2)
+    classes = [str(i) for i in range(10)]
+    data = SimpleNamespace(task="classify", classes=classes, codes=None, void_code=None, n_out=10, train=loader,
+                           valid=loader, size=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    Learner(data, create_model("classify", "mobilenet_v2", 10, pretrained=True), device="cpu").export(model_file)
+    paths = discover_images(folder)
+    predictor = load_exported(model_file)
+    start = time.perf_counter()
+    here = [output for _, _, output, _ in predictor.labeled_outputs(folder, paths, None, batch_size=32)]
+    local_s = time.perf_counter() - start
+    start = time.perf_counter()
+    there = [output for _, _, output, _, _ in ray_outputs(model_file, folder, paths, batch_size=32, address="local")]
+    ray_s = time.perf_counter() - start
+    difference = float((torch.stack(here) - torch.stack(there)).abs().max())
+    return local_s, ray_s, len(here), difference
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
@@ -65,6 +96,7 @@ def main(argv=None) -> None:
         first_s, _ = _timed(first_ws, ray="local")
         second_s, _ = _timed(second_ws, ray="local")
         difference = _max_difference(local_ws, second_ws, result)
+        predicted = _predict_both(folder, Path(tmp) / "model.pt")
         ray.shutdown()
     n = result.embedded
     per_worker = n / second_s / args.cpus
@@ -75,7 +107,12 @@ def main(argv=None) -> None:
     print(f"| Ray, start included (`ray.init` {init_s:.1f} s, actors loading the network) | {init_s + first_s:.1f} | "
           f"{n / (init_s + first_s):.0f} | {local_s / (init_s + first_s):.2f}x |")
     print(f"| Ray, forward passes (instance up, actors started anew) | {second_s:.1f} | {n / second_s:.0f} | {local_s / second_s:.2f}x |")
-    print(f"\nlargest difference between the local and the Ray cache: {difference:.2g} (float16)")
+    local_p, ray_p, images, out_difference = predicted
+    print(f"| predict, local (`labeler predict`) | {local_p:.1f} | {images / local_p:.0f} | 1.00x |")
+    print(f"| predict, Ray (instance up, actors started anew) | {ray_p:.1f} | {images / ray_p:.0f} | "
+          f"{local_p / ray_p:.2f}x |")
+    print(f"\nlargest difference between the local and the Ray cache: {difference:.2g} (float16); between the "
+          f"predicted probabilities: {out_difference:.2g}")
     print(f"per worker (one CPU): {per_worker:.0f} images/s; N machines of C cores would do about "
           f"N x C x {per_worker:.0f} images/s while the folder's storage keeps up")
 

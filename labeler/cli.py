@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from labeler.training import add_commands as add_training_commands
     add_training_commands(sub, lambda name, text, run: _command(sub, name, text, run))
+    from labeler.collect import add_commands as add_collect_commands
+    add_collect_commands(sub, _actor_option)
 
     text = "list backbones and the layers each offers"
     cmd = sub.add_parser("backbones", help=text, description=text)

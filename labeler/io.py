@@ -67,7 +67,7 @@ def import_labels_csv(project, csv_path, *, image_column="image_name", label_col
             report.empty += 1
             continue
         collected.setdefault(name, []).extend(labels)
-    _assign_collected(project, collected, report, f"import labels from {path.name}")
+    assign_collected(project, collected, report, f"import labels from {path.name}")
     return report
 
 
@@ -126,8 +126,9 @@ def _cell_labels(cell: str, delimiter: str | None, path: Path, row: int) -> list
         raise LabelFileError(f"Label file {str(path)!r}, row {row}: {err}") from None
 
 
-def _assign_collected(project, collected: dict[str, list[str]], report: ImportReport, description: str) -> None:
-    """Map names to item ids (reporting unknown ones and single-label conflicts) and assign in one event.
+def assign_collected(project, collected: dict[str, list[str]], report: ImportReport, description: str) -> None:
+    """Map names to item ids (reporting unknown ones and single-label conflicts) and assign in one event
+    (the imports here, and the label column of `labeler download`'s URL list).
 
     Names that differ but mean one item (`a.png`, `./a.png`, `a.png `) pool their labels.
     """
@@ -189,7 +190,7 @@ def import_folders(project, root) -> ImportReport:
             original = originals.get(f"{class_dir.name}/{relative}")
             name = _item_name(project, class_dir / relative, relative, known, original)
             collected.setdefault(name, []).append(label)
-    _assign_collected(project, collected, report, f"import class folders of {root.name}")
+    assign_collected(project, collected, report, f"import class folders of {root.name}")
     return report
 
 
@@ -260,12 +261,18 @@ def export_labels_csv(project, out, *, label_delimiter=" ") -> ExportReport:
 
     A tag a spreadsheet would run as a formula is written with a leading quote (`'=1+1`); an
     image_name gets `./` instead (`./-rf.png`), so that pandas and fastai still open the file.
+    When images of the project were downloaded (`labeler download`), a third column, `url`, gives
+    each one's source (empty for the others).
     """
+    from .download import source_urls
     rows, report = _rows_to_export(project)
     _check_delimiter(project, rows, label_delimiter, str(out))
     multi = project.store.multi_label
-    report.rows = write_csv_atomically(Path(out), ["image_name", "tags"],
-                                       ([item.path, _tags(labels, label_delimiter, multi)] for item, labels in rows))
+    urls = source_urls(project.workspace.root)
+    header = ["image_name", "tags"] + (["url"] if urls else [])
+    report.rows = write_csv_atomically(Path(out), header,
+                                       ([item.path, _tags(labels, label_delimiter, multi)]
+                                        + ([urls.get(item.path, "")] if urls else []) for item, labels in rows))
     report.path, report.format = str(out), "csv"
     logger.info("exported %d labeled items to %s", report.rows, out)
     return report

@@ -151,6 +151,21 @@ def wait_until(condition, timeout: float = 20.0) -> None:
         time.sleep(0.2)
 
 
+def map_image_url(page) -> str:
+    """The url of the map's image (the view's thumbnails, and its points past the threshold) the page holds ("" before
+    the first)."""
+    return page.evaluate("""() => {
+        for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
+          const source = doc.get_model_by_name('map-image');
+          if (source) {
+            const url = source.data instanceof Map ? source.data.get('url') : source.data.url;
+            return url && url.length ? String(url[0]) : '';
+          }
+        }
+        return '';
+      }""")
+
+
 def model_value(page, name: str, attr: str = "text"):
     """An attribute of the page's Bokeh model called `name` (e.g. the hidden hover-id Divs), or None."""
     return page.evaluate("""([name, attr]) => {

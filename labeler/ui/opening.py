@@ -1,6 +1,7 @@
 """Opening a folder in the app: the project prepares its caches in the background, with a progress bar.
 
-A project whose thumbnails and features are cached opens at once. Otherwise `Project.prepare`
+A project whose thumbnails and features are cached opens at once; one without images offers to download some
+(`from_urls`). Otherwise `Project.prepare`
 (thumbnails, then features) runs as a background `Job` while the page shows its progress; the
 map opens as soon as the first EARLY_ROWS images have features (the engine makes computed rows
 visible every few seconds), and grows as the rest arrive: `on_more` callbacks hear about it.
@@ -36,19 +37,31 @@ class Opening:
         self.panel = pn.Column(self.text, self.progress, sizing_mode="stretch_width", max_width=700)
         self._listeners: list = []
         self._ready = None
+        self.urls = None             # the box that adds images from URLs, when the folder holds none
         self._shown = {"built": False, "rows": 0}
         self.computing = False       # features are being computed after the map opened
         self.job = Job(lambda job: self.project.prepare(job.report), name="labeler-opening")
 
     def on_ready(self, callback) -> None:
-        """Call `callback(project)` once the map can be drawn (at once when everything is cached)."""
+        """Call `callback(project)` once the map can be drawn (at once when everything is cached). A folder without
+        images first offers to add some from URLs (`from_urls.UrlBox`), and goes on once one is saved."""
         self._ready = callback
+        if not self.project.items:
+            from .from_urls import UrlBox
+            self.urls = UrlBox(self.project.folder, self.project.workspace.root, self._on_downloaded)
+            self.panel.objects = [self.urls.panel]
+            return
         if not self.project.needs_preparing():
             self._build(self._rows_with_features())
             return
         self.job.start()
         self.computing = True
         poll_job(self.job, on_progress=self._on_progress, on_done=self._on_done)
+
+    def _on_downloaded(self) -> None:
+        self.project.refresh_items(rescan=True)
+        self.panel.objects = [self.text, self.progress, self.urls.status]
+        self.on_ready(self._ready)
 
     def on_more(self, listener) -> None:
         """`listener(rows_with_features, n_items, finished, error)` as features arrive after the map opened."""

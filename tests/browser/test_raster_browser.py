@@ -8,26 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from labeler.testing import assert_no_traceback, canvases, lasso, start_server, stop_server, wait_until
+from labeler.testing import assert_no_traceback, canvases, lasso, map_image_url, start_server, stop_server, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from monkey import fresh_copy, prepared_workspace, store_counts_for  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _image_url(page) -> str:
-    """The url of the points image the page holds ("" before the first)."""
-    return page.evaluate("""() => {
-        for (const doc of (window.Bokeh ? Bokeh.documents : [])) {
-          const source = doc.get_model_by_name('map-image');
-          if (source) {
-            const url = source.data instanceof Map ? source.data.get('url') : source.data.url;
-            return url && url.length ? String(url[0]) : '';
-          }
-        }
-        return '';
-      }""")
 
 
 def test_the_server_drawn_map_selects_labels_previews_and_zooms(small_digits, browser, tmp_path):
@@ -40,22 +26,22 @@ def test_the_server_drawn_map_selects_labels_previews_and_zooms(small_digits, br
     try:
         page.goto(url)
         page.get_by_text(re.compile(r"^Layer: ")).first.wait_for(timeout=120_000)
-        wait_until(lambda: _image_url(page).startswith("data:image/jpeg;base64,"), timeout=60)
-        drawn = _image_url(page)
+        wait_until(lambda: map_image_url(page).startswith("data:image/jpeg;base64,"), timeout=60)
+        drawn = map_image_url(page)
 
         lasso(page)
         selected = page.get_by_text(re.compile(r"\d+ selected")).first
         selected.wait_for(timeout=30_000)
         count = int(re.search(r"(\d+) selected", selected.inner_text()).group(1))
         assert count > 3
-        wait_until(lambda: _image_url(page) != drawn)          # the selection is drawn into the image
-        shown = _image_url(page)
+        wait_until(lambda: map_image_url(page) != drawn)          # the selection is drawn into the image
+        shown = map_image_url(page)
 
         field = page.get_by_placeholder("new label, then Enter")
         field.fill("middle")
         field.press("Enter")
         page.get_by_text(f"Labeled {count} images").wait_for(timeout=30_000)
-        wait_until(lambda: _image_url(page) != shown)          # recoloured
+        wait_until(lambda: map_image_url(page) != shown)          # recoloured
         assert store_counts_for(small_digits, workspace)() == {"middle": count}
 
         # the pointer resting on the lassoed region previews the image under it
@@ -72,10 +58,10 @@ def test_the_server_drawn_map_selects_labels_previews_and_zooms(small_digits, br
                                           page.evaluate("() => Bokeh.documents[0].get_model_by_name('pointer').text"))
 
         # zooming in redraws the points for the new view
-        zoomed = _image_url(page)
+        zoomed = map_image_url(page)
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
         page.mouse.wheel(0, -600)
-        wait_until(lambda: _image_url(page) != zoomed, timeout=30)
+        wait_until(lambda: map_image_url(page) != zoomed, timeout=30)
     finally:
         context.close()
         log = stop_server(proc)
