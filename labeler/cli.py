@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     add_training_commands(sub, lambda name, text, run: _command(sub, name, text, run))
     from labeler.collect import add_commands as add_collect_commands
     add_collect_commands(sub, _actor_option)
+    from labeler.serve_model import add_command as add_serve_model_command
+    add_serve_model_command(sub)
 
     text = "list backbones and the layers each offers"
     cmd = sub.add_parser("backbones", help=text, description=text)

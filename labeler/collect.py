@@ -69,7 +69,7 @@ def _size(text: str) -> int:
 def run_download(args) -> int:
     from tqdm import tqdm
 
-    from .download import FAILED, Limits, download, label_downloads, read_urls
+    from .download import FAILED, Limits, download, read_urls
     rows = read_urls(args.urls)
     if not rows:
         raise InputError(f"The URL list {args.urls} holds no URL.")
@@ -88,6 +88,22 @@ def run_download(args) -> int:
         out["labeled"] = {"images": labeled.assigned, "labels": labeled.labels, "conflicts": labeled.conflicts}
     print(json.dumps(out) if args.json else _download_text(out))
     return 1 if report.counts.get(FAILED) else 0
+
+
+def label_downloads(project, report, source: str):
+    """Give the saved (or already present, duplicate) images of rows with a label that label, as one undoable
+    import event; returns the import's report (`labeler.io.assign_collected`)."""
+    from ._files import ImportReport
+    from .download import DUPLICATE, SAVED
+    from .io import assign_collected
+    collected: dict[str, list[str]] = {}
+    for outcome in report.outcomes:
+        if outcome.label and outcome.path and outcome.status in (SAVED, DUPLICATE):
+            collected.setdefault(outcome.path, []).append(outcome.label)
+    imported = ImportReport(source=source, rows=len(collected))
+    if collected:
+        assign_collected(project, collected, imported, f"labels of the URL list {source}")
+    return imported
 
 
 def _download_text(out: dict) -> str:

@@ -417,18 +417,3 @@ def _decided(row: UrlRow, entry: dict | None, folder: Path, retry_failed: bool) 
     if status == FAILED and entry["permanent"] and not retry_failed:
         return Outcome(row.url, row.where, FAILED, reason=entry["reason"], label=row.label, resumed=True)
     return None
-
-
-def label_downloads(project, report: DownloadReport, source: str):
-    """Give the saved (or already present, duplicate) images of rows with a label that label, as one undoable
-    import event; returns the import's report (`labeler.io.assign_collected`)."""
-    from ._files import ImportReport
-    from .io import assign_collected
-    collected: dict[str, list[str]] = {}
-    for outcome in report.outcomes:
-        if outcome.label and outcome.path and outcome.status in (SAVED, DUPLICATE):
-            collected.setdefault(outcome.path, []).append(outcome.label)
-    imported = ImportReport(source=source, rows=len(collected))
-    if collected:
-        assign_collected(project, collected, imported, f"labels of the URL list {source}")
-    return imported

@@ -58,6 +58,15 @@ def start_server(folder: Path, workspace: Path | None = None, timeout: float = 1
     return _launch(command, "labeler serve", url + probe, timeout, **popen), url
 
 
+def start_model_server(model_file, options: Sequence[str] = (), timeout: float = 120.0):
+    """`labeler serve-model MODEL [options]` on 127.0.0.1 and a free port; returns (process, url without a trailing
+    slash) once its /health answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "labeler.cli", "serve-model", str(model_file), "--port", str(port), *options]
+    url = f"http://127.0.0.1:{port}"
+    return _launch(command, "labeler serve-model", url + "/health", timeout), url
+
+
 def start_jupyter(kind: str, root_dir: Path, state_dir: Path, env: dict | None = None, timeout: float = 180.0):
     """JupyterLab (`kind="lab"`) or Notebook 7 (`"notebook"`) on 127.0.0.1 and a free port, serving `root_dir`;
     returns (process, base URL with the token) once it answers. Its settings, workspaces and runtime files

@@ -53,8 +53,8 @@ def test_commands_on_a_folder_default_to_the_demo():
         if folder:
             assert folder[0].nargs == "?" and "built-in demo" in folder[0].help, name
     assert set(subcommands()) - {name for name, c in subcommands().items()
-                                 if any(a.dest == "folder" for a in c._actions)} == {"backbones", "download"}
-    # (a download's FOLDER is where the images go: no default)
+                                 if any(a.dest == "folder" for a in c._actions)} == {"backbones", "download", "serve-model"}
+    # (a download's FOLDER is where the images go: no default; serve-model takes a model, not a folder)
 
 
 def readme_commands() -> list[tuple[str, set[str]]]:

@@ -1,0 +1,116 @@
+"""`labeler serve-model` on 127.0.0.1 (started and stopped here): 200 concurrent requests from 20 clients all answered
+with what the model predicts for each image, in batches; raw bodies and multipart files; Grad-CAM on request; and a
+clear refusal for a body that is no image, one past the size limit, and none."""
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from _helpers import write_image
+from labeler.testing import start_model_server, stop_server
+
+SIZE = 32
+CLASSES = ["<b>bold</b>", "cat", "dog"]       # a label name with HTML in it
+
+
+def _export(path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from engine.learner import Learner
+    from engine.models import create_model
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(3, 3, SIZE, SIZE), torch.arange(3)), batch_size=3)
+    data = SimpleNamespace(task="classify", classes=CLASSES, codes=None, void_code=None, n_out=3, train=loader,
+                           valid=loader, size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    return Learner(data, create_model("classify", "resnet18", 3, pretrained=False), device="cpu").export(path)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    model_file = _export(root / "model.pt")
+    images = [write_image(root / "images" / f"{i}.png", seed=i, size=(40 + i, 30 + i)).read_bytes() for i in range(20)]
+    proc, url = start_model_server(model_file)
+    yield SimpleNamespace(url=url, model=model_file, images=images, root=root)
+    stop_server(proc)
+
+
+def _expected(model_file, data: bytes) -> dict:
+    from engine.predictor import load_exported
+    return load_exported(model_file).predict(Image.open(io.BytesIO(data)))
+
+
+def test_200_concurrent_requests_from_20_clients_are_all_answered_with_the_models_prediction(served):
+    expected = [_expected(served.model, data) for data in served.images]
+
+    def client(number: int) -> list:
+        with httpx.Client(timeout=120) as http:
+            answers = []
+            for k in range(10):
+                index = (number + k) % len(served.images)
+                response = http.post(served.url + "/predict", content=served.images[index],
+                                     headers={"Content-Type": "image/png"})
+                answers.append((index, response.status_code, response.json()))
+            return answers
+    with ThreadPoolExecutor(20) as pool:
+        answers = [answer for batch in pool.map(client, range(20)) for answer in batch]
+    assert len(answers) == 200 and {status for _, status, _ in answers} == {200}
+    for index, _, answer in answers:
+        assert answer["label"] == expected[index]["label"]
+        for name, p in expected[index]["probabilities"].items():
+            assert answer["probabilities"][name] == pytest.approx(p, abs=1e-4)
+    health = httpx.get(served.url + "/health").json()
+    assert health["labels"] == CLASSES and health["task"] == "classify"
+    assert health["images"] >= 200 and health["largest_batch"] > 1 and health["batches"] < health["images"]
+
+
+def test_a_multipart_file_and_the_heatmap(served):
+    response = httpx.post(served.url + "/predict?heatmap=1", files={"file": ("photo.png", served.images[3], "image/png")},
+                          timeout=60)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["label"] == _expected(served.model, served.images[3])["label"]
+    for key in ("picture", "heatmap"):
+        assert answer[key].startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(answer[key].split(",", 1)[1])))
+        assert image.size == (SIZE, SIZE)
+    picture, heatmap = (np.asarray(Image.open(io.BytesIO(base64.b64decode(answer[k].split(",", 1)[1]))))
+                        for k in ("picture", "heatmap"))
+    assert np.abs(picture.astype(int) - heatmap.astype(int)).mean() > 1       # the heatmap is drawn over it
+
+
+def test_what_is_no_image_too_large_or_missing_is_refused_with_the_reason(served):
+    html = httpx.post(served.url + "/predict", content=b"<html>not a picture</html>",
+                      headers={"Content-Type": "image/jpeg"})
+    assert html.status_code == 415 and html.json()["error"].startswith("not an image")
+    truncated = httpx.post(served.url + "/predict", content=served.images[0][:100], headers={"Content-Type": "image/png"})
+    assert truncated.status_code == 415
+    big = httpx.post(served.url + "/predict", content=b"\xff" * (11 * 2**20), headers={"Content-Type": "image/jpeg"},
+                     timeout=60)
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    empty = httpx.post(served.url + "/predict", content=b"")
+    assert empty.status_code == 400 and "no image" in empty.json()["error"]
+    form = httpx.post(served.url + "/predict", files={"note": (None, "no file")})
+    assert form.status_code == 400
+    assert httpx.post(served.url + "/predict", content=served.images[1]).status_code == 200     # still answering
+
+
+def test_the_page_shows_label_names_as_text(served):
+    page = httpx.get(served.url + "/").text
+    assert "textContent" in page and "innerHTML" not in page and "classify" in page
+
+
+def test_the_help_shows_a_curl_example():
+    done = subprocess.run([sys.executable, "-m", "labeler.cli", "serve-model", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "curl -X POST --data-binary @" in done.stdout and "127.0.0.1" in done.stdout
