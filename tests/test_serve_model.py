@@ -114,3 +114,33 @@ def test_the_help_shows_a_curl_example():
     done = subprocess.run([sys.executable, "-m", "labeler.cli", "serve-model", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "curl -X POST --data-binary @" in done.stdout and "127.0.0.1" in done.stdout
+
+
+@pytest.mark.parametrize("task", ["segment", "regress"])
+def test_a_unet_answers_its_mask_and_a_regressor_its_points_with_their_pictures(task, tmp_path):
+    from starlette.testclient import TestClient
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from engine.learner import Learner
+    from engine.models import create_model
+    from labeler.serve_model import create_app
+    torch.manual_seed(0)
+    n_out, codes = (2, ["background", "<i>square</i>"]) if task == "segment" else (4, None)
+    y = torch.zeros(2, SIZE, SIZE, dtype=torch.int64) if task == "segment" else torch.zeros(2, 4)
+    loader = DataLoader(TensorDataset(torch.randn(2, 3, SIZE, SIZE), y), batch_size=2)
+    data = SimpleNamespace(task=task, classes=None, codes=codes, void_code=None, n_out=n_out, train=loader,
+                           valid=loader, size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    model = Learner(data, create_model(task, "resnet18", n_out, pretrained=False), device="cpu").export(tmp_path / "m.pt")
+    image = write_image(tmp_path / "photo.png", seed=3, size=(50, 40)).read_bytes()
+    with TestClient(create_app(model)) as client:
+        response = client.post("/predict?heatmap=1", content=image, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["picture"].startswith("data:image/png") and answer["heatmap"].startswith("data:image/png")
+    if task == "segment":
+        mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask"].split(",", 1)[1]))))
+        assert mask.shape == (40, 50) and set(np.unique(mask)) <= {0, 1}
+        assert set(answer["classes"]) <= set(codes) and sum(answer["classes"].values()) == pytest.approx(1, abs=1e-3)
+    else:
+        points = np.asarray(answer["points"])
+        assert points.shape == (2, 2) and np.isfinite(points).all()
