@@ -175,6 +175,25 @@ def map_image_url(page) -> str:
       }""")
 
 
+def watched_page(browser, **context):
+    """(context, page, errors): a new browser context of 1400 x 1000 (or `context`'s options) with one page whose
+    uncaught errors are collected in `errors`."""
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **context})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return context, page, errors
+
+
+def open_server_drawn_map(page, url: str, timeout_s: float = 120.0) -> str:
+    """Open the app at `url` and wait for its map's first image (the map drawn by the server); returns its url."""
+    import re
+    page.goto(url)
+    page.get_by_text(re.compile(r"^Layer: ")).first.wait_for(timeout=timeout_s * 1000)
+    wait_until(lambda: map_image_url(page).startswith("data:image/jpeg;base64,"), timeout=max(60.0, timeout_s / 3))
+    return map_image_url(page)
+
+
 def model_value(page, name: str, attr: str = "text"):
     """An attribute of the page's Bokeh model called `name` (e.g. the hidden hover-id Divs), or None."""
     return page.evaluate("""([name, attr]) => {

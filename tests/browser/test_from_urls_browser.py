@@ -7,7 +7,7 @@ import re
 import pytest
 
 from _http import Site, serving
-from labeler.testing import assert_no_traceback, injected_elements, start_server, stop_server
+from labeler.testing import assert_no_traceback, injected_elements, start_server, stop_server, watched_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 HOSTILE = "<img src=x onerror=\"document.title='PWNED'\">.jpg"
@@ -20,10 +20,7 @@ def test_an_empty_folder_gets_its_images_from_pasted_urls_and_opens(browser, tmp
         urls = [f"{site.base}/good/{i}.jpg" for i in range(1, 13)] + [f"{site.base}/html.jpg",
                                                                      f"{site.base}/{HOSTILE}"]
         proc, url = start_server(folder, tmp_path / "workspace")
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        context, page, errors = watched_page(browser)
         try:
             page.goto(url)
             page.get_by_text("holds no images yet").first.wait_for(timeout=60_000)

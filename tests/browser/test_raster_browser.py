@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labeler.testing import assert_no_traceback, canvases, lasso, map_image_url, start_server, stop_server, wait_until
+from labeler.testing import (assert_no_traceback, canvases, lasso, map_image_url, open_server_drawn_map, start_server,
+                             stop_server, wait_until, watched_page)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from monkey import fresh_copy, prepared_workspace, store_counts_for  # noqa: E402
@@ -19,15 +20,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_the_server_drawn_map_selects_labels_previews_and_zooms(small_digits, browser, tmp_path):
     workspace = fresh_copy(prepared_workspace(small_digits, tmp_path / "prepared"), tmp_path / "workspace")
     proc, url = start_server(small_digits, workspace, options=["--raster-from", "0"])
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    context, page, errors = watched_page(browser)
     try:
-        page.goto(url)
-        page.get_by_text(re.compile(r"^Layer: ")).first.wait_for(timeout=120_000)
-        wait_until(lambda: map_image_url(page).startswith("data:image/jpeg;base64,"), timeout=60)
-        drawn = map_image_url(page)
+        drawn = open_server_drawn_map(page, url)
 
         lasso(page)
         selected = page.get_by_text(re.compile(r"\d+ selected")).first

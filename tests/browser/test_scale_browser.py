@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from labeler.testing import assert_no_traceback, lasso, map_image_url, start_server, stop_server, wait_until
+from labeler.testing import (assert_no_traceback, lasso, map_image_url, open_server_drawn_map, start_server, stop_server,
+                             wait_until, watched_page)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -53,15 +54,9 @@ def test_a_lasso_and_a_label_on_the_map_of_a_hundred_thousand_images(embedded_fo
     name = f"scale-{int(time.time())}"
     before = _labels(embedded_folder)
     proc, url = start_server(embedded_folder, timeout=3600.0)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    context, page, errors = watched_page(browser)
     try:
-        page.goto(url)
-        page.get_by_text(re.compile(r"^Layer: ")).first.wait_for(timeout=1_800_000)
-        wait_until(lambda: map_image_url(page).startswith("data:image/jpeg;base64,"), timeout=600)
-        drawn = map_image_url(page)
+        drawn = open_server_drawn_map(page, url, timeout_s=1800)
         for box in ((0.3, 0.7, 0.3, 0.7), (0.1, 0.5, 0.1, 0.5), (0.5, 0.9, 0.5, 0.9)):     # till one selects
             lasso(page, *box)
             selected = page.get_by_text(re.compile(r"[1-9]\d* selected")).first
