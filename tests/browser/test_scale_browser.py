@@ -79,7 +79,9 @@ def test_a_lasso_and_a_label_on_the_map_of_a_hundred_thousand_images(embedded_fo
         page.screenshot(path=str(WORK / f"scale-{IMAGES}-labeled.png"))
         after = _labels(embedded_folder)
         assert after.get(name) == count
-        assert {k: v for k, v in after.items() if k != name} == before     # no other label changed
+        # (single-label: images of the lasso that had another label now have this one; no other image changed)
+        relabeled = sum(before.values()) + count - sum(after.values())
+        assert 0 <= relabeled <= count and all(after.get(k, 0) <= v for k, v in before.items())
         assert not errors, errors
     finally:
         context.close()
