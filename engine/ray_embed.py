@@ -58,8 +58,8 @@ def connect(address: str | None, num_cpus: int | None = None):
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as err:
-            raise ConnectionError(f"Cannot join the Ray cluster at {address!r}: {err}. Start it with "
-                                  "`ray start --head` (see the README, 'Embedding and prediction on a Ray cluster').") from err
+            raise ConnectionError(f"Cannot join the Ray cluster at {address!r}: {err}. Start it with `ray start "
+                                  "--head` (see the README, 'Embedding and prediction on a Ray cluster').") from err
     return ray
 
 
