@@ -1,14 +1,29 @@
-"""Target encodings the task classes (engine/tasks.py) share: multi-hot tags, mask files, pixel points.
+"""Target encodings the task classes (engine/tasks.py) share: `Targets` (what a task encoded), multi-hot tags, mask
+files, pixel points.
 
 Plain functions of arrays and files, kept apart so each task class stays short; a new task may use them.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .errors import ImageReadError
+
+
+@dataclasses.dataclass
+class Targets:
+    """Targets as a task encoded them (picklable: no user callables), and what the loop needs to know."""
+
+    values: object  # one entry per item: int64 (N,) | float32 (N, C) | mask paths | float32 (N, k, 2) or (N, m)
+    classes: list[str] | None = None
+    codes: list[str] | None = None
+    void_code: int | None = None
+    n_out: int = 0  # outputs the model head needs
+    points: bool = False  # values are (k, 2) pixel points that follow the augmentation
 
 
 def multi_hot(targets: list, classes: list) -> np.ndarray:

@@ -142,16 +142,17 @@ class Predictor:
             yield path, size, output
 
     def labeled_outputs(self, folder, paths, targets: Mapping | None, *, batch_size: int = 32,
-                        workers: int | None = None, progress=None):
+                        workers: int | None = None, progress=None, tta: bool = False):
         """`outputs` with each image's target: (path, image size, activated output, target).
 
         `targets[path]` is a label as the labelers give it (a class name, a list of tags, a mask file,
         (k, 2) pixel points); it comes back as the task's metrics take it at the model's size
         (`Task.encode_one`), or None for a path without one. A mask that cannot be read leaves its
         image out, as in training; a label the model cannot know (an unknown class) raises InputError.
+        `tta` averages each output with the mirrored image's, as `Learner.validate(tta=True)` does.
         """
         for samples, x in self._batches(folder, paths, targets, batch_size, workers, progress):
-            outputs, _ = self.batch_outputs(x)
+            outputs, _ = self.batch_outputs(x, tta=tta)
             yield from ((s.path, s.size, output, s.y) for s, output in zip(samples, outputs))
 
     def embedded_outputs(self, folder, paths, *, batch_size: int = 32, workers: int | None = None, progress=None):
@@ -169,12 +170,17 @@ class Predictor:
             raise LearnerError(f"A {self.task.name} model has no pooled body features to map; only classifiers "
                                f"and regressors do.")
 
-    def batch_outputs(self, x: torch.Tensor, embedded: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch_outputs(self, x: torch.Tensor, embedded: bool = False,
+                      tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(activated outputs, pooled body features or None) of a batch of `preprocess`ed images; the features
         (`embedded`) are the body's last feature map pooled as the feature cache pools every layer
-        (`engine.pooling.pool`). What `labeled_outputs`, `embedded_outputs` and Ray's workers compute."""
+        (`engine.pooling.pool`); `tta` averages the raw outputs with the mirrored images' (where the task can map
+        them back) before the activation. What `labeled_outputs`, `embedded_outputs` and Ray's workers compute."""
         if not embedded:
-            return self.task.activation(self.raw_outputs(x)), None
+            raw = self.raw_outputs(x)
+            if tta and (mirrored := self.task.unflip(self.raw_outputs(x.flip(-1)))) is not None:
+                raw = (raw + mirrored) / 2
+            return self.task.activation(raw), None
         fmap, _ = self._forward(x, body=True)
         return self.task.activation(self.raw_outputs(fmap, head_only=True)), pooling.pool(fmap)
 

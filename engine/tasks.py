@@ -7,7 +7,6 @@ A fifth task is one class: subclass `Task`, override what differs, decorate it w
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import ClassVar
@@ -21,7 +20,7 @@ from torchvision import tv_tensors
 from . import metrics
 from .augment import draw_sample
 from .interpret import ClassTarget, CoordinateTarget, RegionTarget
-from ._targets import load_mask, multi_hot, normalized_points
+from ._targets import Targets, load_mask, multi_hot, normalized_points
 from .errors import EngineError, InputError, LearnerError
 
 # --- the registry ----------------------------------------------------------------------
@@ -42,18 +41,6 @@ def get_task(name: str, error: type[EngineError] = LearnerError) -> type[Task]:
     if name not in TASKS:
         raise error(f"Unknown task {name!r}. Choose one of: {', '.join(TASKS)}.")
     return TASKS[name]
-
-
-@dataclasses.dataclass
-class Targets:
-    """Targets as a task encoded them (picklable: no user callables), and what the loop needs to know."""
-
-    values: object  # one entry per item: int64 (N,) | float32 (N, C) | mask paths | float32 (N, k, 2) or (N, m)
-    classes: list[str] | None = None
-    codes: list[str] | None = None
-    void_code: int | None = None
-    n_out: int = 0  # outputs the model head needs
-    points: bool = False  # values are (k, 2) pixel points that follow the augmentation
 
 
 class Task:
@@ -118,6 +105,10 @@ class Task:
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Scores over the whole validation set; `outputs` are `activation(pred)` for every row."""
         return {}
+
+    def held_out_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """`metrics` on a test set, tuning nothing on it (a multi-label task keeps its validation threshold)."""
+        return self.metrics(outputs, targets)
 
     def baseline(self, train_targets: torch.Tensor, valid_targets: torch.Tensor) -> dict[str, float] | None:
         """The metrics of a predictor that ignores the image, fitted on the training targets; None: no baseline."""
@@ -269,9 +260,13 @@ class MultiLabelTask(Task):
         return MultiLabelTask(beta=self.beta).metrics(torch.ones_like(valid_targets.float()), valid_targets)
 
     def metrics(self, outputs, targets):
-        self.threshold, fbeta = metrics.best_threshold(outputs, targets, self.beta)
+        self.threshold, _ = metrics.best_threshold(outputs, targets, self.beta)
+        return self.held_out_metrics(outputs, targets)
+
+    def held_out_metrics(self, outputs, targets):
         scores = {"accuracy": metrics.accuracy_multi(outputs, targets, self.threshold),
-                  f"f{self.beta:g}": fbeta, "threshold": self.threshold}
+                  f"f{self.beta:g}": metrics.fbeta_multi(outputs, targets, self.threshold, self.beta),
+                  "threshold": self.threshold}
         if (targets > 0.5).any():
             scores["mAP"] = metrics.mean_average_precision(outputs, targets)
         return scores

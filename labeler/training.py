@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from engine.data import InputError
 from labeler._predictions import model_id_for_file
+from labeler.held_out import add_test_options, group_of, split_off_test, test_scores
 from labeler.prediction_files import PredictionFiles, text_predictions
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def add_commands(sub, make_command) -> None:
     split.add_argument("--group-regex", metavar="REGEX", help="keep groups whole, e.g. '^(.*)_\\d+' for one person")
     split.add_argument("--seed", type=int, default=0,
                        help="fixes the split, the head's initial weights and the batches (default %(default)s)")
+    add_test_options(cmd)
     fit = cmd.add_argument_group("training")
     fit.add_argument("--task", choices=_RegisteredTasks(), metavar="TASK",
                      help="one of %(choices)s (default: from the labels)")
@@ -149,6 +151,7 @@ def run_train(args) -> int:
     folder = Path(args.folder) if args.folder else demo_folder()
     from_store = not (args.masks or args.points or args.folders or args.csv)
     items, labeler = _labels(args, folder, discover_images(folder))
+    items, test_items = split_off_test(args, items)
     data = build_data(folder, items, _splitter(args), labeler, task=args.task, size=args.size,
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
                       workers=args.workers or 0, seed=args.seed)
@@ -164,6 +167,8 @@ def run_train(args) -> int:
         summary["metrics_tta"] = _rounded(learner.validate(tta=True))
     if (baseline := learner.baseline()) is not None:
         summary["baseline"] = _rounded(baseline)
+    if test_items:         # scored once, after every choice was made on validation
+        summary["test"] = test_scores(learner, folder, test_items, labeler, tta=learner.task.can_unflip)
     learner.export(args.out)
     if from_store and learner.task.per_label_scores:
         summary["stored"] = store_predictions(Predictor.from_learner(learner), folder, args.workspace, args.out,
@@ -182,6 +187,12 @@ def _text_summary(summary: dict) -> str:
     if "metrics_tta" in summary:
         lines.append("with test-time augmentation (mirrored images averaged in):")
         lines += [f"  {k}: {v:.4f}" for k, v in summary["metrics_tta"].items()]
+    if "test" in summary:
+        test = summary["test"]
+        lines.append(f"on the {test['images']} test images, held out from every choice:")
+        lines += [f"  {k}: {v:.4f}" + (f" (95% interval {test['intervals'][k][0]:.4f}-{test['intervals'][k][1]:.4f})"
+                                       if k in test["intervals"] else "")
+                  for k, v in test["metrics"].items() if v is not None]
     if "baseline" in summary:
         lines.append("an image-blind predictor (most common class, every tag, or the mean point) for comparison:")
         lines += [f"  {k}: {v:.4f}" for k, v in summary["baseline"].items()]
@@ -208,13 +219,8 @@ def _splitter(args):
         return ListSplit(args.valid_list)
     if args.group_regex:
         pattern = re.compile(args.group_regex)
-        return GroupSplit(lambda item: _group(pattern, item), valid_pct=args.valid_pct, seed=args.seed)
+        return GroupSplit(lambda item: group_of(pattern, item), valid_pct=args.valid_pct, seed=args.seed)
     return RandomSplit(args.valid_pct, seed=args.seed)
-
-
-def _group(pattern: re.Pattern, item: str) -> str:
-    match = pattern.search(Path(item).stem)
-    return match.group(1) if match and match.groups() else Path(item).stem
 
 
 def _labels(args, folder: Path, images: list[str]):
