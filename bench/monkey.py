@@ -56,7 +56,7 @@ SHORTCUTS_STATE = """() => {
     root.querySelectorAll('*').forEach((node) => node.shadowRoot && walk(node.shadowRoot));
   };
   walk(document);
-  const shown = els.map((el) => [el.isConnected, getComputedStyle(el).visibility,
+  const shown = els.map((el) => [el.dataset.view, el.isConnected, getComputedStyle(el).visibility,
                                   el.checkVisibility ? el.checkVisibility() : null]);
   let focused = document.activeElement;
   while (focused && focused.shadowRoot && focused.shadowRoot.activeElement) {
@@ -68,7 +68,7 @@ SHORTCUTS_STATE = """() => {
     for (const model of doc.all_models) {
       const data = model.data || model;
       if (data && Array.isArray(data.pressed)) {
-        counts.push(Math.max(0, ...data.pressed.map((pair) => pair[0])));
+        counts.push([data.view, Math.max(0, ...data.pressed.map((pair) => pair[0]))]);
       }
     }
   }
@@ -311,7 +311,7 @@ class Monkey:
         page = self.page
         said = [f"page errors {self.run.page_errors[:3]}"]
         try:
-            said.append("shortcut elements (connected, visible): " + str(page.evaluate(SHORTCUTS_STATE)))
+            said.append("shortcut elements (view, connected, visibility, visible): " + str(page.evaluate(SHORTCUTS_STATE)))
         except Exception as err:   # the page itself is gone
             said.append(f"the page could not be read: {err}")
             return "; ".join(said)

@@ -135,7 +135,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._preview = pn.pane.HTML("", width=self._preview_px + 4, height=self._preview_px + PREVIEW_TEXT_PX)
         # after Enter in the new-label field, the keys are the map's again (a label's number, arrows)
         self._shortcuts = Shortcuts.for_table(KEYS, scope="focus" if self.in_notebook else "page",
-                                              blur_fields=[NEW_LABEL_PLACEHOLDER])
+                                              blur_fields=[NEW_LABEL_PLACEHOLDER], view="label")
         self._callbacks()
 
     def _callbacks(self) -> None:

@@ -222,7 +222,7 @@ class CleanView(NotebookAware, pn.viewable.Viewer):
             callback=lambda: export_to_buffer(export_cleaned, self.project, self._show,
                                               empty="No labeled image to write yet: cleaned.csv holds only its header."),
             filename="cleaned.csv", label="Download cleaned.csv", **button)
-        self._shortcuts = Shortcuts.for_table(KEYS)
+        self._shortcuts = Shortcuts.for_table(KEYS, view="clean")
         # callbacks
         self._queue_select.param.watch(lambda e: setattr(self, "queue", e.new), "value")
         self._find.on_click(lambda e: self._run(self.compute))

@@ -82,6 +82,8 @@ class Shortcuts(JSComponent):
     focus_keys = param.Dict(default={}, doc="key -> placeholder of a text field that the key focuses (not forwarded)")
     blur_fields = param.List(default=[], item_type=str, doc="placeholders of text fields that give the keys back "
                                                                "after Enter or Escape (as the fields keys focus do)")
+    view = param.String(default="", doc="which view's keys these are (a served app has a Shortcuts per tab): for "
+                                        "the state report and the page's element (data-view)")
     scope = param.Selector(default="page", objects=["page", "focus"],
                            doc="page: keys anywhere on the page; focus: only while the app has the focus (notebooks)")
 
@@ -114,6 +116,7 @@ class Shortcuts(JSComponent):
       let count = Math.max(0, ...recent.map((pair) => pair[0]));   // a view shown again counts on
       const el = document.createElement('span');
       el.className = 'labeler-shortcuts';
+      el.dataset.view = model.view;        // which view's keys (a served app has one per tab)
       // a hidden tab's shortcuts stay quiet (Bokeh hides inactive tabs with visibility: hidden)
       const shown = () => el.isConnected && getComputedStyle(el).visibility === 'visible' &&
                           (!el.checkVisibility || el.checkVisibility());
@@ -237,7 +240,7 @@ def shortcuts_state() -> list[str]:
     holds and whether that document holds back its events (a key that never arrives stops at one of these)."""
     lines = []
     for shortcuts in list(_LIVE):
-        said = [f"keys {shortcuts.keys[:2]}...: handled {shortcuts._handled}, ran {shortcuts._ran}, param "
+        said = [f"{shortcuts.view or 'keys'}: handled {shortcuts._handled}, ran {shortcuts._ran}, param "
                 f"{_top(shortcuts.pressed)}, panel pending {sorted(getattr(shortcuts, '_events', {}))}, the last "
                 f"scheduled on {shortcuts._scheduled_on}"]
         for model, _ in list(shortcuts._models.values()):
