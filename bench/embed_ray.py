@@ -51,20 +51,12 @@ def _max_difference(a: Workspace, b: Workspace, result) -> float:
 def _predict_both(folder: Path, model_file: Path) -> tuple[float, float, int, float]:
     """(local seconds, Ray seconds, images, largest output difference) of predicting every image of `folder`."""
     import torch
-    from types import SimpleNamespace
-    from torch.utils.data import DataLoader, TensorDataset
 
     from engine.data import discover_images
-    from engine.learner import Learner
-    from engine.models import create_model
     from engine.predictor import load_exported
     from engine.ray_predict import ray_outputs
-    torch.manual_seed(0)
-    loader = DataLoader(TensorDataset(torch.randn(2, 3, 128, 128), torch.arange(2)), batch_size=2)
-    classes = [str(i) for i in range(10)]
-    data = SimpleNamespace(task="classify", classes=classes, codes=None, void_code=None, n_out=10, train=loader,
-                           valid=loader, size=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    Learner(data, create_model("classify", "mobilenet_v2", 10, pretrained=True), device="cpu").export(model_file)
+    from labeler.testing import exported_classifier
+    exported_classifier(model_file, [str(i) for i in range(10)])
     paths = discover_images(folder)
     predictor = load_exported(model_file)
     start = time.perf_counter()

@@ -19,24 +19,10 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "cifar10"
-
-
-def exported_model(path: Path) -> Path:
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from engine.learner import Learner
-    from engine.models import create_model
-    torch.manual_seed(0)
-    loader = DataLoader(TensorDataset(torch.randn(2, 3, 128, 128), torch.arange(2)), batch_size=2)
-    data = SimpleNamespace(task="classify", classes=[str(i) for i in range(10)], codes=None, void_code=None, n_out=10,
-                           train=loader, valid=loader, size=128, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    return Learner(data, create_model("classify", "mobilenet_v2", 10, pretrained=True), device="cpu").export(path)
 
 
 def load(url: str, photos: list[bytes], expected: list[str], clients: int, requests: int, heatmap: bool) -> dict:
@@ -74,13 +60,13 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from engine.predictor import load_exported
-    from labeler.testing import start_model_server, stop_server
+    from labeler.testing import exported_classifier, start_model_server, stop_server
     paths = sorted(SHARED.rglob("*.jpg"))[::50][:100]
     if not paths:
         raise SystemExit(f"no photos under {SHARED}")
     photos = [path.read_bytes() for path in paths]
     with tempfile.TemporaryDirectory() as tmp:
-        model = exported_model(Path(tmp) / "model.pt")
+        model = exported_classifier(Path(tmp) / "model.pt", [str(i) for i in range(10)])
         predictor = load_exported(model)
         expected = [predictor.predict(Image.open(io.BytesIO(data)))["label"] for data in photos]
         rows = []

@@ -29,25 +29,29 @@ def add_test_options(parser) -> None:
                        help="fixes the test split whatever --seed is (default %(default)s)")
 
 
+def choose_splitter(listed, pct: float, group_regex: str | None, seed: int):
+    """The split a list of names gives (`ListSplit`), else one keeping `group_regex`'s groups whole (`GroupSplit`),
+    else a seeded random one: `pct` of the items go to the second part (validation, or test)."""
+    from engine import GroupSplit, ListSplit, RandomSplit
+    if listed:
+        return ListSplit(listed)
+    if group_regex:
+        pattern = re.compile(group_regex)
+        return GroupSplit(lambda item: group_of(pattern, item), valid_pct=pct, seed=seed)
+    return RandomSplit(pct, seed=seed)
+
+
 def split_off_test(args, items: list[str]) -> tuple[list[str], list[str]]:
     """(the images left for training and validation, the test images), in their order."""
-    from engine import GroupSplit, ListSplit, RandomSplit
     if not args.test_list and not args.test_pct:
         return items, []
     if args.test_list and args.test_pct:
         raise InputError("Give --test-list or --test-pct, not both.")
-    if args.test_list:
-        if not Path(args.test_list).is_file():
-            raise InputError(f"--test-list {args.test_list!r} does not exist. Check the path.")
-        splitter = ListSplit(args.test_list)
-    elif not 0 < args.test_pct < 1:
+    if args.test_list and not Path(args.test_list).is_file():
+        raise InputError(f"--test-list {args.test_list!r} does not exist. Check the path.")
+    if not args.test_list and not 0 < args.test_pct < 1:
         raise InputError(f"--test-pct {args.test_pct} is not a share between 0 and 1, e.g. 0.2.")
-    elif args.group_regex:
-        pattern = re.compile(args.group_regex)
-        splitter = GroupSplit(lambda item: group_of(pattern, item), valid_pct=args.test_pct, seed=args.test_seed)
-    else:
-        splitter = RandomSplit(args.test_pct, seed=args.test_seed)
-    rest, test = splitter(items)
+    rest, test = choose_splitter(args.test_list, args.test_pct, args.group_regex, args.test_seed)(items)
     if not len(test):
         raise InputError(f"The test split holds none of the {len(items)} images: check --test-list or --test-pct.")
     return [items[i] for i in rest], [items[i] for i in test]

@@ -116,7 +116,7 @@ class Batcher:
                 heat[i] = cam
         answers = []
         for i, image in enumerate(images):
-            answer = _jsonable(task.decode(outputs[i], image.size, labels))
+            answer = _jsonable(task.decode(outputs[i], image.size, labels), task)
             if i in heat:
                 seen = denormalize(x[i], predictor.mean, predictor.std)
                 answer["picture"] = _png_uri(picture(seen, task, outputs[i], labels))
@@ -132,16 +132,14 @@ def _png_uri(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _jsonable(result: dict) -> dict:
-    """A decoded prediction as JSON: a mask as a PNG of class indices (and each class's share), arrays as lists."""
+def _jsonable(result: dict, task) -> dict:
+    """A decoded prediction as JSON: a mask as a PNG of class indices (and each class's share, as `labeler predict`
+    summarizes it: `task.summary`), arrays as lists."""
     answer = {}
     for key, value in result.items():
         if key == "mask":
-            mask = np.asarray(value)
-            codes = result.get("codes") or [str(i) for i in range(int(mask.max()) + 1)]
-            counts = np.bincount(mask.ravel(), minlength=len(codes))
-            answer["mask"] = _png_uri(mask.astype(np.uint8))
-            answer["classes"] = {str(code): round(float(n / counts.sum()), 4) for code, n in zip(codes, counts) if n}
+            answer["mask"] = _png_uri(np.asarray(value).astype(np.uint8))
+            answer["classes"] = {str(code): share for code, share in task.summary(result)["classes"].items()}
         elif isinstance(value, np.ndarray):
             answer[key] = np.round(value.astype(float), 3).tolist()
         elif isinstance(value, dict):

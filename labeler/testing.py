@@ -58,6 +58,26 @@ def start_server(folder: Path, workspace: Path | None = None, timeout: float = 1
     return _launch(command, "labeler serve", url + probe, timeout, **popen), url
 
 
+def exported_classifier(path, classes: Sequence[str], *, backbone: str = "mobilenet_v2", size: int = 128,
+                        pretrained: bool = True, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                        seed: int = 0) -> Path:
+    """A classifier of `classes` as the Model tab exports one, untrained (its body pretrained on ImageNet with
+    `pretrained`, its head random, seeded), written to `path`: a real model to serve or predict with, in a second."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from engine.learner import Learner
+    from engine.models import create_model
+    torch.manual_seed(seed)
+    loader = DataLoader(TensorDataset(torch.randn(2, 3, size, size), torch.arange(2) % len(classes)), batch_size=2)
+    data = SimpleNamespace(task="classify", classes=list(classes), codes=None, void_code=None, n_out=len(classes),
+                           train=loader, valid=loader, size=size, mean=tuple(mean), std=tuple(std))
+    model = create_model("classify", backbone, len(classes), pretrained=pretrained)
+    return Learner(data, model, device="cpu").export(path)
+
+
 def start_model_server(model_file, options: Sequence[str] = (), timeout: float = 120.0):
     """`labeler serve-model MODEL [options]` on 127.0.0.1 and a free port; returns (process, url without a trailing
     slash) once its /health answers."""

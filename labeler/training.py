@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from engine.data import InputError
 from labeler._predictions import model_id_for_file
-from labeler.held_out import add_test_options, group_of, split_off_test, test_scores
+from labeler.held_out import add_test_options, choose_splitter, split_off_test, test_scores
 from labeler.prediction_files import PredictionFiles, text_predictions
 
 logger = logging.getLogger(__name__)
@@ -214,13 +214,7 @@ def _report(bar, row: dict) -> None:
 
 
 def _splitter(args):
-    from engine import GroupSplit, ListSplit, RandomSplit
-    if args.valid_list:
-        return ListSplit(args.valid_list)
-    if args.group_regex:
-        pattern = re.compile(args.group_regex)
-        return GroupSplit(lambda item: group_of(pattern, item), valid_pct=args.valid_pct, seed=args.seed)
-    return RandomSplit(args.valid_pct, seed=args.seed)
+    return choose_splitter(args.valid_list, args.valid_pct, args.group_regex, args.seed)
 
 
 def _labels(args, folder: Path, images: list[str]):

@@ -17,28 +17,17 @@ import torch
 from PIL import Image
 
 from _helpers import write_image
-from labeler.testing import start_model_server, stop_server
+from labeler.testing import exported_classifier, start_model_server, stop_server
 
 SIZE = 32
 CLASSES = ["<b>bold</b>", "cat", "dog"]       # a label name with HTML in it
 
 
-def _export(path):
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from engine.learner import Learner
-    from engine.models import create_model
-    torch.manual_seed(0)
-    loader = DataLoader(TensorDataset(torch.randn(3, 3, SIZE, SIZE), torch.arange(3)), batch_size=3)
-    data = SimpleNamespace(task="classify", classes=CLASSES, codes=None, void_code=None, n_out=3, train=loader,
-                           valid=loader, size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    return Learner(data, create_model("classify", "resnet18", 3, pretrained=False), device="cpu").export(path)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
-    model_file = _export(root / "model.pt")
+    model_file = exported_classifier(root / "model.pt", CLASSES, backbone="resnet18", size=SIZE, pretrained=False,
+                                     mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     images = [write_image(root / "images" / f"{i}.png", seed=i, size=(40 + i, 30 + i)).read_bytes() for i in range(20)]
     proc, url = start_model_server(model_file)
     yield SimpleNamespace(url=url, model=model_file, images=images, root=root)
