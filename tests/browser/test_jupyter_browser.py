@@ -296,6 +296,8 @@ def test_the_server_drawn_map_in_jupyterlab(small_digits, tmp_path, local_page):
         field.fill("round")
         field.press("Enter")
         page.get_by_text(f"Labeled {count} images “round”").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)         # the recoloured image arrives after the message
+        _shot(page, "jupyter_lab_server_drawn_map.png")
         assert page.outside == [], page.outside
         assert not page.app_errors(), page.errors
     finally:
