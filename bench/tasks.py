@@ -14,6 +14,7 @@ photos. The must-show targets:
   classify    cifar10, seeded 80/20 split, mobilenet_v2          accuracy, aim 0.80
   segment     camvid U-Net, valid.txt                            pixel accuracy without void >= 0.82, mean IoU
   multilabel  camvid/presence.csv, valid.txt                     mAP >= 0.80, F2 beside all-positive F2
+  semi        cifar10, 300 labels (30 a class) with and without the other 2,100 photos unlabeled, same test split
   regress     faces head centre (mean of 68 points), by person   error <= half the training-mean error
 
     .venv/bin/python bench/tasks.py [--data ../shared/data] [--tasks classify,segment,multilabel,regress] [--json]
@@ -21,6 +22,7 @@ photos. The must-show targets:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -28,11 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 LABELER = [sys.executable, "-m", "labeler.cli"]
 
 # task -> (folder under data, label/split arguments, training settings, headline metric); {test} is a file listing
 # the test images (TEST_LISTS), written into the run's folder
+FEW_LABELS = ["--size", "128", "--batch-size", "16", "--freeze-epochs", "1", "--epochs", "12", "--lr", "2e-3"]
+ALIASES = {"semi": ["few-labels", "few-labels+unlabeled"]}
 RUNS = {
     "classify": ("cifar10", ["--folders", "--seed", "0", "--valid-pct", "0.125", "--test-pct", "0.2"],
                  ["--size", "160", "--freeze-epochs", "1", "--epochs", "12", "--lr", "2e-3", "--label-smoothing", "0.1"],
@@ -46,6 +52,13 @@ RUNS = {
                                      "--valid-list", "{data}/camvid/valid.txt", "--test-list", "{test}"],
                    ["--size", "192", "--batch-size", "16", "--freeze-epochs", "1", "--epochs", "4", "--lr", "2e-3"],
                    "mAP"),
+    # 300 labels (30 a class, seeded) of the 2,400 non-test photos; the other 2,100 unlabeled: once without them,
+    # once learning from them too (FixMatch-style, issue 20 item 2); the same test split as classify
+    "few-labels": ("cifar10", ["--csv", "{few_csv}", "--test-list", "{few_test}", "--valid-pct", "0.2"],
+                   FEW_LABELS, "accuracy"),
+    "few-labels+unlabeled": ("cifar10", ["--csv", "{few_csv}", "--test-list", "{few_test}", "--valid-pct", "0.2",
+                                         "--unlabeled", "--unlabeled-threshold", "0.9", "--unlabeled-ratio", "4"],
+                             FEW_LABELS, "accuracy"),
     "regress": ("faces/images", ["--points", "{data}/faces/keypoints.csv", "--points-mean",
                                  "--group-regex", r"^(.*)_\d+$", "--test-pct", "0.2"],
                 ["--size", "160", "--freeze-epochs", "1", "--epochs", "8", "--lr", "1e-3", "--loss", "l1"],
@@ -54,6 +67,31 @@ RUNS = {
 
 
 TEST_SEQUENCE = "0006R0_"      # camvid's test split
+PER_CLASS = 30                 # labels a class in the few-labels runs
+
+
+def few_labels(data: Path, workdir: Path) -> tuple[Path, Path]:
+    """(a labels CSV of 30 seeded photos a class plus the test photos, the test list): the test split is
+    classify's (`--test-pct 0.2`, test seed 0), and the photos left without a row are the unlabeled ones."""
+    from types import SimpleNamespace
+
+    from engine.data import discover_images
+    from labeler.held_out import split_off_test
+    folder = data / "cifar10"
+    rest, test = split_off_test(SimpleNamespace(test_list=None, test_pct=0.2, group_regex=None, test_seed=0),
+                                discover_images(folder))
+    rng = np.random.default_rng(0)
+    chosen = []
+    for name in sorted({Path(item).parent.name for item in rest}):
+        of_class = sorted(item for item in rest if Path(item).parent.name == name)
+        chosen += [of_class[i] for i in sorted(rng.choice(len(of_class), PER_CLASS, replace=False))]
+    labels, test_list = workdir / "few-labels.csv", workdir / "few-labels-test.txt"
+    with open(labels, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_name", "tags"])
+        writer.writerows((item, Path(item).parent.name) for item in chosen + test)
+    test_list.write_text("\n".join(test) + "\n")
+    return labels, test_list
 
 
 def run(task: str, data: Path, workdir: Path) -> dict:
@@ -62,6 +100,9 @@ def run(task: str, data: Path, workdir: Path) -> dict:
     if any("{test}" in arg for arg in labels):
         test_list.write_text("\n".join(sorted(p.name for p in (data / folder).glob(f"{TEST_SEQUENCE}*"))) + "\n")
     labels = [arg.replace("{data}", str(data)).replace("{test}", str(test_list)) for arg in labels]
+    if any("{few_csv}" in arg for arg in labels):
+        few_csv, few_test = few_labels(data, workdir)
+        labels = [arg.replace("{few_csv}", str(few_csv)).replace("{few_test}", str(few_test)) for arg in labels]
     command = [*LABELER, "train", str(data / folder), *labels, *settings, "--workspace", str(workdir / task),
                "--out", str(workdir / f"{task}.pt"), "--json"]
     print(f"[{task}] {' '.join(command[2:])}", file=sys.stderr, flush=True)
@@ -87,7 +128,10 @@ def table(rows: list[dict]) -> str:
         low, high = test.get("intervals", {}).get(metric, (float("nan"), float("nan")))
         tested = f"{test['metrics'][metric]:.4f} ({low:.4f}-{high:.4f})" if test else "-"
         tta = test.get("metrics_tta", {}).get(metric)
-        other = {"classify": "", "segment": f"mean IoU {ours.get('mean_iou', float('nan')):.4f}",
+        unlabeled = row.get("unlabeled")
+        other = {"classify": "", "few-labels": "",
+                 "few-labels+unlabeled": f"{unlabeled['images']} unlabeled, {unlabeled['pseudo_labeled']:.0%} "
+                                         f"pseudo-labeled at >= {unlabeled['threshold']:g}" if unlabeled else "", "segment": f"mean IoU {ours.get('mean_iou', float('nan')):.4f}",
                  "multilabel": f"F2 {ours.get('f2', float('nan')):.4f} (all-positive F2 {base.get('f2', float('nan')):.4f})",
                  "regress": f"{ours.get('point_error_rel', float('nan')):.4f} of the image side"}[row["task"]]
         lines.append(f"| {row['task']} | {row['train']} / {row['valid']} / {test.get('images', 0)} | {metric} | "
@@ -99,10 +143,11 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--tasks", default="classify,segment,multilabel,regress")
+    parser.add_argument("--tasks", default="classify,semi,segment,multilabel,regress",
+                        help="comma-separated; semi is few-labels and few-labels+unlabeled")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = [name for t in args.tasks.split(",") if t.strip() for name in ALIASES.get(t.strip(), [t.strip()])]
     if unknown := set(tasks) - set(RUNS):
         parser.error(f"unknown task(s) {sorted(unknown)}; choose from {sorted(RUNS)}")
     data = Path(args.data).resolve()

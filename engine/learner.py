@@ -158,6 +158,7 @@ class Learner(LearnerPlots):
         self.opt = torch.optim.AdamW([{"params": group} for group in model.layer_groups], lr=1e-3, weight_decay=wd)
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda")
         self.frozen, self.stop = False, False
+        self.unlabeled = None  # engine.semi.SemiSupervised, set by use_unlabeled
         self.history: list[dict] = []
         self.last_metrics: dict[str, float] = {}
         self.epoch = self.step = self.total_steps = 0
@@ -196,11 +197,33 @@ class Learner(LearnerPlots):
         for callback in self.callbacks:
             getattr(callback, event)(self)
 
+    def use_unlabeled(self, items, *, threshold: float = 0.95, ratio: int = 2, weight: float = 1.0,
+                      folder=None) -> None:
+        """Learn from unlabeled images too (`engine.semi`, FixMatch-style): each training step adds `ratio`
+        unlabeled images per labeled one, trained towards the weak view's pseudo-label where it is at least
+        `threshold` confident, with `weight` beside the labeled loss. `items` are paths under `folder` (the
+        training images' folder by default); None turns it off. Each epoch's metrics gain `pseudo_labeled`,
+        the share of pseudo-labels confident enough to be used."""
+        from .semi import SemiSupervised
+        self.unlabeled = None if items is None else SemiSupervised(
+            self, items, threshold=threshold, ratio=ratio, weight=weight, folder=folder)
+
+    def _forward_loss(self, x, y) -> torch.Tensor:
+        """The loss of one labeled batch, plus the unlabeled images' consistency loss when they are used."""
+        if self.unlabeled is None:
+            return self.task.loss(self.model(x), y)
+        from .semi import pseudo_label_loss
+        weak, strong = (_to_device(t, self.device) for t in self.unlabeled.next_batch())
+        pred, weak_pred, strong_pred = self.model(torch.cat([x, weak, strong])).split([len(x), len(weak), len(strong)])
+        consistency, kept = pseudo_label_loss(self.task, weak_pred, strong_pred, self.unlabeled.threshold)
+        self.unlabeled.kept.append(kept)
+        return self.task.loss(pred, y) + self.unlabeled.weight * consistency
+
     def _train_batch(self, x, y) -> float:
         self._callback("on_train_batch_begin")
         x, y = _to_device(x, self.device), y.to(self.device)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            loss = self.task.loss(self.model(x), y)
+            loss = self._forward_loss(x, y)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -231,7 +254,8 @@ class Learner(LearnerPlots):
                     self.step += 1
                     if self.stop:  # a callback asked to stop now: this epoch ends after the batch
                         break
-                self.last_metrics = {"epoch": self.epoch, "train_loss": float(np.mean(losses)), **self.validate()}
+                self.last_metrics = {"epoch": self.epoch, "train_loss": float(np.mean(losses)), **self.validate(),
+                                     **(self.unlabeled.epoch_report() if self.unlabeled is not None else {})}
                 self.history.append(self.last_metrics)
                 logger.info("epoch %d: %s", self.epoch, self.last_metrics)
                 self._callback("on_epoch_end")
@@ -316,6 +340,7 @@ class Learner(LearnerPlots):
         """Train with exponentially growing lr; returns (lrs, smoothed losses, suggestion). Weights are restored."""
         saved = copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict())
         callbacks, self.callbacks, was_training = self.callbacks, [], self.model.training
+        unlabeled, self.unlabeled = self.unlabeled, None  # the curve is the labeled loss's
         lrs_tried, smoothed, average, best = [], [], 0.0, math.inf
         self._train_mode()
         try:
@@ -334,7 +359,7 @@ class Learner(LearnerPlots):
             self.model.load_state_dict(saved[0])
             self.opt.load_state_dict(saved[1])
             self.model.train(was_training)
-            self.callbacks = callbacks
+            self.callbacks, self.unlabeled = callbacks, unlabeled
         self.lr_find_result = (lrs_tried, smoothed, steepest_lr(lrs_tried, smoothed))
         return self.lr_find_result
 

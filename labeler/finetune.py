@@ -69,6 +69,9 @@ class TrainSpec:
     label_smoothing: float = 0.1
     augment: bool = True
     seed: int = 0
+    unlabeled: bool = False  # also learn from the images without a label (FixMatch-style, `engine.semi`)
+    unlabeled_threshold: float = 0.9  # pseudo-label predictions at least this confident (under 0.1 smoothing's 0.91)
+    unlabeled_ratio: int = 2  # unlabeled images per labeled one in each step
 
     def check(self) -> TrainSpec:
         """Self, or a TrainingError naming the bad setting and what it may be."""
@@ -86,6 +89,9 @@ class TrainSpec:
             raise TrainingError("Nothing to train: set at least one epoch (frozen or unfrozen).")
         if not self.valid_list and not 0 < self.valid_pct < 1:
             raise TrainingError(f"The validation share must be between 0 and 1, not {self.valid_pct}.")
+        if self.unlabeled and not 0.5 <= self.unlabeled_threshold < 1:
+            raise TrainingError(f"The pseudo-label confidence must be at least 0.5 and below 1 (e.g. 0.9), "
+                                f"not {self.unlabeled_threshold}.")
         if self.lr is not None and not 0 < self.lr < 1:
             raise TrainingError(f"The learning rate must be between 0 and 1 (e.g. 2e-3), not {self.lr}.")
         return self

@@ -29,6 +29,7 @@ from engine.data import InputError
 from labeler._predictions import model_id_for_file
 from labeler.held_out import add_test_options, choose_splitter, split_off_test, test_scores
 from labeler.prediction_files import PredictionFiles, text_predictions
+from labeler.unlabeled import add_unlabeled_options, has_label, split_unlabeled
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def add_commands(sub, make_command) -> None:
     split.add_argument("--seed", type=int, default=0,
                        help="fixes the split, the head's initial weights and the batches (default %(default)s)")
     add_test_options(cmd)
+    add_unlabeled_options(cmd)
     fit = cmd.add_argument_group("training")
     fit.add_argument("--task", choices=_RegisteredTasks(), metavar="TASK",
                      help="one of %(choices)s (default: from the labels)")
@@ -150,8 +152,11 @@ def run_train(args) -> int:
     np.random.seed(args.seed)
     folder = Path(args.folder) if args.folder else demo_folder()
     from_store = not (args.masks or args.points or args.folders or args.csv)
-    items, labeler = _labels(args, folder, discover_images(folder))
+    images = discover_images(folder)
+    items, labeler = _labels(args, folder, images)
+    items, unlabeled = split_unlabeled(args, images, items, labeler)
     items, test_items = split_off_test(args, items)
+    unlabeled = sorted(set(unlabeled) - set(test_items))
     data = build_data(folder, items, _splitter(args), labeler, task=args.task, size=args.size,
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
                       workers=args.workers or 0, seed=args.seed)
@@ -159,10 +164,16 @@ def run_train(args) -> int:
     task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss)
     learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
+    if unlabeled:
+        learner.use_unlabeled(unlabeled, threshold=args.unlabeled_threshold, ratio=args.unlabeled_ratio,
+                              weight=args.unlabeled_weight)
     lr = learner.fine_tune(args.epochs, args.lr, args.freeze_epochs)
     bar.close()
     summary = {"task": data.task, "train": len(data.items_train), "valid": len(data.items_valid), "lr": lr,
                "metrics": _rounded(learner.validate()), "out": str(args.out)}
+    if unlabeled:
+        summary["unlabeled"] = {"images": len(unlabeled), "threshold": args.unlabeled_threshold,
+                                "pseudo_labeled": learner.history[-1].get("pseudo_labeled")}
     if learner.task.can_unflip:
         summary["metrics_tta"] = _rounded(learner.validate(tta=True))
     if (baseline := learner.baseline()) is not None:
@@ -184,6 +195,11 @@ def _rounded(metrics: dict) -> dict:
 def _text_summary(summary: dict) -> str:
     lines = [f"{summary['task']}: {summary['train']} train / {summary['valid']} valid images, lr {summary['lr']:.2g}"]
     lines += [f"  {k}: {v:.4f}" for k, v in summary["metrics"].items()]
+    if "unlabeled" in summary:
+        unlabeled = summary["unlabeled"]
+        lines.append(f"also learned from {unlabeled['images']} unlabeled images: in the last epoch "
+                     f"{unlabeled['pseudo_labeled']:.0%} of their pseudo-labels were at least "
+                     f"{unlabeled['threshold']:g} confident")
     if "metrics_tta" in summary:
         lines.append("with test-time augmentation (mirrored images averaged in):")
         lines += [f"  {k}: {v:.4f}" for k, v in summary["metrics_tta"].items()]
@@ -228,7 +244,14 @@ def _labels(args, folder: Path, images: list[str]):
         return images, label_from_folder
     if args.csv:
         labeler = LabelFromCSV(_existing(args.csv, "--csv"), delimiter=args.delimiter)
-        return images, labeler
+        rows = [p for p in images if has_label(labeler, p)]
+        if not rows:
+            raise InputError(f"--csv {args.csv!r} has a row for none of the {len(images)} images in {str(folder)!r}. "
+                             "Check its image_name column against the file names.")
+        if len(rows) < len(images) and args.unlabeled is None:
+            print(f"{len(images) - len(rows)} of the {len(images)} images have no row in {args.csv!r}: left out "
+                  "(--unlabeled learns from them too)", file=sys.stderr)
+        return rows, labeler
     return _store_labels(folder, args.workspace, images)
 
 

@@ -67,6 +67,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._stop.on_click(locked(lambda: self._run(self._on_stop)))
         self._source.param.watch(lambda event: self._run(self._show_source_fields), "value")
         self._split.param.watch(lambda event: self._run(self._show_source_fields), "value")
+        self._unlabeled.param.watch(lambda event: self._run(self._show_source_fields), "value")
         self._show_source_fields()
         self._show_models()
         if (run := current_training(project)) is not None:  # another tab's training: show it, follow it
@@ -97,6 +98,11 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._find_lr = pn.widgets.Button(name="Find learning rate", button_type="default")
         self._fine_tune = pn.widgets.Button(name="Fine-tune", button_type="primary")
         self._stop = pn.widgets.Button(name="Stop", button_type="warning", disabled=True)
+        self._unlabeled = pn.widgets.Checkbox(name="Use the unlabeled images too (pseudo-labels)",
+                                              value=spec.unlabeled)
+        self._unlabeled_threshold = pn.widgets.FloatInput(name="Pseudo-label when at least this confident",
+                                                          value=spec.unlabeled_threshold, start=0.5, end=0.99,
+                                                          step=0.01, visible=False)
         self._keep_fresh = pn.widgets.Checkbox(name=f"Keep the map fresh: fine-tune again once the labels have grown "
                                                     f"by {FRESH_GROWTH:.0%}", value=False)
 
@@ -129,7 +135,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
     def _side(self):
         fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._points,
                   self._points_mean, self._backbone, self._size, self._split, self._valid_pct, self._valid_list,
-                  self._group_regex, pn.Row(self._freeze_epochs, self._epochs), self._lr,
+                  self._group_regex, pn.Row(self._freeze_epochs, self._epochs), self._lr, self._unlabeled,
+                  self._unlabeled_threshold,
                   pn.Row(self._find_lr, self._fine_tune), self._stop, self._keep_fresh, self._summary_text()]
         return pn.Column(*fields, width=320, scroll=True, sizing_mode="stretch_height")
 
@@ -153,6 +160,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._valid_pct.visible = split in ("random", "group")
         self._valid_list.visible = split == "list"
         self._group_regex.visible = split == "group"
+        self._unlabeled_threshold.visible = self._unlabeled.value
         if source == "store":
             labels = self.project.labels
             kind = "multi-label" if self.project.multi_label else "single-label"
@@ -175,7 +183,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
             valid_list=self._path(self._valid_list.value) if split == "list" else None,
             group_regex=(self._group_regex.value or None) if split == "group" else None,
             freeze_epochs=int(self._freeze_epochs.value), epochs=int(self._epochs.value),
-            lr=_learning_rate(self._lr.value)).check()
+            lr=_learning_rate(self._lr.value), unlabeled=self._unlabeled.value,
+            unlabeled_threshold=float(self._unlabeled_threshold.value)).check()
 
     def _path(self, text: str) -> str | None:
         text = (text or "").strip()
