@@ -75,6 +75,38 @@ def mean_average_precision(probs, targets) -> float:
     return float(np.mean([average_precision_score(targets[:, c], probs[:, c]) for c in present]))
 
 
+def micro_average_precision(probs, targets) -> float:
+    """Average precision of every (image, tag) decision ranked together: common tags weigh most."""
+    probs, targets = _numpy(probs), _numpy(targets) > 0.5
+    _same_length(probs, targets)
+    if not targets.any():
+        raise MetricError("No class has a positive target; micro-averaged precision is undefined.")
+    return float(average_precision_score(targets.ravel(), probs.ravel()))
+
+
+def per_image_average_precision(probs, targets) -> float:
+    """Average precision of each image's ranking of the tags, averaged over the images with at least one tag:
+    how well the model orders one image's tags (what a person tagging that image sees)."""
+    probs, targets = _numpy(probs), _numpy(targets) > 0.5
+    _same_length(probs, targets)
+    rows = [r for r in range(len(targets)) if targets[r].any()]
+    if not rows:
+        raise MetricError("No image has a positive target; per-image average precision is undefined.")
+    return float(np.mean([average_precision_score(targets[r], probs[r]) for r in rows]))
+
+
+def average_precisions(probs, targets) -> dict[str, float]:
+    """mAP three ways: `mAP` macro over tags (each tag counts once, as Planet-style work means it),
+    `mAP_micro` over every decision, `mAP_per_image` over each image's ranking of its tags."""
+    return {"mAP": mean_average_precision(probs, targets), "mAP_micro": micro_average_precision(probs, targets),
+            "mAP_per_image": per_image_average_precision(probs, targets)}
+
+
+def frequency_ranking(train_targets, n_rows: int) -> np.ndarray:
+    """The image-blind ranking: every image gets each tag's share among the training images as its score."""
+    return np.repeat((_numpy(train_targets) > 0.5).mean(axis=0, keepdims=True).astype(np.float32), n_rows, axis=0)
+
+
 # --- segmentation ----------------------------------------------------------------------
 
 def _valid_pixels(pred_mask, target_mask, void_code):

@@ -256,8 +256,13 @@ class MultiLabelTask(Task):
         return pred.sigmoid()
 
     def baseline(self, train_targets, valid_targets):
-        """Every tag on every image (the all-positive predictor); its own threshold, this task's stays."""
-        return MultiLabelTask(beta=self.beta).metrics(torch.ones_like(valid_targets.float()), valid_targets)
+        """Every tag on every image (the all-positive predictor) for the decisions, with its own threshold (this
+        task's stays), and the tag-frequency ranking (`metrics.frequency_ranking`) for the mAPs."""
+        scores = MultiLabelTask(beta=self.beta).metrics(torch.ones_like(valid_targets.float()), valid_targets)
+        if (valid_targets > 0.5).any():
+            scores.update(metrics.average_precisions(metrics.frequency_ranking(train_targets, len(valid_targets)),
+                                                     valid_targets))
+        return scores
 
     def metrics(self, outputs, targets):
         self.threshold, _ = metrics.best_threshold(outputs, targets, self.beta)
@@ -268,7 +273,7 @@ class MultiLabelTask(Task):
                   f"f{self.beta:g}": metrics.fbeta_multi(outputs, targets, self.threshold, self.beta),
                   "threshold": self.threshold}
         if (targets > 0.5).any():
-            scores["mAP"] = metrics.mean_average_precision(outputs, targets)
+            scores.update(metrics.average_precisions(outputs, targets))
         return scores
 
     def decode(self, output, image_size, labels):

@@ -66,7 +66,8 @@ def group_of(pattern: re.Pattern, item: str) -> str:
 def test_scores(learner, folder: Path, test_items: list[str], labeler, *, tta: bool = False) -> dict:
     """{"images", "metrics", "intervals"} of the trained `learner` on the test images, scored as validation scores
     (validation's pipeline at the model's size, over the whole set at once; `engine.predictor`) but tuning nothing;
-    `tta` adds "metrics_tta" (each output averaged with the mirrored image's)."""
+    `tta` adds "metrics_tta" (each output averaged with the mirrored image's); "baseline" is the task's image-blind
+    predictor on them (most common training class, every tag and the tag-frequency ranking, the mean point)."""
     import torch
 
     from engine.metrics import bootstrap_intervals
@@ -85,6 +86,9 @@ def test_scores(learner, folder: Path, test_items: list[str], labeler, *, tta: b
     intervals = bootstrap_intervals(task.held_out_metrics, outputs, truth) if len(truth) > 1 else {}
     scores = {"images": int(len(truth)), "metrics": _rounded(metrics),
               "intervals": {k: [round(a, 4), round(b, 4)] for k, (a, b) in intervals.items() if k != "threshold"}}
+    train_targets = learner.data.train.dataset.label_targets()
+    if train_targets is not None and (baseline := task.baseline(train_targets, truth)) is not None:
+        scores["baseline"] = _rounded(baseline)    # the image-blind predictor fitted on training, on these images
     if tta and task.can_unflip:
         scores["metrics_tta"] = _rounded(task.held_out_metrics(*scored(True)))
     return scores

@@ -49,6 +49,8 @@ def test_train_scores_the_held_out_images_once_as_predict_scores_them(tmp_path, 
     assert test["images"] == 10 and summary["train"] + summary["valid"] == 30
     low, high = test["intervals"]["accuracy"]
     assert 0 <= low <= test["metrics"]["accuracy"] <= high <= 1 and "metrics_tta" in test
+    # the most common training class on the test images: red and blue alternate, so about half of them
+    assert 0.3 <= test["baseline"]["accuracy"] <= 0.7
     # `labeler predict` on the same ten images gives the same accuracy
     from labeler.held_out import split_off_test as split
     from engine.data import discover_images
@@ -69,3 +71,14 @@ def test_a_multi_label_model_keeps_its_validation_threshold_on_the_test_images()
     assert scores["threshold"] == 0.3 and task.threshold == 0.3
     tuned = MultiLabelTask(threshold=0.3)
     assert tuned.metrics(outputs, targets)["threshold"] != 0.3          # validation tunes it; the test does not
+
+
+def test_the_multi_label_baseline_ranks_by_tag_frequency_and_is_scored_three_ways():
+    task = MultiLabelTask()
+    train = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    held = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    base = task.baseline(train, held)
+    assert {"mAP", "mAP_micro", "mAP_per_image", "f2"} <= set(base)
+    assert base["mAP_per_image"] == pytest.approx((1.0 + (1 / 2 + 2 / 3) / 2) / 2)   # tag 0 (3/4) ranked first
+    scores = task.held_out_metrics(torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.8, 0.7]]), held)
+    assert scores["mAP"] == scores["mAP_micro"] == scores["mAP_per_image"] == 1.0

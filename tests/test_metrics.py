@@ -78,3 +78,24 @@ def test_mismatched_lengths_raise_a_metric_error_naming_both_counts():
 def test_all_void_masks_raise_a_metric_error():
     with pytest.raises(MetricError, match="Every target pixel is void"):
         metrics.pixel_accuracy(np.zeros((2, 2)), np.full((2, 2), 255), void_code=255)
+
+
+def test_the_three_maps_and_the_tag_frequency_ranking():
+    from engine.metrics import (average_precisions, frequency_ranking, micro_average_precision,
+                                per_image_average_precision)
+    targets = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 1], [0, 0, 0]])
+    perfect = average_precisions(targets * 0.9 + 0.05, targets)
+    assert perfect == {"mAP": 1.0, "mAP_micro": 1.0, "mAP_per_image": 1.0}
+    # each image ranks its own tags right, but tag 0's scores are low across images: per image perfect, micro not
+    probs = np.array([[0.3, 0.1, 0.1], [0.3, 0.2, 0.1], [0.3, 0.1, 0.2], [0.25, 0.1, 0.1]])
+    assert per_image_average_precision(probs, targets) == 1.0
+    assert micro_average_precision(probs, targets) < 1.0
+    # the image-blind ranking: every image the training shares, so the common tag comes first everywhere
+    ranking = frequency_ranking(np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]]), 4)
+    assert ranking.shape == (4, 3) and np.allclose(ranking[0], [0.75, 0.25, 0.25])
+    blind = average_precisions(ranking, targets)
+    assert blind["mAP"] == pytest.approx(np.mean([3 / 4, 1 / 4, 1 / 4]))    # a constant score: the prevalence
+    # images 2 and 3 each have a tag tied with a wrong one at 0.25: half the recall at precision 1, half at 2/3
+    assert blind["mAP_per_image"] == pytest.approx(np.mean([1.0, (1 + 2 / 3) / 2, (1 + 2 / 3) / 2]))
+    with pytest.raises(MetricError, match="No image has a positive target"):
+        per_image_average_precision(probs[3:], targets[3:])
