@@ -64,6 +64,10 @@ def add_commands(sub, make_command) -> None:
     fit.add_argument("--loss", choices=("mse", "l1"), default="mse", help="regression loss (default mse)")
     fit.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
                      help="classifier: give the true class 1 - EPS and spread EPS over all (e.g. 0.1; default 0)")
+    fit.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                     help="validate and keep an exponential moving average of the weights, e.g. 0.99 (default: off)")
+    fit.add_argument("--progressive", type=int, default=None, metavar="PX",
+                     help="progressive resizing: the first half of the epochs at PX pixels, the rest at --size")
     fit.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random flips, turns, zoom, warp and lighting)")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
@@ -164,6 +168,7 @@ def run_train(args) -> int:
     task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss)
     learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
+    learner.callbacks[:0] = _recipe_callbacks(args)
     if unlabeled:
         learner.use_unlabeled(unlabeled, threshold=args.unlabeled_threshold, ratio=args.unlabeled_ratio,
                               weight=args.unlabeled_weight)
@@ -186,6 +191,15 @@ def run_train(args) -> int:
                                               ray=args.ray)
     print(json.dumps(summary) if args.json else _text_summary(summary))
     return 0
+
+
+def _recipe_callbacks(args) -> list:
+    """--ema and --progressive, as the learner's first callbacks (before the progress reports)."""
+    from engine.recipes import ProgressiveResize, WeightAverage
+    steps = [WeightAverage(args.ema)] if args.ema is not None else []
+    if args.progressive is not None:
+        steps.append(ProgressiveResize(args.progressive, args.freeze_epochs + args.epochs))
+    return steps
 
 
 def _rounded(metrics: dict) -> dict:
