@@ -379,8 +379,10 @@ class ModelReport:
         self.store, self.record = store, record
 
     def panels(self) -> list:
-        record = self.record
-        parts = [pn.pane.HTML(f"<h3>{esc(record['id'])}: {esc(record['task'])}, {record['train']:,} train / "
+        record, spec = self.record, self.record.get("spec") or {}
+        unlabeled = (f" (and the unlabeled images, pseudo-labeled at &ge; {float(spec['unlabeled_threshold']):g})"
+                     if spec.get("unlabeled") else "")
+        parts = [pn.pane.HTML(f"<h3>{esc(record['id'])}: {esc(record['task'])}, {record['train']:,} train{unlabeled} / "
                               f"{record['valid']:,} validation images, {esc(record['backbone'])} at "
                               f"{record['size']} px</h3>", sizing_mode="stretch_width"),
                  pn.pane.HTML(self._metrics_table(), sizing_mode="stretch_width")]

@@ -80,6 +80,16 @@ def _choose_until_shown(page, select: str, option: str, field: str) -> None:
     raise AssertionError(f"choosing {option!r} in {select!r} never showed {field!r}")
 
 
+def _checkbox(page, text: str):
+    """The checkbox a Panel Checkbox named `text` draws (its name is a sibling div, not a label, so neither
+    get_by_label nor the role's name finds it)."""
+    boxes = page.get_by_role("checkbox")
+    for index in range(boxes.count()):
+        if boxes.nth(index).evaluate("(box, text) => box.getRootNode().textContent.includes(text)", text):
+            return boxes.nth(index)
+    raise AssertionError(f"no checkbox named {text!r}")
+
+
 def _set(page, label: str, value: str) -> None:
     field = page.get_by_label(label, exact=True)
     field.fill(value)
@@ -254,6 +264,56 @@ def test_segmentation_in_the_model_tab_shows_predicted_masks(camvid_small, tmp_p
         tiles.nth(0).get_by_role("button", name="Heatmap").click()
         wait_until(lambda: _tile_source(page, 0) != before)
         _shot(page, "segmentation")
+    finally:
+        context.close()
+        assert_no_traceback(stop_server(proc))
+
+
+@pytest.fixture(scope="module")
+def cifar_part_labeled(tmp_path_factory) -> Path:
+    """120 cifar10 photos, 12 per class, of which only 6 per class have a label in the store."""
+    from labeler.io import import_labels_csv
+    from labeler.project import Project
+    source = shared_data("cifar10")
+    folder = tmp_path_factory.mktemp("cifar_part")
+    rows = []
+    for label in sorted(p for p in source.iterdir() if p.is_dir()):
+        (folder / label.name).mkdir()
+        for k, image in enumerate(sorted(label.glob("*.jpg"))[:12]):
+            shutil.copy(image, folder / label.name / image.name)
+            if k < 6:
+                rows.append(f"{label.name}/{image.name},{label.name}\n")
+    labels = tmp_path_factory.mktemp("part_labels") / "labels.csv"
+    labels.write_text("image_name,tags\n" + "".join(rows))
+    with Project(folder) as project:
+        import_labels_csv(project, labels)
+    return folder
+
+
+def test_fine_tune_with_the_unlabeled_images_too(cifar_part_labeled, tmp_path, browser):
+    proc, url = start_server(cifar_part_labeled)
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        _open_model_tab(page, url)
+        threshold = page.get_by_label("Pseudo-label when at least this confident", exact=True)
+        assert not threshold.is_visible()
+        _checkbox(page, "Use the unlabeled images too (pseudo-labels)").check()
+        threshold.wait_for(state="visible", timeout=20_000)
+        _set(page, "Pseudo-label when at least this confident", "0.5")
+        _set(page, "Image size (px)", "64")
+        _set(page, "Epochs, head only", "1")
+        _set(page, "Epochs, everything", "1")
+        page.get_by_role("button", name="Fine-tune").click()
+        page.get_by_text(re.compile(r"model 1 is ready")).wait_for(timeout=600_000)
+        epochs = page.locator(".labeler-epochs")
+        assert "pseudo labeled" in epochs.inner_text()
+        assert page.get_by_text("and the unlabeled images, pseudo-labeled at ≥ 0.5").count() == 1
+        assert page.locator(".labeler-epochs tr").count() == 3
+        _shot(page, "unlabeled")
+        assert not errors, errors
     finally:
         context.close()
         assert_no_traceback(stop_server(proc))
