@@ -95,8 +95,9 @@ def few_labels(data: Path, workdir: Path) -> tuple[Path, Path]:
     return labels, test_list
 
 
-def run(task: str, data: Path, workdir: Path) -> dict:
+def run(task: str, data: Path, workdir: Path, extra: list[str] = ()) -> dict:
     folder, labels, settings, metric = RUNS[task]
+    settings = [*settings, *extra]
     test_list = workdir / f"{task}-test.txt"
     if any("{test}" in arg for arg in labels):
         test_list.write_text("\n".join(sorted(p.name for p in (data / folder).glob(f"{TEST_SEQUENCE}*"))) + "\n")
@@ -162,6 +163,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="classify,semi,segment,multilabel,regress",
                         help="comma-separated; semi is few-labels and few-labels+unlabeled")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--extra", default="", metavar="ARGS",
+                        help="more `labeler train` options for every run, to try a recipe step: e.g. '--ema 0.99'")
     args = parser.parse_args(argv)
     tasks = [name for t in args.tasks.split(",") if t.strip() for name in ALIASES.get(t.strip(), [t.strip()])]
     if unknown := set(tasks) - set(RUNS):
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
     if not data.is_dir():
         parser.error(f"{data} does not exist: this benchmark needs ../shared/data")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run(task, data, Path(tmp)) for task in tasks]
+        rows = [run(task, data, Path(tmp), args.extra.split()) for task in tasks]
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
