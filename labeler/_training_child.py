@@ -157,19 +157,18 @@ def _learner(spec, folder: Path, workspace: Path, snapshot: dict | None):
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed)
     args = SimpleNamespace(**vars(spec), folders=False, csv=None, delimiter=None, workspace=str(workspace))
-    images = discover_images(folder)
     if snapshot is not None:
         items, labeler = list(snapshot["items"]), dict(zip(snapshot["items"], snapshot["targets"])).__getitem__
     else:
-        items, labeler = _labels(args, folder, images)
+        items, labeler = _labels(args, folder, discover_images(folder))
     data = build_data(folder, items, _splitter(args), labeler, size=spec.size, batch_size=spec.batch_size,
                       backbone=spec.backbone, augment=spec.augment, seed=spec.seed)
     task = task_for(data, label_smoothing=spec.label_smoothing, loss="mse")
     learner = Learner(data, create_model(data.task, spec.backbone, data.n_out), task=task)
     if getattr(spec, "unlabeled", False):     # the images without a label (at the start of the run) too
         labeled = set(items)
-        learner.use_unlabeled([image for image in images if image not in labeled], threshold=spec.unlabeled_threshold,
-                              ratio=spec.unlabeled_ratio)
+        learner.use_unlabeled([image for image in discover_images(folder) if image not in labeled],
+                              threshold=spec.unlabeled_threshold, ratio=spec.unlabeled_ratio)
     return learner
 
 

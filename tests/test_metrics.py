@@ -99,3 +99,15 @@ def test_the_three_maps_and_the_tag_frequency_ranking():
     assert blind["mAP_per_image"] == pytest.approx(np.mean([1.0, (1 + 2 / 3) / 2, (1 + 2 / 3) / 2]))
     with pytest.raises(MetricError, match="No image has a positive target"):
         per_image_average_precision(probs[3:], targets[3:])
+
+
+def test_per_image_average_precision_is_scikit_learns_row_by_row_ties_included():
+    from sklearn.metrics import average_precision_score
+
+    from engine.metrics import per_image_average_precision
+    rng = np.random.default_rng(0)
+    targets = rng.random((300, 7)) < 0.3
+    targets[0] = False                                          # an image without tags is left out
+    probs = np.round(rng.random((300, 7)), 1)                   # rounded: many ties
+    expected = np.mean([average_precision_score(t, p) for t, p in zip(targets, probs) if t.any()])
+    assert per_image_average_precision(probs, targets) == pytest.approx(expected, abs=1e-12)
