@@ -93,7 +93,7 @@ def run_child(kind, spec, folder, workspace, snapshot, model_dir, out, stop) -> 
     (`put(dict)`); `stop` (a `_Stops`, or an Event) asks a fine-tune to end after the current batch."""
     spec = SimpleNamespace(**spec)
     try:
-        learner = _learner(spec, Path(folder), Path(workspace), snapshot)
+        learner, held_out = _learner(spec, Path(folder), Path(workspace), snapshot)
         if kind == "lr_find":
             out.put({"type": "stage", "stage": "finding the learning rate"})
             lrs, losses, suggestion = learner.lr_find(steps=min(100, max(10, 4 * len(learner.data.train))))
@@ -111,7 +111,8 @@ def run_child(kind, spec, folder, workspace, snapshot, model_dir, out, stop) -> 
         out.put({"type": "stage", "stage": "measuring and exporting"})
         labels = snapshot["labels"] if snapshot else len(learner.data.items_train) + len(learner.data.items_valid)
         record = finish_model(learner, Path(model_dir), spec=vars(spec), labels=labels, lr=lr,
-                              stopped=reporter.stopped, history=reporter.history, best_epoch=keep.epoch)
+                              stopped=reporter.stopped, history=reporter.history, best_epoch=keep.epoch,
+                              test=held_out(learner) if held_out else None)
         if snapshot is not None and learner.task.per_label_scores:   # a classifier of the store's labels
             record = _map_every_image(learner, Path(folder), Path(workspace), Path(model_dir), record, out,
                                       stop.since(stop.count) if isinstance(stop, _Stops) else stop.is_set)
@@ -153,6 +154,7 @@ def _learner(spec, folder: Path, workspace: Path, snapshot: dict | None):
     from engine.data import discover_images
     from engine.learner import task_for
 
+    from .held_out import split_off_test, test_scores
     from .training import _labels, _splitter
     torch.manual_seed(spec.seed)
     np.random.seed(spec.seed)
@@ -161,15 +163,21 @@ def _learner(spec, folder: Path, workspace: Path, snapshot: dict | None):
         items, labeler = list(snapshot["items"]), dict(zip(snapshot["items"], snapshot["targets"])).__getitem__
     else:
         items, labeler = _labels(args, folder, discover_images(folder))
+    all_labeled = items
+    items, test_items = split_off_test(SimpleNamespace(test_list=None, test_pct=getattr(spec, "test_pct", 0.0),
+                                                       group_regex=spec.group_regex, test_seed=0), items)
     data = build_data(folder, items, _splitter(args), labeler, size=spec.size, batch_size=spec.batch_size,
                       backbone=spec.backbone, augment=spec.augment, seed=spec.seed)
     task = task_for(data, label_smoothing=spec.label_smoothing, loss="mse")
     learner = Learner(data, create_model(data.task, spec.backbone, data.n_out), task=task)
     if getattr(spec, "unlabeled", False):     # the images without a label (at the start of the run) too
-        labeled = set(items)
+        labeled = set(all_labeled)         # test images are labeled: never pseudo-labeled
         learner.use_unlabeled([image for image in discover_images(folder) if image not in labeled],
                               threshold=spec.unlabeled_threshold, ratio=spec.unlabeled_ratio)
-    return learner
+    # the test split, scored once when training is done (labeler.held_out.test_scores); None without one
+    held_out = (lambda trained: test_scores(trained, folder, test_items, labeler, tta=trained.task.can_unflip)
+                ) if test_items else None
+    return learner, held_out
 
 
 class _Reporter(Callback):
@@ -219,9 +227,10 @@ class _KeepBest(Callback):
 
 
 def finish_model(learner, folder: Path, *, spec: dict, labels: int, lr: float, stopped: bool, history: list,
-                 best_epoch: int, top: int = 16) -> dict:
+                 best_epoch: int, top: int = 16, test: dict | None = None) -> dict:
     """Measure the trained `learner` (metrics with 95% intervals, flips, the baseline, confusion, top losses
-    with and without heatmaps), export it into `folder` and write its record last. Returns the record."""
+    with and without heatmaps), export it into `folder` and write its record last. Returns the record.
+    `test`: the held-out test split's scores (`labeler.held_out.test_scores`), kept as they are."""
     from engine.interpret import Interpretation
     from engine.metrics import bootstrap_intervals
 
@@ -241,6 +250,8 @@ def finish_model(learner, folder: Path, *, spec: dict, labels: int, lr: float, s
         "classes": list(data.classes or data.codes or []),
         "top_losses": _top_losses(interp, folder, top),
     }
+    if test:
+        record["test"] = test
     if (matrix := interp.confusion()) is not None:
         record["confusion"] = matrix.tolist()
         record["most_confused"] = [list(pair) for pair in interp.most_confused()[:10]]

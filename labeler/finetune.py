@@ -62,6 +62,7 @@ class TrainSpec:
     batch_size: int = 16
     valid_pct: float = 0.2
     valid_list: str | None = None  # a file of validation image names, instead of a random share
+    test_pct: float = 0.0  # a share held out before validation, scored once at the end (0: no test split)
     group_regex: str | None = None  # keep groups whole (e.g. one person), instead of a random share
     freeze_epochs: int = 1
     epochs: int = 5
@@ -89,6 +90,8 @@ class TrainSpec:
             raise TrainingError("Nothing to train: set at least one epoch (frozen or unfrozen).")
         if not self.valid_list and not 0 < self.valid_pct < 1:
             raise TrainingError(f"The validation share must be between 0 and 1, not {self.valid_pct}.")
+        if not 0 <= self.test_pct < 0.9:
+            raise TrainingError(f"The test share must be at least 0 (none) and below 0.9, not {self.test_pct}.")
         if self.unlabeled and not 0.5 <= self.unlabeled_threshold < 1:
             raise TrainingError(f"The pseudo-label confidence must be at least 0.5 and below 1 (e.g. 0.9), "
                                 f"not {self.unlabeled_threshold}.")

@@ -24,6 +24,7 @@ TINY = dict(size=32, batch_size=8, freeze_epochs=1, epochs=1, lr=2e-3)
     (dict(freeze_epochs=0, epochs=0), "at least one epoch"),
     (dict(valid_pct=1.5), "between 0 and 1"),
     (dict(lr=3.0), "learning rate must be between 0 and 1"),
+    (dict(test_pct=0.95), "test share must be at least 0"),
     (dict(unlabeled=True, unlabeled_threshold=1.2), "pseudo-label confidence must be at least 0.5 and below 1"),
 ])
 def test_a_wrong_setting_is_refused_with_what_it_may_be(change, words):

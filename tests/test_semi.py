@@ -172,7 +172,7 @@ def test_train_unlabeled_refusals_name_the_reason(colours, tmp_path, capsys):
 # -- the app's fine-tune ----------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.weights
-def test_the_apps_fine_tune_uses_the_unlabeled_images_when_asked(tmp_path):
+def test_the_apps_fine_tune_uses_the_unlabeled_images_and_a_test_split_when_asked(tmp_path):
     from labeler.finetune import TrainSpec, start_training
     from labeler.io import import_labels_csv
     from labeler.project import Project
@@ -182,8 +182,8 @@ def test_the_apps_fine_tune_uses_the_unlabeled_images_when_asked(tmp_path):
     labels.write_text("image_name,tags\n" + "".join(f"{p},{p.split('/')[0]}\n" for p in images[:6] + images[-6:]))
     with Project(folder) as project:
         import_labels_csv(project, labels)
-        spec = TrainSpec(size=32, batch_size=4, freeze_epochs=1, epochs=1, lr=1e-2, unlabeled=True,
-                         unlabeled_threshold=0.6)
+        spec = TrainSpec(size=32, batch_size=2, freeze_epochs=1, epochs=1, lr=1e-2, unlabeled=True,
+                         unlabeled_threshold=0.6, test_pct=0.25)
         run = start_training(project, spec)
         deadline = time.monotonic() + 300
         while run.running and time.monotonic() < deadline:
@@ -191,6 +191,10 @@ def test_the_apps_fine_tune_uses_the_unlabeled_images_when_asked(tmp_path):
         assert not run.running and run.error is None, run.error
         assert all("pseudo_labeled" in row for row in run.history)
         assert run.record["spec"]["unlabeled"] is True
+        # the test split: 3 of the 12 labels held out before validation, scored once, never pseudo-labeled
+        test = run.record["test"]
+        assert test["images"] == 3 and run.record["train"] + run.record["valid"] == 9
+        assert 0 <= test["metrics"]["accuracy"] <= 1 and "baseline" in test
 
 
 # -- the weight average (issue 20 item 3) ------------------------------------------------------------

@@ -89,6 +89,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._valid_pct = pn.widgets.FloatInput(name="Validation share", value=spec.valid_pct, start=0.05, end=0.9,
                                                 step=0.05)
         self._valid_list = pn.widgets.TextInput(name="Validation list", placeholder="e.g. ../valid.txt")
+        self._test_pct = pn.widgets.FloatInput(name="Test share (held out, scored once)", value=spec.test_pct,
+                                               start=0.0, end=0.5, step=0.05)
         self._group_regex = pn.widgets.TextInput(name="Group pattern", value=r"^(.*)_\d+$",
                                                  placeholder=r"^(.*)_\d+$: one person per group")
         self._freeze_epochs = pn.widgets.IntInput(name="Epochs, head only", value=spec.freeze_epochs, start=0,
@@ -135,7 +137,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
     def _side(self):
         fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._points,
                   self._points_mean, self._backbone, self._size, self._split, self._valid_pct, self._valid_list,
-                  self._group_regex, pn.Row(self._freeze_epochs, self._epochs), self._lr, self._unlabeled,
+                  self._group_regex, self._test_pct, pn.Row(self._freeze_epochs, self._epochs), self._lr, self._unlabeled,
                   self._unlabeled_threshold,
                   pn.Row(self._find_lr, self._fine_tune), self._stop, self._keep_fresh, self._summary_text()]
         return pn.Column(*fields, width=320, scroll=True, sizing_mode="stretch_height")
@@ -180,6 +182,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
             mask_suffix=self._mask_suffix.value.strip() or ".png", void=_optional_int(self._void.value, "void class"),
             points=self._path(self._points.value), points_mean=self._points_mean.value,
             backbone=self._backbone.value, size=int(self._size.value), valid_pct=float(self._valid_pct.value),
+            test_pct=float(self._test_pct.value or 0),
             valid_list=self._path(self._valid_list.value) if split == "list" else None,
             group_regex=(self._group_regex.value or None) if split == "group" else None,
             freeze_epochs=int(self._freeze_epochs.value), epochs=int(self._epochs.value),
@@ -402,14 +405,20 @@ class ModelReport:
         record = self.record
         intervals, tta, baseline = record.get("intervals", {}), record.get("metrics_tta") or {}, \
             record.get("baseline") or {}
+        test = record.get("test") or {}
         rows = []
         for name, value in record["metrics"].items():
             low_high = intervals.get(name)
-            rows.append([name.replace("_", " "), _fmt(value),
-                         f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else "",
-                         _fmt(tta[name]) if name in tta else "", _fmt(baseline[name]) if name in baseline else ""])
-        return html_table(["metric", "validation", "95% interval", "with flips", "image-blind baseline"], rows,
-                          **{"class": "labeler-metrics"})
+            row = [name.replace("_", " "), _fmt(value), f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else "",
+                   _fmt(tta[name]) if name in tta else ""]
+            if test:     # held out from every choice: the figure to report
+                scored, low_high = test["metrics"].get(name), test["intervals"].get(name)
+                row.append(("" if scored is None else _fmt(scored))
+                           + (f" ({_fmt(low_high[0])} – {_fmt(low_high[1])})" if low_high else ""))
+            rows.append([*row, _fmt(baseline[name]) if name in baseline else ""])
+        heads = ["metric", "validation", "95% interval", "with flips",
+                 *([f"test, {test['images']:,} held-out images (95% interval)"] if test else []), "image-blind baseline"]
+        return html_table(heads, rows, **{"class": "labeler-metrics"})
 
     def _tile(self, row: dict):
         plain, heat = (_data_uri(self.store.file(self.record["id"], row[kind])) for kind in ("picture", "heatmap"))

@@ -290,7 +290,7 @@ def cifar_part_labeled(tmp_path_factory) -> Path:
     return folder
 
 
-def test_fine_tune_with_the_unlabeled_images_too(cifar_part_labeled, tmp_path, browser):
+def test_fine_tune_with_the_unlabeled_images_too_and_a_test_split(cifar_part_labeled, tmp_path, browser):
     proc, url = start_server(cifar_part_labeled)
     context = browser.new_context(viewport={"width": 1500, "height": 1100})
     page = context.new_page()
@@ -303,6 +303,7 @@ def test_fine_tune_with_the_unlabeled_images_too(cifar_part_labeled, tmp_path, b
         _checkbox(page, "Use the unlabeled images too (pseudo-labels)").check()
         threshold.wait_for(state="visible", timeout=20_000)
         _set(page, "Pseudo-label when at least this confident", "0.5")
+        _set(page, "Test share (held out, scored once)", "0.2")
         _set(page, "Image size (px)", "64")
         _set(page, "Epochs, head only", "1")
         _set(page, "Epochs, everything", "1")
@@ -311,6 +312,9 @@ def test_fine_tune_with_the_unlabeled_images_too(cifar_part_labeled, tmp_path, b
         epochs = page.locator(".labeler-epochs")
         assert "pseudo labeled" in epochs.inner_text()
         assert page.get_by_text("and the unlabeled images, pseudo-labeled at ≥ 0.5").count() == 1
+        table = page.locator(".labeler-metrics")
+        wait_until(lambda: "accuracy" in table.inner_text())
+        assert "test, 12 held-out images (95% interval)" in table.inner_text()      # 60 labels: 12 held out
         assert page.locator(".labeler-epochs tr").count() == 3
         _shot(page, "unlabeled")
         assert not errors, errors
