@@ -178,7 +178,7 @@ def run_train(args) -> int:
                "metrics": _rounded(learner.validate()), "out": str(args.out)}
     if unlabeled:
         summary["unlabeled"] = {"images": len(unlabeled), "threshold": args.unlabeled_threshold,
-                                "pseudo_labeled": learner.history[-1].get("pseudo_labeled")}
+                                "pseudo_labeled": learner.history[-1].get("pseudo_labeled", 0.0)}
     if learner.task.can_unflip:
         summary["metrics_tta"] = _rounded(learner.validate(tta=True))
     if (baseline := learner.baseline()) is not None:

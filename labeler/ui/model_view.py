@@ -137,8 +137,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
     def _side(self):
         fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._points,
                   self._points_mean, self._backbone, self._size, self._split, self._valid_pct, self._valid_list,
-                  self._group_regex, self._test_pct, pn.Row(self._freeze_epochs, self._epochs), self._lr, self._unlabeled,
-                  self._unlabeled_threshold,
+                  self._group_regex, self._test_pct, pn.Row(self._freeze_epochs, self._epochs), self._lr,
+                  self._unlabeled, self._unlabeled_threshold,
                   pn.Row(self._find_lr, self._fine_tune), self._stop, self._keep_fresh, self._summary_text()]
         return pn.Column(*fields, width=320, scroll=True, sizing_mode="stretch_height")
 
@@ -409,15 +409,15 @@ class ModelReport:
         rows = []
         for name, value in record["metrics"].items():
             low_high = intervals.get(name)
-            row = [name.replace("_", " "), _fmt(value), f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else "",
-                   _fmt(tta[name]) if name in tta else ""]
+            row = [name.replace("_", " "), _fmt(value),
+                   f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else "", _fmt(tta[name]) if name in tta else ""]
             if test:     # held out from every choice: the figure to report
                 scored, low_high = test["metrics"].get(name), test["intervals"].get(name)
                 row.append(("" if scored is None else _fmt(scored))
                            + (f" ({_fmt(low_high[0])} – {_fmt(low_high[1])})" if low_high else ""))
             rows.append([*row, _fmt(baseline[name]) if name in baseline else ""])
-        heads = ["metric", "validation", "95% interval", "with flips",
-                 *([f"test, {test['images']:,} held-out images (95% interval)"] if test else []), "image-blind baseline"]
+        tested = [f"test, {test['images']:,} held-out images (95% interval)"] if test else []
+        heads = ["metric", "validation", "95% interval", "with flips", *tested, "image-blind baseline"]
         return html_table(heads, rows, **{"class": "labeler-metrics"})
 
     def _tile(self, row: dict):
