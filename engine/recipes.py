@@ -3,8 +3,8 @@
 `WeightAverage`: an exponential moving average of the weights; validation scores the average, and the model keeps
 it when fitting ends. The average follows every training step, `average = d * average + (1 - d) * weights`,
 with `d` ramping up as min(decay, (1 + t) / (10 + t)) so the first steps are not dominated by the start.
-Batch norm's running statistics are averaged like the weights (they belong to the weights they were measured under); integer
-counters are copied. Each `fit_one_cycle` starts a new average from the weights it starts with, so a fine-tune's
+Batch norm's running statistics are averaged like the weights (they belong to the weights they were measured
+under); integer counters are copied. Each `fit_one_cycle` starts a new average from the weights it starts with, so a fine-tune's
 head-only stage and its whole-network stage each end on their own average.
 """
 from __future__ import annotations

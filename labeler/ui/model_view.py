@@ -409,8 +409,8 @@ class ModelReport:
         rows = []
         for name, value in record["metrics"].items():
             low_high = intervals.get(name)
-            row = [name.replace("_", " "), _fmt(value),
-                   f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else "", _fmt(tta[name]) if name in tta else ""]
+            interval = f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else ""
+            row = [name.replace("_", " "), _fmt(value), interval, _fmt(tta[name]) if name in tta else ""]
             if test:     # held out from every choice: the figure to report
                 scored, low_high = test["metrics"].get(name), test["intervals"].get(name)
                 row.append(("" if scored is None else _fmt(scored))
