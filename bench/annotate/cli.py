@@ -71,7 +71,8 @@ def main(argv=None) -> int:
                            size=args.size, policies=[name.strip() for name in args.policies.split(",")],
                            max_cost=args.max_cost, drop_odd=args.drop_odd, seed=args.seed,
                            fine_tune_spec=TrainSpec(size=args.fine_tune_size, epochs=args.fine_tune_epochs,
-                                                    augment=not args.fine_tune_no_augment, seed=args.seed))
+                                                    augment=not args.fine_tune_no_augment, seed=args.seed,
+                                                    unlabeled=args.fine_tune_unlabeled))
     except (TruthError, PolicyError) as error:
         print(error, file=sys.stderr)
         return 1
@@ -108,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="epochs of the whole network after one of the head (default %(default)s)")
     tune.add_argument("--fine-tune-no-augment", action="store_true",
                       help="no flips, turns or zoom: for labels a mirror image changes (head direction)")
+    tune.add_argument("--fine-tune-unlabeled", action="store_true",
+                      help="the fine-tunes learn from the images not labeled yet too (the Model tab's 'use the "
+                           "unlabeled images too')")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return parser
 
