@@ -221,19 +221,24 @@ class _ItemDataset(Dataset):
         return self.task.to_xy(self.targets, index, sample)
 
     def __getitem__(self, index: int):
-        for step in range(len(self.items)):
-            current = (index + step) % len(self.items)
-            if current in self._bad:
-                continue
-            try:
-                sample = self.raw_sample(current)
-            except ImageReadError as err:
-                self._bad[current] = err.reason
-                logger.warning("skipping unreadable image %s: %s", err.path, err.reason)
-                continue
-            return self.to_xy(current, self.transform()(sample))
-        raise InputError(f"None of the {len(self.items)} images of this split can be read (see the log). "
-                         f"Check the image folder {str(self.folder)!r}.")
+        current, sample = first_readable(self.raw_sample, index, len(self.items), self._bad,
+                                         f"of this split in {str(self.folder)!r}")
+        return self.to_xy(current, self.transform()(sample))
+
+
+def first_readable(read, index: int, n: int, bad: dict, where: str):
+    """(i, read(i)) for the first item from `index` on (wrapping round) that can be read: an unreadable one is
+    logged once, remembered in `bad` ({i: reason}) and skipped, so a batch never fails for one broken file."""
+    for step in range(n):
+        current = (index + step) % n
+        if current in bad:
+            continue
+        try:
+            return current, read(current)
+        except ImageReadError as err:
+            bad[current] = err.reason
+            logger.warning("skipping unreadable image %s: %s", err.path, err.reason)
+    raise InputError(f"None of the {n} images {where} can be read (see the log). Check the image folder.")
 
 
 # ---------------------------------------------------------------- pictures of samples

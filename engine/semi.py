@@ -26,7 +26,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .data import load_image
-from .errors import ImageReadError, InputError, LearnerError
+from .datablock import first_readable
+from .errors import InputError, LearnerError
 
 __all__ = ["SemiSupervised", "UnlabeledImages", "check_offered", "pseudo_label_loss"]
 
@@ -59,7 +60,7 @@ class UnlabeledImages(Dataset):
         else:
             self.strong = v2.RandAugment(num_ops=2, magnitude=magnitude)
         self.erase = None if pixels else v2.RandomErasing(p=1.0, scale=(0.02, 0.15), value=0)
-        self._bad: set[int] = set()
+        self._bad: dict[int, str] = {}
 
     def __len__(self):
         return len(self.items)
@@ -69,23 +70,15 @@ class UnlabeledImages(Dataset):
                                        list(self.labeled.mean), list(self.labeled.std))
 
     def __getitem__(self, index: int):
-        for step in range(len(self.items)):
-            current = (index + step) % len(self.items)
-            if current in self._bad:
-                continue
-            try:
-                image = load_image(self.folder / self.items[current])
-            except ImageReadError:
-                self._bad.add(current)
-                continue
-            size = self.labeled.size
-            pixels = tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1))
-            weak = v2.RandomHorizontalFlip()(v2.functional.resize(pixels, [size, size], antialias=True))
-            strong = self._normalized(self.strong(weak))
-            if self.erase is not None:
-                strong = self.erase(strong)
-            return (self._normalized(weak).as_subclass(torch.Tensor), strong.as_subclass(torch.Tensor))
-        raise InputError(f"None of the {len(self.items)} unlabeled images in {str(self.folder)!r} can be read.")
+        _, image = first_readable(lambda i: load_image(self.folder / self.items[i]), index, len(self.items),
+                                  self._bad, f"left unlabeled in {str(self.folder)!r}")
+        size = self.labeled.size
+        pixels = tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+        weak = v2.RandomHorizontalFlip()(v2.functional.resize(pixels, [size, size], antialias=True))
+        strong = self._normalized(self.strong(weak))
+        if self.erase is not None:
+            strong = self.erase(strong)
+        return self._normalized(weak).as_subclass(torch.Tensor), strong.as_subclass(torch.Tensor)
 
 
 def pseudo_label_loss(task, weak: torch.Tensor, strong: torch.Tensor, threshold: float

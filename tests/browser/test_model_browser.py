@@ -90,6 +90,15 @@ def _checkbox(page, text: str):
     raise AssertionError(f"no checkbox named {text!r}")
 
 
+def _fine_tune_small(page) -> None:
+    """Fine-tune at 64 px for one epoch of the head and one of everything, and wait for the model."""
+    _set(page, "Image size (px)", "64")
+    _set(page, "Epochs, head only", "1")
+    _set(page, "Epochs, everything", "1")
+    page.get_by_role("button", name="Fine-tune").click()
+    page.get_by_text(re.compile(r"model 1 is ready")).wait_for(timeout=600_000)
+
+
 def _set(page, label: str, value: str) -> None:
     field = page.get_by_label(label, exact=True)
     field.fill(value)
@@ -249,11 +258,7 @@ def test_segmentation_in_the_model_tab_shows_predicted_masks(camvid_small, tmp_p
         _set(page, "Void class index (optional)", "11")
         page.get_by_label("Validation", exact=True).select_option(label="a list of validation images")
         _set(page, "Validation list", "../valid.txt")
-        _set(page, "Image size (px)", "64")
-        _set(page, "Epochs, head only", "1")
-        _set(page, "Epochs, everything", "1")
-        page.get_by_role("button", name="Fine-tune").click()
-        page.get_by_text(re.compile(r"model 1 is ready")).wait_for(timeout=600_000)
+        _fine_tune_small(page)
         table = page.locator(".labeler-metrics")
         wait_until(lambda: "pixel accuracy" in table.inner_text())
         assert "mean iou" in table.inner_text()
@@ -304,11 +309,7 @@ def test_fine_tune_with_the_unlabeled_images_too_and_a_test_split(cifar_part_lab
         threshold.wait_for(state="visible", timeout=20_000)
         _set(page, "Pseudo-label when at least this confident", "0.5")
         _set(page, "Test share (held out, scored once)", "0.2")
-        _set(page, "Image size (px)", "64")
-        _set(page, "Epochs, head only", "1")
-        _set(page, "Epochs, everything", "1")
-        page.get_by_role("button", name="Fine-tune").click()
-        page.get_by_text(re.compile(r"model 1 is ready")).wait_for(timeout=600_000)
+        _fine_tune_small(page)
         epochs = page.locator(".labeler-epochs")
         assert "pseudo labeled" in epochs.inner_text()
         assert page.get_by_text("and the unlabeled images, pseudo-labeled at ≥ 0.5").count() == 1
