@@ -310,9 +310,9 @@ def test_fine_tune_with_the_unlabeled_images_too_and_a_test_split(cifar_part_lab
         _set(page, "Pseudo-label when at least this confident", "0.5")
         _set(page, "Test share (held out, scored once)", "0.2")
         _fine_tune_small(page)
-        epochs = page.locator(".labeler-epochs")
-        assert "pseudo labeled" in epochs.inner_text()
-        assert page.get_by_text("and the unlabeled images, pseudo-labeled at ≥ 0.5").count() == 1
+        # the report arrives just after the message
+        page.get_by_text("and the unlabeled images, pseudo-labeled at ≥ 0.5").wait_for(timeout=20_000)
+        assert "pseudo labeled" in page.locator(".labeler-epochs").inner_text()
         table = page.locator(".labeler-metrics")
         wait_until(lambda: "accuracy" in table.inner_text())
         assert "test, 12 held-out images (95% interval)" in table.inner_text()      # 60 labels: 12 held out
