@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -31,16 +30,10 @@ from .errors import InputError, LearnerError
 
 __all__ = ["SemiSupervised", "UnlabeledImages", "check_offered", "pseudo_label_loss"]
 
-OFFERED = ("classify", "multilabel", "segment")
-NOT_OFFERED = {"regress": "a regressed point has no probability to tell a confident prediction from a guess, so "
-                          "there is nothing to pick pseudo-labels by"}
-
-
 def check_offered(task) -> None:
-    """A LearnerError saying why, for a task that cannot learn from unlabeled images."""
-    if task.name not in OFFERED:
-        reason = NOT_OFFERED.get(task.name, "the task does not say how to pick pseudo-labels")
-        raise LearnerError(f"Learning from unlabeled images is not offered for the {task.name!r} task: {reason}.")
+    """A LearnerError saying why, for a task that cannot learn from unlabeled images (`Task.no_pseudo_labels`)."""
+    if task.no_pseudo_labels:
+        task.pseudo_targets(torch.zeros(1, 1), 0.5)      # raises the task's own message
 
 
 class UnlabeledImages(Dataset):
@@ -86,19 +79,8 @@ def pseudo_label_loss(task, weak: torch.Tensor, strong: torch.Tensor, threshold:
     """(the consistency loss of the strong view's raw outputs against the weak view's confident pseudo-labels,
     the share of pseudo-labels kept). `weak` carries no gradient; the loss averages over every image (or tag,
     or pixel), kept or not, as FixMatch does, so few confident predictions mean a small push."""
-    weak = weak.detach().float()
-    if task.name in ("classify", "segment"):
-        confidence, pseudo = weak.softmax(dim=1).max(dim=1)
-        keep = confidence >= threshold
-        if task.name == "segment" and task.void_code is not None:
-            keep &= pseudo != task.void_code
-        losses = F.cross_entropy(strong.float(), pseudo, reduction="none")
-    elif task.name == "multilabel":
-        probs = weak.sigmoid()
-        keep = (probs >= threshold) | (probs <= 1 - threshold)
-        losses = F.binary_cross_entropy_with_logits(strong.float(), (probs >= 0.5).float(), reduction="none")
-    else:
-        check_offered(task)
+    targets, keep = task.pseudo_targets(weak.detach().float(), threshold)
+    losses = task.loss(strong.float(), targets, reduction="none")
     return (losses * keep).mean(), float(keep.float().mean())
 
 
@@ -125,7 +107,7 @@ class SemiSupervised:
         train = learner.data.train
         labeled = train.dataset
         self.threshold, self.ratio, self.weight = float(threshold), ratio, float(weight)
-        self.dataset = UnlabeledImages(folder or labeled.folder, items, labeled, pixels=task.name == "segment")
+        self.dataset = UnlabeledImages(folder or labeled.folder, items, labeled, pixels=task.pixel_aligned)
         self.loader = DataLoader(self.dataset, batch_size=train.batch_size * ratio, shuffle=True, drop_last=False,
                                  num_workers=train.num_workers,
                                  generator=torch.Generator().manual_seed(torch.initial_seed() % 2 ** 63))

@@ -21,27 +21,8 @@ from . import metrics
 from .augment import draw_sample
 from .interpret import ClassTarget, CoordinateTarget, RegionTarget
 from ._targets import Targets, load_mask, multi_hot, normalized_points
-from .errors import EngineError, InputError, LearnerError
-
-# --- the registry ----------------------------------------------------------------------
-
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: `cls` becomes creatable by its `name` (build_data, create_model, exports, the CLI)."""
-    if not cls.name or TASKS.get(cls.name, cls) is not cls:
-        raise LearnerError(f"{cls.__qualname__} needs a `name` no other task has (registered: {', '.join(TASKS)}).")
-    TASKS[cls.name] = cls
-    return cls
-
-
-def get_task(name: str, error: type[EngineError] = LearnerError) -> type[Task]:
-    """The task class registered as `name`; an unknown name raises `error`, listing the registered ones."""
-    if name not in TASKS:
-        raise error(f"Unknown task {name!r}. Choose one of: {', '.join(TASKS)}.")
-    return TASKS[name]
-
+from ._registry import TASKS, get_task, register_task  # noqa: F401  (the registry, importable from here)
+from .errors import InputError, LearnerError
 
 class Task:
     """What one kind of problem needs from the data block, the model builder and the shared loop.
@@ -58,6 +39,10 @@ class Task:
     per_label_scores: ClassVar[bool] = True  # one probability per label and image (storable as predictions)
     one_label: ClassVar[bool] = False  # one label an image: the probabilities sum to 1 (checks and Accept use them)
     unscored: ClassVar[str] = "no loss"  # why an item's loss is NaN (top losses)
+    # learning from unlabeled images (engine.semi): why this task cannot (None: it can, by `pseudo_targets`), and
+    # whether its outputs are per pixel (then the strong view may change colours only)
+    no_pseudo_labels: ClassVar[str | None] = "it does not say how to pick pseudo-labels"
+    pixel_aligned: ClassVar[bool] = False
 
     @classmethod
     def matches(cls, targets: list) -> bool:
@@ -101,6 +86,12 @@ class Task:
     def activation(self, pred: torch.Tensor) -> torch.Tensor:
         """Model output -> what predictions are (probabilities, masks, coordinates)."""
         return pred
+
+    def pseudo_targets(self, weak: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(targets for `loss`, where they are at least `threshold` confident) from raw outputs on weak views of
+        unlabeled images (`engine.semi`, FixMatch-style); a task that cannot says why (`no_pseudo_labels`)."""
+        raise LearnerError(f"Learning from unlabeled images is not offered for the {self.name!r} task: "
+                           f"{self.no_pseudo_labels}.")
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Scores over the whole validation set; `outputs` are `activation(pred)` for every row."""
@@ -164,7 +155,7 @@ class Task:
 class ClassifyTask(Task):
     """Cross-entropy, optionally with label smoothing (the target keeps 1 - eps, the rest is spread)."""
 
-    name = "classify"
+    name, no_pseudo_labels = "classify", None
     one_label = True
 
     def __init__(self, label_smoothing: float = 0.0):
@@ -191,6 +182,10 @@ class ClassifyTask(Task):
 
     def activation(self, pred):
         return pred.softmax(dim=1)
+
+    def pseudo_targets(self, weak, threshold):
+        confidence, pseudo = weak.softmax(dim=1).max(dim=1)   # the class, per image or per pixel
+        return pseudo, confidence >= threshold
 
     def baseline(self, train_targets, valid_targets):
         """Always the most common training class."""
@@ -234,7 +229,7 @@ class ClassifyTask(Task):
 class MultiLabelTask(Task):
     """Independent sigmoid per tag; the decision threshold is tuned on validation for F-beta."""
 
-    name = "multilabel"
+    name, no_pseudo_labels = "multilabel", None
 
     def __init__(self, threshold: float = 0.5, beta: float = 2.0):
         self.threshold, self.beta = threshold, beta
@@ -255,9 +250,12 @@ class MultiLabelTask(Task):
     def activation(self, pred):
         return pred.sigmoid()
 
+    def pseudo_targets(self, weak, threshold):
+        probs = weak.sigmoid()          # per tag: sure on or sure off; unsure tags are left out
+        return (probs >= 0.5).float(), (probs >= threshold) | (probs <= 1 - threshold)
+
     def baseline(self, train_targets, valid_targets):
-        """Every tag on every image (the all-positive predictor) for the decisions, with its own threshold (this
-        task's stays), and the tag-frequency ranking (`metrics.frequency_ranking`) for the mAPs."""
+        """All-positive for the decisions (its own threshold), the tag-frequency ranking for the mAPs."""
         scores = MultiLabelTask(beta=self.beta).metrics(torch.ones_like(valid_targets.float()), valid_targets)
         if (valid_targets > 0.5).any():
             scores.update(metrics.average_precisions(metrics.frequency_ranking(train_targets, len(valid_targets)),
@@ -312,6 +310,7 @@ class SegmentTask(Task):
     """Per-pixel cross-entropy; void pixels count neither in the loss nor in the metrics."""
 
     name, architecture, unscored = "segment", "unet", "only void pixels"
+    no_pseudo_labels, pixel_aligned = None, True
     per_label_scores = False
 
     def __init__(self, void_code: int | None = None, n_classes: int | None = None):
@@ -348,6 +347,10 @@ class SegmentTask(Task):
 
     def activation(self, pred):
         return pred.argmax(dim=1)  # rather than probabilities: whole validation sets of masks stay small
+
+    def pseudo_targets(self, weak, threshold):
+        pseudo, keep = ClassifyTask.pseudo_targets(self, weak, threshold)
+        return pseudo, keep & (pseudo != self.ignore_index)      # void is never a pseudo-label
 
     def unflip(self, pred):
         return pred.flip(-1)
@@ -397,6 +400,7 @@ class RegressTask(Task):
     """Points as (x, y) pairs in [-1, 1], metrics and predictions in pixels; other numbers pass through."""
 
     name, architecture = "regress", "regressor"
+    no_pseudo_labels = "a regressed point has no probability to tell a confident prediction from a guess"
     per_label_scores = False
     LOSSES: ClassVar[dict] = {"mse": F.mse_loss, "l1": F.l1_loss}
 
