@@ -212,12 +212,9 @@ class Learner(LearnerPlots):
         """The loss of one labeled batch, plus the unlabeled images' consistency loss when they are used."""
         if self.unlabeled is None:
             return self.task.loss(self.model(x), y)
-        from .semi import pseudo_label_loss
         weak, strong = (_to_device(t, self.device) for t in self.unlabeled.next_batch())
         pred, weak_pred, strong_pred = self.model(torch.cat([x, weak, strong])).split([len(x), len(weak), len(strong)])
-        consistency, kept = pseudo_label_loss(self.task, weak_pred, strong_pred, self.unlabeled.threshold)
-        self.unlabeled.kept.append(kept)
-        return self.task.loss(pred, y) + self.unlabeled.weight * consistency
+        return self.task.loss(pred, y) + self.unlabeled.consistency(weak_pred, strong_pred)
 
     def _train_batch(self, x, y) -> float:
         self._callback("on_train_batch_begin")

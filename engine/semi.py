@@ -46,7 +46,7 @@ class UnlabeledImages(Dataset):
         if not items:
             raise InputError("There are no unlabeled images to learn from: every image has a label, or none is left "
                              "after the test split.")
-        self.folder, self.items, self.labeled, self.pixels = Path(folder), list(items), labeled, pixels
+        self.folder, self.items, self.labeled = Path(folder), list(items), labeled
         if pixels:   # colours only, so each pixel of the strong view is the same pixel of the weak one
             self.strong = v2.Compose([v2.ColorJitter(0.4, 0.4, 0.4, 0.05), v2.RandomAutocontrast(p=0.5),
                                       v2.RandomEqualize(p=0.3), v2.RandomAdjustSharpness(2, p=0.5)])
@@ -106,13 +106,19 @@ class SemiSupervised:
             raise LearnerError(f"The unlabeled loss weight must be above 0, not {weight}.")
         train = learner.data.train
         labeled = train.dataset
-        self.threshold, self.ratio, self.weight = float(threshold), ratio, float(weight)
+        self.task, self.threshold, self.ratio, self.weight = task, float(threshold), ratio, float(weight)
         self.dataset = UnlabeledImages(folder or labeled.folder, items, labeled, pixels=task.pixel_aligned)
         self.loader = DataLoader(self.dataset, batch_size=train.batch_size * ratio, shuffle=True, drop_last=False,
                                  num_workers=train.num_workers,
                                  generator=torch.Generator().manual_seed(torch.initial_seed() % 2 ** 63))
         self._batches = None
         self.kept: list[float] = []   # the share of pseudo-labels kept, per step of this epoch
+
+    def consistency(self, weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
+        """`pseudo_label_loss` of one step's raw outputs, weighted; the share kept goes into this epoch's report."""
+        loss, kept = pseudo_label_loss(self.task, weak, strong, self.threshold)
+        self.kept.append(kept)
+        return self.weight * loss
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next (weak, strong) batch; the unlabeled images are cycled through, reshuffled each pass."""
