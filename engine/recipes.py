@@ -1,4 +1,5 @@
-"""Recipe steps as `Learner` callbacks (issue 20 item 3): a moving average of the weights, and progressive resizing.
+"""Recipe steps as `Learner` callbacks (issue 20 item 3): a moving average of the weights, progressive resizing, and
+a classifier head started from a linear probe.
 
 `WeightAverage`: an exponential moving average of the weights; validation scores the average, and the model keeps
 it when fitting ends. The average follows every training step, `average = d * average + (1 - d) * weights`,
@@ -9,10 +10,16 @@ head-only stage and its whole-network stage each end on their own average.
 """
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import torch
+from torch import nn
 
 from .errors import LearnerError
 from .learner import Callback
+
+logger = logging.getLogger(__name__)
 
 
 class WeightAverage(Callback):
@@ -78,3 +85,105 @@ class ProgressiveResize(Callback):
     def on_fit_end(self, learner):    # the next fit's epochs set their size again; after the last, the full one
         if self.size is not None:
             learner.data.set_size(self.size)
+
+
+class ProbeHead(Callback):
+    """Start a classifier head from a linear probe (LP-FT: Kumar et al., 2022) before the first fit.
+
+    The frozen pretrained body's pooled features of the training images (one pass, in eval mode, as the training
+    loader gives them) fit a logistic regression (one softmax over classes, or one per tag for multi-label
+    targets), with its regularization chosen by 3-fold cross-validation on those training images alone. The
+    head's batch norm takes the features' mean and variance (so it standardizes them), and its last linear layer
+    takes the regression's weights. Fine-tuning then starts from a head that already separates the classes, so the
+    first updates to the body follow a useful gradient instead of a random head's, which distorts the pretrained
+    features less. Needs a head of pooling, batch norm, dropout and a linear layer (`ClassifierHead`).
+
+    `size`: the pixels the features are computed at, when the first epoch trains at another than the data's
+    (progressive resizing). Put it before `WeightAverage`, whose average starts from the weights a fit begins with.
+    """
+
+    C_GRID = (0.01, 0.1, 1.0)
+
+    def __init__(self, size: int | None = None):
+        self.size, self.done, self.report = size, False, {}
+
+    def on_fit_begin(self, learner):
+        if self.done:
+            return
+        head = getattr(learner.model, "head", None)
+        if not (isinstance(head, nn.Sequential) and len(head) == 4 and isinstance(head[1], nn.BatchNorm1d)
+                and isinstance(head[3], nn.Linear)):
+            raise LearnerError("A head started from a linear probe needs a classifier's pooled head (single- or "
+                               "multi-label); this model has none.")
+        size = learner.data.size
+        if self.size is not None:
+            learner.data.set_size(self.size)
+        try:
+            features, targets = _pooled_features(learner, head[0])
+        finally:
+            learner.data.set_size(size)
+        mean, var = features.mean(0), features.var(0)
+        standard = (features - mean) / np.sqrt(var + head[1].eps)
+        weight, bias, self.report = _fit_probe(standard, targets, head[3].out_features, self.C_GRID)
+        with torch.no_grad():
+            head[1].running_mean.copy_(torch.from_numpy(mean))
+            head[1].running_var.copy_(torch.from_numpy(var))
+            head[1].weight.fill_(1.0)
+            head[1].bias.zero_()
+            head[3].weight.copy_(torch.from_numpy(weight))
+            head[3].bias.copy_(torch.from_numpy(bias))
+        self.done = True
+        logger.info("head started from a linear probe: %s", self.report)
+
+
+@torch.no_grad()
+def _pooled_features(learner, pool) -> tuple[np.ndarray, np.ndarray]:
+    """The body's pooled features and the targets of every training batch (body in eval mode)."""
+    was_training, features, targets = learner.model.training, [], []
+    learner.model.eval()
+    try:
+        for x, y in learner.data.train:
+            x = x.to(learner.device, memory_format=torch.channels_last)
+            features.append(pool(learner.model.body(x)).float().cpu().numpy())
+            targets.append(y.cpu().numpy())
+    finally:
+        learner.model.train(was_training)
+    return np.concatenate(features).astype(np.float32), np.concatenate(targets)
+
+
+def _fit_probe(x: np.ndarray, y: np.ndarray, n_out: int, c_grid) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(weight (n_out, features), bias (n_out,), what was chosen) of a logistic regression on standardized `x`:
+    softmax over `n_out` classes for integer targets, one per tag for multi-hot ones; C by 3-fold CV."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    def best_c(x, y) -> float:
+        folds = min(3, int(np.bincount(y).min()))
+        if folds < 2:
+            return c_grid[len(c_grid) // 2]
+        scores = [cross_val_score(LogisticRegression(C=c, max_iter=300), x, y, cv=folds).mean() for c in c_grid]
+        return c_grid[int(np.argmax(scores))]
+
+    weight, bias = np.zeros((n_out, x.shape[1]), np.float32), np.zeros(n_out, np.float32)
+    if y.ndim == 1:                                   # one label per image: a softmax over the classes
+        y = y.astype(int)
+        present = np.unique(y)
+        c = best_c(x, y)
+        fitted = LogisticRegression(C=c, max_iter=500).fit(x, y)
+        coef, intercept = fitted.coef_, fitted.intercept_
+        if len(present) == 2:                         # scikit-learn gives one row for two classes
+            coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        weight[present], bias[present] = coef, intercept
+        bias[np.setdiff1d(np.arange(n_out), present)] = intercept.min() - 10    # classes never seen: unlikely
+        return weight, bias, {"C": c, "train_accuracy": round(float(fitted.score(x, y)), 4)}
+    chosen = {}
+    for tag in range(y.shape[1]):                     # multi-hot: one logistic regression per tag
+        column = (y[:, tag] > 0.5).astype(int)
+        share = float(np.clip(column.mean(), 1e-3, 1 - 1e-3))
+        if column.min() == column.max():              # always or never present: its frequency's logit
+            bias[tag] = np.log(share / (1 - share))
+            continue
+        chosen[tag] = c = best_c(x, column)
+        fitted = LogisticRegression(C=c, max_iter=500).fit(x, column)
+        weight[tag], bias[tag] = fitted.coef_[0], fitted.intercept_[0]
+    return weight, bias, {"C": chosen}

@@ -68,6 +68,9 @@ def add_commands(sub, make_command) -> None:
                      help="validate and keep an exponential moving average of the weights, e.g. 0.99 (default: off)")
     fit.add_argument("--progressive", type=int, default=None, metavar="PX",
                      help="progressive resizing: the first half of the epochs at PX pixels, the rest at --size")
+    fit.add_argument("--probe-head", action="store_true",
+                     help="classifier: start the head from a logistic regression on the pretrained body's features "
+                          "of the training images (a linear probe, then fine-tuning)")
     fit.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random flips, turns, zoom, warp and lighting)")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
@@ -194,9 +197,12 @@ def run_train(args) -> int:
 
 
 def _recipe_callbacks(args) -> list:
-    """--ema and --progressive, as the learner's first callbacks (before the progress reports)."""
-    from engine.recipes import ProgressiveResize, WeightAverage
-    steps = [WeightAverage(args.ema)] if args.ema is not None else []
+    """--probe-head, --ema and --progressive, as the learner's first callbacks (before the progress reports): the
+    probe first, at the size the first epoch trains at, so the weight average starts from the probed head."""
+    from engine.recipes import ProbeHead, ProgressiveResize, WeightAverage
+    steps = [ProbeHead(size=args.progressive)] if args.probe_head else []
+    if args.ema is not None:
+        steps.append(WeightAverage(args.ema))
     if args.progressive is not None:
         steps.append(ProgressiveResize(args.progressive, args.freeze_epochs + args.epochs))
     return steps

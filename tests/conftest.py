@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import write_image
+from _helpers import colour_folder, write_image
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +29,14 @@ def image_folder(tmp_path) -> Path:
     for i in range(12):
         write_image(folder / ("a" if i < 6 else "b") / f"img_{i:02d}.{'jpg' if i % 2 else 'png'}", seed=i)
     return folder
+
+
+@pytest.fixture
+def colours(tmp_path):
+    """(a folder of 40 red and blue 32-pixel squares in class folders, 8 of them to label, the other 32)."""
+    folder = colour_folder(tmp_path / "colours", n=40, size=32)
+    images = sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*.png"))
+    return folder, images[:4] + images[-4:], images[4:-4]
 
 
 @pytest.fixture(scope="session")

@@ -88,13 +88,6 @@ def test_views_are_normalized_at_the_training_size_and_pixel_tasks_keep_geometry
 
 
 # -- the learner ----------------------------------------------------------------------------------
-@pytest.fixture
-def colours(tmp_path):
-    folder = colour_folder(tmp_path / "colours", n=40, size=32)
-    images = sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*.png"))
-    return folder, images[:4] + images[-4:], images[4:-4]
-
-
 @pytest.mark.weights
 def test_the_learner_trains_on_unlabeled_images_and_reports_how_many_were_pseudo_labeled(colours):
     folder, labeled, unlabeled = colours
@@ -195,64 +188,3 @@ def test_the_apps_fine_tune_uses_the_unlabeled_images_and_a_test_split_when_aske
         test = run.record["test"]
         assert test["images"] == 3 and run.record["train"] + run.record["valid"] == 9
         assert 0 <= test["metrics"]["accuracy"] <= 1 and "baseline" in test
-
-
-# -- the weight average (issue 20 item 3) ------------------------------------------------------------
-@pytest.mark.weights
-def test_the_weight_average_is_what_validation_scores_and_what_the_model_keeps(colours):
-    from engine.recipes import WeightAverage
-    from engine.learner import Callback
-    folder, labeled, _ = colours
-    data = build_data(folder, labeled, RandomSplit(0.25, seed=0), label_from_folder, size=32, batch_size=2)
-
-    def weights(learner):
-        return {k: v.clone() for k, v in learner.model.state_dict().items() if v.is_floating_point()}
-
-    class Peek(Callback):        # after the average in the list: sees what the average left
-        live, validated = None, None
-
-        def on_train_batch_end(self, learner):
-            self.live = weights(learner)
-
-        def on_validate_begin(self, learner):
-            self.validated = weights(learner)
-
-    peek = Peek()
-    learner = Learner(data, create_model(data.task, "mobilenet_v2", data.n_out),
-                      callbacks=[WeightAverage(0.9), peek])
-    learner.fit_one_cycle(3, 1e-2)
-    kept = weights(learner)
-    moved = [k for k in kept if not torch.equal(peek.live[k], kept[k])]
-    assert moved                                                    # the average is not the last step's weights
-    assert all(torch.equal(peek.validated[k], kept[k]) for k in kept)   # it is what validation scored, and kept
-    with pytest.raises(LearnerError, match="between 0 and 1"):
-        WeightAverage(1.0)
-
-
-@pytest.mark.weights
-def test_progressive_resizing_trains_small_first_and_ends_at_the_full_size(colours, tmp_path, capsys):
-    from engine.learner import Callback
-    from engine.recipes import ProgressiveResize
-    folder, labeled, _ = colours
-    data = build_data(folder, labeled, RandomSplit(0.25, seed=0), label_from_folder, size=48, batch_size=2)
-    sizes = []
-
-    class Sizes(Callback):
-        def on_train_batch_begin(self, learner):
-            sizes.append(learner.data.size)
-
-    learner = Learner(data, create_model(data.task, "mobilenet_v2", data.n_out),
-                      callbacks=[ProgressiveResize(32, epochs=4), Sizes()])
-    learner.fine_tune(3, 1e-2, freeze_epochs=1)                      # 1 + 3 epochs: two at 32, two at 48
-    per_epoch = len(data.train)
-    assert sizes == [32] * 2 * per_epoch + [48] * 2 * per_epoch and data.size == 48
-    x, _ = next(iter(data.train))
-    assert x.shape[-1] == 48
-    with pytest.raises(LearnerError, match="at least 32"):
-        ProgressiveResize(16, epochs=4)
-    # from the command line, with --ema: the model is exported at the full size
-    assert main(["train", str(folder), "--folders", "--size", "48", "--progressive", "32", "--ema", "0.9",
-                 "--batch-size", "4", "--freeze-epochs", "1", "--epochs", "1", "--lr", "1e-2", "--json",
-                 "--workspace", str(tmp_path / "ws"), "--out", str(tmp_path / "p.pt")]) == 0
-    assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] >= 0
-    assert torch.load(tmp_path / "p.pt", weights_only=False)["size"] == 48
