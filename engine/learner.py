@@ -22,6 +22,7 @@ from .errors import LearnerError  # noqa: F401  (raised here; importable from he
 from .plots import LearnerPlots
 from .predictor import EXPORT_FORMAT, Predictor, load_exported  # noqa: F401  (importable from here too)
 from .tasks import TASKS, Task, get_task  # noqa: F401  (TASKS: the registry, importable from here too)
+from .tta import averaged
 
 logger = logging.getLogger(__name__)
 
@@ -264,29 +265,28 @@ class Learner(LearnerPlots):
         return self.history
 
     @torch.no_grad()
-    def _outputs(self, loader, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def _outputs(self, loader, tta: bool | str = False) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Activated outputs and targets for every row of `loader`, and the mean loss.
 
-        With `tta`, the raw outputs are averaged with those of the mirrored image (where the
-        task can map a mirrored output back), before the activation.
+        With `tta` (True or "flips", "zoom": `engine.tta`), the raw outputs are averaged over views of the
+        image (the mirrored one where the task can map its output back), before the activation.
         """
         outputs, targets, losses, sizes = [], [], [], []
         for x, y in loader:
             x, y = _to_device(x, self.device), y.to(self.device)
             with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                pred = self.model(x)
-                if tta and (mirrored := self.task.unflip(self.model(x.flip(-1)))) is not None:
-                    pred = (pred + mirrored) / 2
+                pred = averaged(self.model, x, self.task, tta)
             losses.append(self.task.loss(pred.float(), y).item())
             sizes.append(len(x))
             outputs.append(self.task.activation(pred.float()).cpu())
             targets.append(y.cpu())
         return torch.cat(outputs), torch.cat(targets), float(np.average(losses, weights=sizes))
 
-    def validate(self, loader=None, tta: bool = False) -> dict[str, float]:
+    def validate(self, loader=None, tta: bool | str = False) -> dict[str, float]:
         """Loss and the task's metrics on the validation set (or `loader`); the model's mode is restored.
 
-        `tta=True` averages each prediction with the one for the mirrored image (test-time augmentation).
+        `tta=True` averages each prediction with the one for the mirrored image (test-time augmentation); "zoom"
+        adds a zoomed centre crop and its mirror (`engine.tta`).
         """
         self._callback("on_validate_begin")
         was_training = self.model.training

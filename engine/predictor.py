@@ -29,6 +29,7 @@ from .data import load_image
 from .errors import ImageReadError, InputError, LearnerError
 from .models import BodyHeadModel, create_model
 from .tasks import Task, get_task
+from .tta import averaged
 
 logger = logging.getLogger(__name__)
 
@@ -142,14 +143,14 @@ class Predictor:
             yield path, size, output
 
     def labeled_outputs(self, folder, paths, targets: Mapping | None, *, batch_size: int = 32,
-                        workers: int | None = None, progress=None, tta: bool = False):
+                        workers: int | None = None, progress=None, tta: bool | str = False):
         """`outputs` with each image's target: (path, image size, activated output, target).
 
         `targets[path]` is a label as the labelers give it (a class name, a list of tags, a mask file,
         (k, 2) pixel points); it comes back as the task's metrics take it at the model's size
         (`Task.encode_one`), or None for a path without one. A mask that cannot be read leaves its
         image out, as in training; a label the model cannot know (an unknown class) raises InputError.
-        `tta` averages each output with the mirrored image's, as `Learner.validate(tta=True)` does.
+        `tta` averages each output over views of the image, as `Learner.validate(tta=...)` does.
         """
         for samples, x in self._batches(folder, paths, targets, batch_size, workers, progress):
             outputs, _ = self.batch_outputs(x, tta=tta)
@@ -171,16 +172,13 @@ class Predictor:
                                f"and regressors do.")
 
     def batch_outputs(self, x: torch.Tensor, embedded: bool = False,
-                      tta: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      tta: bool | str = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(activated outputs, pooled body features or None) of a batch of `preprocess`ed images; the features
         (`embedded`) are the body's last feature map pooled as the feature cache pools every layer
-        (`engine.pooling.pool`); `tta` averages the raw outputs with the mirrored images' (where the task can map
-        them back) before the activation. What `labeled_outputs`, `embedded_outputs` and Ray's workers compute."""
+        (`engine.pooling.pool`); `tta` averages the raw outputs over views of the images (`engine.tta`: the
+        mirrored one where the task can map it back, and for "zoom" a zoomed centre crop) before the activation. What `labeled_outputs`, `embedded_outputs` and Ray's workers compute."""
         if not embedded:
-            raw = self.raw_outputs(x)
-            if tta and (mirrored := self.task.unflip(self.raw_outputs(x.flip(-1)))) is not None:
-                raw = (raw + mirrored) / 2
-            return self.task.activation(raw), None
+            return self.task.activation(averaged(self.raw_outputs, x, self.task, tta)), None
         fmap, _ = self._forward(x, body=True)
         return self.task.activation(self.raw_outputs(fmap, head_only=True)), pooling.pool(fmap)
 

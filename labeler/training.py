@@ -155,6 +155,7 @@ def run_train(args) -> int:
     from engine.data import discover_images
     from engine.demo import demo_folder
     from engine.learner import task_for
+    from engine.tta import applies
     torch.manual_seed(args.seed)  # the same --seed gives the same head initialisation and batches
     np.random.seed(args.seed)
     folder = Path(args.folder) if args.folder else demo_folder()
@@ -182,8 +183,9 @@ def run_train(args) -> int:
     if unlabeled:
         summary["unlabeled"] = {"images": len(unlabeled), "threshold": args.unlabeled_threshold,
                                 "pseudo_labeled": learner.history[-1].get("pseudo_labeled", 0.0)}
-    if learner.task.can_unflip:
-        summary["metrics_tta"] = _rounded(learner.validate(tta=True))
+    for mode, key in (("flips", "metrics_tta"), ("zoom", "metrics_tta_zoom")):    # engine.tta
+        if applies(learner.task, mode):
+            summary[key] = _rounded(learner.validate(tta=mode))
     if (baseline := learner.baseline()) is not None:
         summary["baseline"] = _rounded(baseline)
     if test_items:         # scored once, after every choice was made on validation
@@ -220,9 +222,10 @@ def _text_summary(summary: dict) -> str:
         lines.append(f"also learned from {unlabeled['images']} unlabeled images: in the last epoch "
                      f"{unlabeled['pseudo_labeled']:.0%} of their pseudo-labels were at least "
                      f"{unlabeled['threshold']:g} confident")
-    if "metrics_tta" in summary:
-        lines.append("with test-time augmentation (mirrored images averaged in):")
-        lines += [f"  {k}: {v:.4f}" for k, v in summary["metrics_tta"].items()]
+    for key, views in (("metrics_tta", "mirrored images"), ("metrics_tta_zoom", "mirrored and zoomed images")):
+        if key in summary:
+            lines.append(f"with test-time augmentation ({views} averaged in):")
+            lines += [f"  {k}: {v:.4f}" for k, v in summary[key].items()]
     if "test" in summary:
         test = summary["test"]
         lines.append(f"on the {test['images']} test images, held out from every choice:")

@@ -352,6 +352,32 @@ def test_flip_tta_maps_mirrored_masks_back_onto_the_image():
     assert not torch.equal(learner._outputs(data.valid, tta=True)[0], outputs_plain)
 
 
+def test_zoom_tta_averages_a_zoomed_centre_crop_in_only_where_the_output_is_about_the_whole_image():
+    from engine import tta
+    x = torch.arange(2 * 3 * 20 * 20, dtype=torch.float32).reshape(2, 3, 20, 20)
+    closer = tta.zoomed(x)
+    assert closer.shape == x.shape
+    assert torch.allclose(tta.zoomed(torch.ones(1, 3, 20, 20)), torch.ones(1, 3, 20, 20))   # a centre crop, resized
+    assert closer[..., 0, 0].gt(x[..., 0, 0]).all() and closer[..., -1, -1].lt(x[..., -1, -1]).all()
+    seen = []
+
+    def forward(batch):
+        seen.append(batch)
+        return batch.mean((2, 3))                 # a "classifier": one score per channel for the whole image
+
+    out = tta.averaged(forward, x, ClassifyTask(), "zoom")
+    assert len(seen) == 4 and torch.equal(seen[1], x.flip(-1)) and torch.allclose(seen[2], closer)
+    assert torch.allclose(out, torch.stack([forward(v) for v in (x, x.flip(-1), closer, closer.flip(-1))]).mean(0))
+    seen.clear()
+    tta.averaged(forward, x, SegmentTask(), "zoom")           # a mask on a crop is not where it is: flips only
+    assert len(seen) == 2
+    assert tta.applies(MultiLabelTask(), "zoom") and not tta.applies(SegmentTask(), "zoom")
+    assert not tta.applies(RegressTask(32, points=1), "zoom") and tta.applies(RegressTask(32, points=1), True)
+    assert not tta.applies(ClassifyTask(), None) and tta.mode_of(True) == "flips"
+    with pytest.raises(LearnerError, match="not one of flips, zoom"):
+        tta.mode_of("rotate")
+
+
 def test_one_point_mirrors_back_by_negating_x():
     task = RegressTask(32, points=1)
     assert torch.equal(task.unflip(torch.tensor([[0.25, -0.5]])), torch.tensor([[-0.25, -0.5]]))
