@@ -51,7 +51,10 @@ RUNS = {
     "segment": ("camvid/images", ["--masks", "{data}/camvid/labels", "--mask-suffix", "_P.png",
                                   "--codes", "{data}/camvid/codes.txt", "--void", "11",
                                   "--valid-list", "{data}/camvid/valid.txt", "--test-list", "{test}"],
-                ["--size", "192", "--batch-size", "8", "--freeze-epochs", "1", "--epochs", "5", "--lr", "2e-3"],
+                # chosen on validation: 192 px and 5 epochs gave pixel accuracy 0.878 (mean IoU 0.428), this 0.889
+                # (0.439)
+                ["--size", "256", "--batch-size", "8", "--freeze-epochs", "1", "--epochs", "11", "--ema", "0.99",
+                 "--lr", "2e-3"],
                 "pixel_accuracy"),
     "multilabel": ("camvid/images", ["--csv", "{data}/camvid/presence.csv", "--delimiter", " ",
                                      "--valid-list", "{data}/camvid/valid.txt", "--test-list", "{test}"],
