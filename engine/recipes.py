@@ -158,7 +158,7 @@ def _fit_probe(x: np.ndarray, y: np.ndarray, n_out: int, c_grid) -> tuple[np.nda
     from sklearn.model_selection import cross_val_score
 
     def best_c(x, y) -> float:
-        folds = min(3, int(np.bincount(y).min()))
+        folds = min(3, int(np.bincount(y)[np.unique(y)].min()))       # the rarest class present
         if folds < 2:
             return c_grid[len(c_grid) // 2]
         scores = [cross_val_score(LogisticRegression(C=c, max_iter=300), x, y, cv=folds).mean() for c in c_grid]
@@ -168,6 +168,9 @@ def _fit_probe(x: np.ndarray, y: np.ndarray, n_out: int, c_grid) -> tuple[np.nda
     if y.ndim == 1:                                   # one label per image: a softmax over the classes
         y = y.astype(int)
         present = np.unique(y)
+        if len(present) == 1:                         # one class only: nothing to separate, it is the likely one
+            bias[np.setdiff1d(np.arange(n_out), present)] = -10.0
+            return weight, bias, {"C": None, "train_accuracy": 1.0}
         c = best_c(x, y)
         fitted = LogisticRegression(C=c, max_iter=500).fit(x, y)
         coef, intercept = fitted.coef_, fitted.intercept_

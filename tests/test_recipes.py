@@ -106,6 +106,8 @@ def test_the_probe_fits_a_softmax_for_classes_and_a_logistic_regression_per_tag(
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     assert probs[:, 1].max() < 1e-3 and ((probs[:, 2] > 0.5) == (y == 2)).mean() > 0.9
+    weight, bias, _ = _fit_probe(x, np.full(60, 1), 3, (1.0,))     # one class alone: it, whatever the features
+    assert not weight.any() and np.argmax(bias) == 1
     # multi-hot: a tag on everywhere keeps only its frequency's logit; the others are fitted on their own
     tags = np.stack([x[:, 1] > 0, np.ones(60, bool), x[:, 2] > 0.5], axis=1).astype(np.float32)
     weight, bias, report = _fit_probe(x, tags, 3, (0.1, 1.0))
