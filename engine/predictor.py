@@ -176,7 +176,8 @@ class Predictor:
         """(activated outputs, pooled body features or None) of a batch of `preprocess`ed images; the features
         (`embedded`) are the body's last feature map pooled as the feature cache pools every layer
         (`engine.pooling.pool`); `tta` averages the raw outputs over views of the images (`engine.tta`: the
-        mirrored one where the task can map it back, and for "zoom" a zoomed centre crop) before the activation. What `labeled_outputs`, `embedded_outputs` and Ray's workers compute."""
+        mirrored one where the task can map it back, and for "zoom" a zoomed centre crop) before the activation.
+        What `labeled_outputs`, `embedded_outputs` and Ray's workers compute."""
         if not embedded:
             return self.task.activation(averaged(self.raw_outputs, x, self.task, tta)), None
         fmap, _ = self._forward(x, body=True)
