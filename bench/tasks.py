@@ -142,8 +142,8 @@ def chosen_views(row: dict) -> tuple[str, float | None]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| task | train / valid / test | metric | valid (flips, zoom) | test (95% interval) | TTA chosen on valid: "
-             "test | image-blind baseline (test) | other (test) | time s |",
+    lines = ["| task | train / valid / test | metric | valid (flips, zoom) | test (95% interval) | "
+             "TTA chosen on valid: test | image-blind baseline (test) | other (test) | time s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "error" in row:
@@ -189,8 +189,8 @@ def main(argv=None) -> int:
                         help="comma-separated; semi is few-labels and few-labels+unlabeled")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--extra", default="", metavar="ARGS",
-                        help="more `labeler train` options for every run, to try a recipe step, after an equals sign (they "
-                             "start with dashes): --extra='--ema 0.99'")
+                        help="more `labeler train` options for every run, to try a recipe step, after an equals "
+                             "sign (they start with dashes): --extra='--ema 0.99'")
     args = parser.parse_args(argv)
     tasks = [name for t in args.tasks.split(",") if t.strip() for name in ALIASES.get(t.strip(), [t.strip()])]
     if unknown := set(tasks) - set(RUNS):

@@ -68,7 +68,8 @@ def test_scores(learner, folder: Path, test_items: list[str], labeler, *, tta: b
     (validation's pipeline at the model's size, over the whole set at once; `engine.predictor`) but tuning nothing;
     `tta` adds "metrics_tta" (each output averaged with the mirrored image's) and, for a task whose output is about
     the whole image, "metrics_tta_zoom" (with a zoomed centre crop too: `engine.tta`); "baseline" is the task's
-    image-blind predictor on them (most common training class, every tag and the tag-frequency ranking, the mean point)."""
+    image-blind predictor on them (most common training class, every tag and the tag-frequency ranking, the mean
+    point)."""
     import torch
 
     from engine.metrics import bootstrap_intervals

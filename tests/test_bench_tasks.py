@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("bench_tasks", Path(__file__).resolve().parents[1] / "bench" / "tasks.py")
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "tasks.py"
+_spec = importlib.util.spec_from_file_location("bench_tasks", BENCH)
 tasks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tasks)
 
