@@ -58,7 +58,10 @@ RUNS = {
                 "pixel_accuracy"),
     "multilabel": ("camvid/images", ["--csv", "{data}/camvid/presence.csv", "--delimiter", " ",
                                      "--valid-list", "{data}/camvid/valid.txt", "--test-list", "{test}"],
-                   ["--size", "192", "--batch-size", "16", "--freeze-epochs", "1", "--epochs", "4", "--lr", "2e-3"],
+                   # chosen on validation: 192 px and 4 epochs gave macro mAP 0.874 (flips 0.902), this 0.881 (flips
+                   # 0.888, zoom 0.908)
+                   ["--size", "256", "--batch-size", "16", "--freeze-epochs", "1", "--epochs", "12", "--ema", "0.99",
+                    "--lr", "2e-3"],
                    "mAP"),
     # 300 labels (30 a class, seeded) of the 2,400 non-test photos; the other 2,100 unlabeled: once without them,
     # once learning from them too (FixMatch-style, issue 20 item 2); the same test split as classify
