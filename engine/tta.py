@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .errors import LearnerError
 
 MODES = ("flips", "zoom")
+REPORTED = {"flips": "metrics_tta", "zoom": "metrics_tta_zoom"}   # each mode's key in training and test reports
 ZOOM = 1.15      # the crop is 1 / ZOOM of each side: zoom as small as the training augmentation's
 
 

@@ -175,8 +175,7 @@ def _learner(spec, folder: Path, workspace: Path, snapshot: dict | None):
         learner.use_unlabeled([image for image in discover_images(folder) if image not in labeled],
                               threshold=spec.unlabeled_threshold, ratio=spec.unlabeled_ratio)
     # the test split, scored once when training is done (labeler.held_out.test_scores); None without one
-    held_out = (lambda trained: test_scores(trained, folder, test_items, labeler, tta=trained.task.can_unflip)
-                ) if test_items else None
+    held_out = (lambda trained: test_scores(trained, folder, test_items, labeler, tta=True)) if test_items else None
     return learner, held_out
 
 

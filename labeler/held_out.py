@@ -66,15 +66,15 @@ def group_of(pattern: re.Pattern, item: str) -> str:
 def test_scores(learner, folder: Path, test_items: list[str], labeler, *, tta: bool = False) -> dict:
     """{"images", "metrics", "intervals"} of the trained `learner` on the test images, scored as validation scores
     (validation's pipeline at the model's size, over the whole set at once; `engine.predictor`) but tuning nothing;
-    `tta` adds "metrics_tta" (each output averaged with the mirrored image's) and, for a task whose output is about
-    the whole image, "metrics_tta_zoom" (with a zoomed centre crop too: `engine.tta`); "baseline" is the task's
-    image-blind predictor on them (most common training class, every tag and the tag-frequency ranking, the mean
-    point)."""
+    `tta` adds, where they apply to the task, "metrics_tta" (each output averaged with the mirrored image's) and,
+    for a task whose output is about the whole image, "metrics_tta_zoom" (with a zoomed centre crop too:
+    `engine.tta`); "baseline" is the task's image-blind predictor on them (most common training class, every tag
+    and the tag-frequency ranking, the mean point)."""
     import torch
 
     from engine.metrics import bootstrap_intervals
     from engine.predictor import Predictor
-    from engine.tta import applies
+    from engine.tta import REPORTED, applies
     predictor = Predictor.from_learner(learner)
     targets = {item: labeler(item) for item in test_items}
     task = copy.deepcopy(learner.task)
@@ -92,7 +92,7 @@ def test_scores(learner, folder: Path, test_items: list[str], labeler, *, tta: b
     train_targets = learner.data.train.dataset.label_targets()
     if train_targets is not None and (baseline := task.baseline(train_targets, truth)) is not None:
         scores["baseline"] = _rounded(baseline)    # the image-blind predictor fitted on training, on these images
-    for mode, key in (("flips", "metrics_tta"), ("zoom", "metrics_tta_zoom")):
+    for mode, key in REPORTED.items():
         if tta and applies(task, mode):
             scores[key] = _rounded(task.held_out_metrics(*scored(mode)))
     return scores

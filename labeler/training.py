@@ -155,7 +155,7 @@ def run_train(args) -> int:
     from engine.data import discover_images
     from engine.demo import demo_folder
     from engine.learner import task_for
-    from engine.tta import applies
+    from engine.tta import REPORTED, applies
     torch.manual_seed(args.seed)  # the same --seed gives the same head initialisation and batches
     np.random.seed(args.seed)
     folder = Path(args.folder) if args.folder else demo_folder()
@@ -183,13 +183,13 @@ def run_train(args) -> int:
     if unlabeled:
         summary["unlabeled"] = {"images": len(unlabeled), "threshold": args.unlabeled_threshold,
                                 "pseudo_labeled": learner.history[-1].get("pseudo_labeled", 0.0)}
-    for mode, key in (("flips", "metrics_tta"), ("zoom", "metrics_tta_zoom")):    # engine.tta
+    for mode, key in REPORTED.items():
         if applies(learner.task, mode):
             summary[key] = _rounded(learner.validate(tta=mode))
     if (baseline := learner.baseline()) is not None:
         summary["baseline"] = _rounded(baseline)
     if test_items:         # scored once, after every choice was made on validation
-        summary["test"] = test_scores(learner, folder, test_items, labeler, tta=learner.task.can_unflip)
+        summary["test"] = test_scores(learner, folder, test_items, labeler, tta=True)
     learner.export(args.out)
     if from_store and learner.task.per_label_scores:
         summary["stored"] = store_predictions(Predictor.from_learner(learner), folder, args.workspace, args.out,
