@@ -213,6 +213,7 @@ def test_regression_pictures_show_predicted_points_red_and_true_points_green():
 @pytest.mark.parametrize("task, n_out, labels", [("classify", 2, ["red", "blue"]),
                                                  ("segment", 2, ["background", "square"])])
 def test_explain_image_pictures_an_exported_models_prediction(tmp_path, task, n_out, labels):
+    torch.manual_seed(1)  # an untrained model: a seed whose Grad-CAM is not all zero, so the overlay is seen
     x, y = red_blue(16) if task == "classify" else square_masks(16)
     data = task_data(task, x, y, n_out, classes=labels if task == "classify" else None,
                      codes=labels if task == "segment" else None, void_code=255, batch_size=4)
@@ -223,7 +224,9 @@ def test_explain_image_pictures_an_exported_models_prediction(tmp_path, task, n_
     plain, same = explain_image(predictor, image, heatmap=False)
     assert shown.shape == plain.shape == (SIZE, SIZE, 3) and shown.dtype == np.uint8
     heat = explain(predictor.model, predictor.task, predictor.preprocess(image))[0]
-    assert (shown == overlay(plain, heat)).all()
+    # the same Grad-CAM up to float rounding, which the map's normalization by its maximum can magnify by a level
+    assert np.abs(shown.astype(int) - overlay(plain, heat).astype(int)).max() <= 2
+    assert np.abs(shown.astype(int) - plain.astype(int)).mean() > 5
     expected = predictor.predict(image)
     assert result.keys() == same.keys() == expected.keys()
     if task == "segment":
