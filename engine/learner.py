@@ -160,6 +160,7 @@ class Learner(LearnerPlots):
         self.scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda")
         self.frozen, self.stop = False, False
         self.unlabeled = None  # engine.semi.SemiSupervised, set by use_unlabeled
+        self.mixer = None      # engine.recipes.Mix while its epochs mix the training batches
         self.history: list[dict] = []
         self.last_metrics: dict[str, float] = {}
         self.epoch = self.step = self.total_steps = 0
@@ -210,12 +211,16 @@ class Learner(LearnerPlots):
             self, items, threshold=threshold, ratio=ratio, weight=weight, folder=folder)
 
     def _forward_loss(self, x, y) -> torch.Tensor:
-        """The loss of one labeled batch, plus the unlabeled images' consistency loss when they are used."""
+        """The loss of one labeled batch (mixed by `mixer`), plus the unlabeled images' consistency loss when they
+        are used."""
+        x, targets = self.mixer.mix(x, y) if self.mixer is not None else (x, [(1.0, y)])
         if self.unlabeled is None:
-            return self.task.loss(self.model(x), y)
+            pred = self.model(x)
+            return sum(weight * self.task.loss(pred, target) for weight, target in targets)
         weak, strong = (_to_device(t, self.device) for t in self.unlabeled.next_batch())
         pred, weak_pred, strong_pred = self.model(torch.cat([x, weak, strong])).split([len(x), len(weak), len(strong)])
-        return self.task.loss(pred, y) + self.unlabeled.consistency(weak_pred, strong_pred)
+        return (sum(weight * self.task.loss(pred, target) for weight, target in targets)
+                + self.unlabeled.consistency(weak_pred, strong_pred))
 
     def _train_batch(self, x, y) -> float:
         self._callback("on_train_batch_begin")

@@ -1,12 +1,14 @@
-"""Recipe steps as `Learner` callbacks (issue 20 item 3): a moving average of the weights, progressive resizing, and
-a classifier head started from a linear probe.
+"""Recipe steps as `Learner` callbacks (issue 20 item 3): a moving average of the weights, progressive resizing,
+a classifier head started from a linear probe, and mixup / cutmix with batch norm re-measured on clean images.
 
 `WeightAverage`: an exponential moving average of the weights; validation scores the average, and the model keeps
 it when fitting ends. The average follows every training step, `average = d * average + (1 - d) * weights`,
 with `d` ramping up as min(decay, (1 + t) / (10 + t)) so the first steps are not dominated by the start.
 Batch norm's running statistics are averaged like the weights (they belong to the weights they were measured
-under); integer counters are copied. Each `fit_one_cycle` starts a new average from the weights it starts with, so a fine-tune's
-head-only stage and its whole-network stage each end on their own average.
+under); integer counters are copied. Each `fit_one_cycle` starts a new average from the weights it starts with,
+so a fine-tune's head-only stage and its whole-network stage each end on their own average.
+
+`Mix` (mixup, cutmix) and `recalibrate_batch_norm`: see their docstrings.
 """
 from __future__ import annotations
 
@@ -190,3 +192,96 @@ def _fit_probe(x: np.ndarray, y: np.ndarray, n_out: int, c_grid) -> tuple[np.nda
         fitted = LogisticRegression(C=c, max_iter=500).fit(x, column)
         weight[tag], bias[tag] = fitted.coef_[0], fitted.intercept_[0]
     return weight, bias, {"C": chosen}
+
+
+class Mix(Callback):
+    """Train on mixed images: `"mixup"` blends each image with another of the batch (weight lam ~ Beta(alpha,
+    alpha), the larger share kept on the first), `"cutmix"` pastes a box of another image over it (the box's share
+    of the area is 1 - lam). The loss is the mix of the two targets' losses, `lam * L(y) + (1 - lam) * L(y')`; a
+    segmentation mask under cutmix takes the pasted box of the other mask instead, so each pixel keeps its own
+    class. A multi-label image under cutmix counts the other image's tags by the box's area, an approximation: a
+    tag may lie wholly inside or outside the box. Points (regression) are refused: a blend has no single set.
+
+    Batch norm, handled: mixed images have other statistics than the clean ones the model predicts on, so the
+    last `clean_epochs` of `epochs` (counted over every fit, as `ProgressiveResize`) train unmixed, and when a fit
+    ends the running statistics of every batch norm that was training are measured again on up to
+    `recalibrate_batches` clean training batches, with the weights the model keeps (after `WeightAverage`, whose
+    average also averaged the statistics of mixed batches). Put it after `WeightAverage` and `ProgressiveResize`.
+    """
+
+    KINDS = ("mixup", "cutmix")
+
+    def __init__(self, kind: str, alpha: float, epochs: int, clean_epochs: int = 1, recalibrate_batches: int = 100,
+                 seed: int = 0):
+        if kind not in self.KINDS:
+            raise LearnerError(f"The mix must be one of {', '.join(self.KINDS)}, not {kind!r}.")
+        if not alpha > 0:
+            raise LearnerError(f"The {kind} alpha must be above 0 (e.g. 0.4 for mixup, 1.0 for cutmix), not {alpha}.")
+        if not 0 <= clean_epochs < epochs:
+            raise LearnerError(f"{kind} trains its last {clean_epochs} epoch(s) unmixed, which leaves none mixed "
+                               f"of {epochs}: train more epochs.")
+        self.kind, self.alpha, self.mixed_epochs = kind, float(alpha), epochs - clean_epochs
+        self.recalibrate_batches, self.rng, self.seen = recalibrate_batches, np.random.default_rng(seed), 0
+
+    def on_fit_begin(self, learner):
+        from .tasks import RegressTask
+        if isinstance(learner.task, RegressTask):
+            raise LearnerError(f"{self.kind} blends two images, and a blend has no single set of points or values "
+                               "to regress: train without it.")
+
+    def on_epoch_begin(self, learner):
+        learner.mixer = self if self.seen < self.mixed_epochs else None
+        self.seen += 1
+
+    def on_fit_end(self, learner):
+        learner.mixer = None
+        recalibrate_batch_norm(learner, self.recalibrate_batches)
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[tuple[float, torch.Tensor]]]:
+        """(the mixed batch, [(weight, targets), ...] whose weighted losses add up to the batch's loss)."""
+        lam = float(self.rng.beta(self.alpha, self.alpha))
+        other = torch.from_numpy(self.rng.permutation(len(x))).to(x.device)
+        if self.kind == "mixup":
+            lam = max(lam, 1 - lam)
+            return lam * x + (1 - lam) * x[other], [(lam, y), (1 - lam, y[other])]
+        height, width = x.shape[-2:]
+        box_h, box_w = round(height * np.sqrt(1 - lam)), round(width * np.sqrt(1 - lam))
+        top, left = int(self.rng.integers(0, height - box_h + 1)), int(self.rng.integers(0, width - box_w + 1))
+        box = (..., slice(top, top + box_h), slice(left, left + box_w))
+        x = x.clone()
+        x[box] = x[other][box]
+        if y.ndim >= 3:                               # masks (N, H, W): the other mask's box, each pixel its own
+            y = y.clone()
+            y[box] = y[other][box]
+            return x, [(1.0, y)]
+        lam = 1 - box_h * box_w / (height * width)
+        return x, [(lam, y), (1 - lam, y[other])]
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(learner, max_batches: int = 100) -> int:
+    """Measure again the running statistics of every batch norm with trainable weights (frozen ones keep theirs),
+    as the plain average over up to `max_batches` training batches, unmixed, in training mode with the rest of
+    the model in eval mode; returns the batches used."""
+    norms = [m for m in learner.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats and any(p.requires_grad for p in m.parameters(recurse=False))]
+    if not norms:
+        return 0
+    was_training, momenta, used = learner.model.training, [m.momentum for m in norms], 0
+    learner.model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                             # a cumulative average over the batches seen
+        m.train()
+    try:
+        for x, _ in learner.data.train:
+            learner.model(x.to(learner.device, memory_format=torch.channels_last))
+            used += 1
+            if used >= max_batches:
+                break
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        learner.model.train(was_training)
+    logger.info("batch norm re-measured on %d clean training batches", used)
+    return used

@@ -29,6 +29,7 @@ from engine.data import InputError
 from labeler._predictions import model_id_for_file
 from labeler.held_out import add_test_options, choose_splitter, split_off_test, test_scores
 from labeler.prediction_files import PredictionFiles, text_predictions
+from labeler.recipe_options import add_recipe_options, recipe_callbacks
 from labeler.unlabeled import add_unlabeled_options, has_label, split_unlabeled
 
 logger = logging.getLogger(__name__)
@@ -62,15 +63,12 @@ def add_commands(sub, make_command) -> None:
     fit.add_argument("--lr", type=_learning_rate, default="auto",
                      help="peak learning rate, or 'auto' for lr_find's suggestion (default auto)")
     fit.add_argument("--loss", choices=("mse", "l1"), default="mse", help="regression loss (default mse)")
+    fit.add_argument("--dice", type=float, default=0.0, metavar="WEIGHT",
+                     help="segmentation: add WEIGHT x soft Dice loss (mean over the classes in a batch, so rare ones "
+                          "weigh as much as common ones) to the cross-entropy, e.g. 1.0 (default 0)")
     fit.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
                      help="classifier: give the true class 1 - EPS and spread EPS over all (e.g. 0.1; default 0)")
-    fit.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                     help="validate and keep an exponential moving average of the weights, e.g. 0.99 (default: off)")
-    fit.add_argument("--progressive", type=int, default=None, metavar="PX",
-                     help="progressive resizing: the first half of the epochs at PX pixels, the rest at --size")
-    fit.add_argument("--probe-head", action="store_true",
-                     help="classifier: start the head from a logistic regression on the pretrained body's features "
-                          "of the training images (a linear probe, then fine-tuning)")
+    add_recipe_options(fit)
     fit.add_argument("--no-augment", action="store_true",
                      help="train on the images as they are (default: random flips, turns, zoom, warp and lighting)")
     fit.add_argument("--out", required=True, metavar="MODEL", help="where the exported model goes")
@@ -169,10 +167,10 @@ def run_train(args) -> int:
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
                       workers=args.workers or 0, seed=args.seed)
     bar = tqdm(desc="training", unit="epoch", file=sys.stderr, disable=None, leave=False)
-    task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss)
+    task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss, dice=args.dice)
     learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
-    learner.callbacks[:0] = _recipe_callbacks(args)
+    learner.callbacks[:0] = recipe_callbacks(args)
     if unlabeled:
         learner.use_unlabeled(unlabeled, threshold=args.unlabeled_threshold, ratio=args.unlabeled_ratio,
                               weight=args.unlabeled_weight)
@@ -196,18 +194,6 @@ def run_train(args) -> int:
                                               ray=args.ray)
     print(json.dumps(summary) if args.json else _text_summary(summary))
     return 0
-
-
-def _recipe_callbacks(args) -> list:
-    """--probe-head, --ema and --progressive, as the learner's first callbacks (before the progress reports): the
-    probe first, at the size the first epoch trains at, so the weight average starts from the probed head."""
-    from engine.recipes import ProbeHead, ProgressiveResize, WeightAverage
-    steps = [ProbeHead(size=args.progressive)] if args.probe_head else []
-    if args.ema is not None:
-        steps.append(WeightAverage(args.ema))
-    if args.progressive is not None:
-        steps.append(ProgressiveResize(args.progressive, args.freeze_epochs + args.epochs))
-    return steps
 
 
 def _rounded(metrics: dict) -> dict:

@@ -170,8 +170,9 @@ def test_predict_scores_masks_exactly_as_training_validated_and_writes_them_at_t
     mask_args = ["--masks", str(masks), "--codes", str(tmp_path / "codes.txt"), "--void", "255",
                  "--mask-suffix", "_P.png"]
     out = tmp_path / "preds.csv"
-    trained, result = _train_and_predict(images, tmp_path / "valid.txt", mask_args, mask_args, capsys,
-                                         predict_args=["--out", str(out)])
+    trained, result = _train_and_predict(images, tmp_path / "valid.txt", [*mask_args, "--dice", "1.0"], mask_args,
+                                         capsys, predict_args=["--out", str(out)])
+    assert torch.load(images.parent / "model.pt", weights_only=False)["task_config"]["dice"] == 1.0
     assert result["scored"] == trained["valid"] == 4
     for name in ("pixel_accuracy", "mean_iou"):
         assert result["metrics"][name] == pytest.approx(trained["metrics"][name], abs=5e-4)

@@ -129,3 +129,93 @@ def test_a_probe_head_needs_a_classifier_head_and_runs_from_the_command_line(col
                      "--json", "--workspace", str(tmp_path / "ws"), "--out", str(tmp_path / "p.pt")]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] == 1.0      # one head-only epoch after it
     assert "head started from a linear probe" in caplog.text
+
+
+# -- mixup and cutmix ------------------------------------------------------------------------------
+def _distinct_batch(n=6, size=16):
+    """Images each of one constant value (its index + 1), and labels equal to the index."""
+    x = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size).clone()
+    return x, torch.arange(n)
+
+
+def test_mixup_blends_two_images_and_weighs_their_losses_alike():
+    from engine.recipes import Mix
+    x, y = _distinct_batch()
+    mix = Mix("mixup", 0.4, epochs=3, seed=1)
+    for _ in range(5):
+        mixed, targets = mix.mix(x, y)
+        (lam, first), (rest, other) = targets
+        assert torch.equal(first, y) and lam >= 0.5 and abs(lam + rest - 1) < 1e-9
+        assert torch.allclose(mixed, lam * x + rest * x[other]) and (other != y).any()
+    with pytest.raises(LearnerError, match="mixup, cutmix"):
+        Mix("blend", 0.4, epochs=3)
+    with pytest.raises(LearnerError, match="above 0"):
+        Mix("mixup", 0, epochs=3)
+    with pytest.raises(LearnerError, match="leaves none mixed"):
+        Mix("cutmix", 1.0, epochs=1)
+
+
+def test_cutmix_pastes_a_box_weighed_by_its_area_and_the_masks_box_with_it():
+    from engine.recipes import Mix
+    x, y = _distinct_batch()
+    mix = Mix("cutmix", 1.0, epochs=3, seed=2)
+    for _ in range(5):
+        mixed, ((lam, first), (rest, other)) = mix.mix(x, y)
+        changed = (mixed != x).any(1)                              # (N, H, W): where another image was pasted
+        pasted = changed & (other != y).view(-1, 1, 1)
+        box = changed.any(0)
+        rows, cols = box.any(1).nonzero(), box.any(0).nonzero()
+        area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) if box.any() else 0
+        assert abs(rest - float(area) / 256) < 1e-9 and abs(lam + rest - 1) < 1e-9
+        for i in range(len(x)):                                    # inside the box: the other image's value
+            assert torch.all(mixed[i][:, pasted[i]] == other[i] + 1)
+    # masks: the other mask's box goes with the other image's box, one target of weight 1
+    masks = y.view(-1, 1, 1).expand(-1, 16, 16).clone()
+    mixed, targets = Mix("cutmix", 1.0, epochs=3, seed=3).mix(x, masks)
+    assert len(targets) == 1 and targets[0][0] == 1.0
+    assert torch.equal(mixed[:, 0].long() - 1, targets[0][1])      # each pixel's class is its image's
+
+
+@pytest.mark.weights
+def test_a_mixed_fit_trains_its_last_epoch_clean_and_measures_batch_norm_on_clean_images(colours):
+    from engine.learner import Callback
+    from engine.recipes import Mix, WeightAverage
+    from engine.tasks import RegressTask
+    folder, labeled, _ = colours
+    data = build_data(folder, labeled, RandomSplit(0.25, seed=0), label_from_folder, size=32, batch_size=2,
+                      augment=False)
+    mixed, averaged = [], {}
+
+    class Spy(Callback):
+        def on_train_batch_begin(self, learner):
+            mixed.append(learner.mixer is not None)
+
+        def on_fit_end(self, learner):                             # between the average and the mix
+            averaged["mean"] = learner.model.head[1].running_mean.clone()
+
+    learner = Learner(data, create_model(data.task, "mobilenet_v2", data.n_out),
+                      callbacks=[WeightAverage(0.9), Spy(), Mix("cutmix", 1.0, epochs=3)])
+    learner.freeze()                                               # the head's batch norm alone is measured again
+    learner.fit_one_cycle(3, 1e-2)
+    per_epoch = len(data.train)
+    assert mixed == [True] * 2 * per_epoch + [False] * per_epoch and learner.mixer is None
+    # the head's running mean is the clean training images' pooled features' mean, not the average's
+    with torch.no_grad():
+        features = torch.cat([learner.model.head[0](learner.model.body(x)) for x, _ in data.train])
+    kept = learner.model.head[1].running_mean
+    assert torch.allclose(kept, features.mean(0), atol=1e-4) and not torch.allclose(kept, averaged["mean"])
+    with pytest.raises(LearnerError, match="no single set of points"):
+        Mix("mixup", 0.4, epochs=3).on_fit_begin(Learner(data, create_model("regress", "mobilenet_v2", 2),
+                                                         task=RegressTask(32, points=1)))
+
+
+@pytest.mark.weights
+def test_cutmix_runs_from_the_command_line_and_not_with_mixup(colours, tmp_path, capsys):
+    folder, _, _ = colours
+    assert main(["train", str(folder), "--folders", "--size", "32", "--cutmix", "1.0", "--batch-size", "8",
+                 "--freeze-epochs", "1", "--epochs", "1", "--lr", "1e-3", "--json",
+                 "--workspace", str(tmp_path / "ws"), "--out", str(tmp_path / "m.pt")]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["accuracy"] >= 0.5
+    with pytest.raises(SystemExit):
+        main(["train", str(folder), "--folders", "--mixup", "0.4", "--cutmix", "1.0", "--out", str(tmp_path / "m.pt")])
+    assert "not allowed with argument" in capsys.readouterr().err

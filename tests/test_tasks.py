@@ -234,3 +234,33 @@ def test_the_name_check_sees_the_disguises():
               'if learner.task.name != "regress": pass\nif cfg.name == "mobilenet_v2": pass\n'
               'LOSS = {"classify": 1, "segment": 2}\n')
     assert [hit.split(":")[1] for hit in _name_decisions(source, "probe.py")] == ["1", "2", "3", "5"]
+
+
+def test_the_soft_dice_loss_weighs_each_class_present_alike_and_skips_void():
+    from engine.losses import segment_loss, soft_dice_loss
+    from engine.tasks import SegmentTask
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 0, 0] = 1                                            # class 1: one pixel of 16; class 2 absent
+    target[0, 3, 3] = 9                                            # void
+    perfect = F.one_hot(torch.where(target == 9, 0, target), 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(perfect, target, ignore_index=9) < 0.01
+    # one pixel wrong: of the one-pixel class, a large share of the loss (one class of two, however few its
+    # pixels); of the common class (taken for the absent one), a small one. Cross-entropy charges both alike.
+    missed, common_missed = perfect.clone(), perfect.clone()
+    missed[0, :, 0, 0] = torch.tensor([50.0, 0, 0])
+    common_missed[0, :, 1, 1] = torch.tensor([0, 0, 50.0])
+    assert soft_dice_loss(missed, target, 9) > 0.2 > 0.05 > soft_dice_loss(common_missed, target, 9)
+    assert torch.isclose(F.cross_entropy(missed, target, ignore_index=9),
+                         F.cross_entropy(common_missed, target, ignore_index=9))
+    # a wrong void pixel costs nothing
+    void_wrong = perfect.clone()
+    void_wrong[0, :, 3, 3] = torch.tensor([0, 0, 50.0])
+    assert torch.isclose(soft_dice_loss(void_wrong, target, 9), soft_dice_loss(perfect, target, 9))
+    # the task adds it to the mean, weighted; per-item losses stay cross-entropy alone
+    task = SegmentTask(void_code=9, n_classes=3, dice=2.0)
+    ce = F.cross_entropy(missed, target, ignore_index=9)
+    assert torch.isclose(task.loss(missed, target), ce + 2 * soft_dice_loss(missed, target, 9))
+    assert torch.equal(task.loss(missed, target, reduction="none"), segment_loss(missed, target, 9, 0, "none"))
+    assert SegmentTask(**task.config()).dice == 2.0
+    with pytest.raises(LearnerError, match="0 or more"):
+        SegmentTask(dice=-1)
