@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.tta import VIEWS, chosen
+
 ROOT = Path(__file__).resolve().parents[1]
 LABELER = [sys.executable, "-m", "labeler.cli"]
 
@@ -129,19 +131,10 @@ def run(task: str, data: Path, workdir: Path, extra: list[str] = ()) -> dict:
     return {"task": task, "metric": metric, "time_s": seconds, "settings": " ".join(settings), **result}
 
 
-LOWER_IS_BETTER = {"point_error_px"}
-VIEWS = (("none", "metrics", "metrics"), ("flips", "metrics_tta", "metrics_tta"),
-         ("zoom", "metrics_tta_zoom", "metrics_tta_zoom"))     # (TTA, the summary's key, the test scores' key)
-
-
 def chosen_views(row: dict) -> tuple[str, float | None]:
     """(the test-time augmentation best on validation, its test figure): the figure to report."""
-    metric, test = row["metric"], row.get("test", {})
-    sign = 1 if metric in LOWER_IS_BETTER else -1           # ties go to the fewer views
-    _, _, name, figure = min((sign * row[key][metric], order, name, test.get(test_key, {}).get(metric))
-                             for order, (name, key, test_key) in enumerate(VIEWS)
-                             if row.get(key, {}).get(metric) is not None)
-    return name, figure
+    views = chosen(row, row["metric"])
+    return views, row.get("test", {}).get(VIEWS[views], {}).get(row["metric"])
 
 
 def table(rows: list[dict]) -> str:
@@ -156,7 +149,7 @@ def table(rows: list[dict]) -> str:
         scored, base = test.get("metrics", {}), test.get("baseline", {})
         low, high = test.get("intervals", {}).get(metric, (float("nan"), float("nan")))
         tested = f"{scored[metric]:.4f} ({low:.4f}-{high:.4f})" if test else "-"
-        valid = ", ".join(_number(row.get(key, {}).get(metric)) for _, key, _ in VIEWS)
+        valid = ", ".join(_number(row.get(key, {}).get(metric)) for key in VIEWS.values())
         views, figure = chosen_views(row)
         lines.append(f"| {row['task']} | {row['train']} / {row['valid']} / {test.get('images', 0)} | {metric} | "
                      f"{valid} | {tested} | {views}: {_number(figure)} | {_number(base.get(metric))} | "

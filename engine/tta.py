@@ -17,6 +17,8 @@ from .errors import LearnerError
 
 MODES = ("flips", "zoom")
 REPORTED = {"flips": "metrics_tta", "zoom": "metrics_tta_zoom"}   # each mode's key in training and test reports
+VIEWS = {"none": "metrics", **REPORTED}                           # every choice, the plain image's key first
+LOWER_IS_BETTER = frozenset({"valid_loss", "error_rate", "point_error_px", "point_error_rel"})
 ZOOM = 1.15      # the crop is 1 / ZOOM of each side: zoom as small as the training augmentation's
 
 
@@ -37,6 +39,16 @@ def applies(task, tta) -> bool:
     if mode == "zoom":
         return task.per_label_scores
     return mode == "flips" and task.can_unflip
+
+
+def chosen(report: dict, metric: str) -> str | None:
+    """The views ("none", "flips" or "zoom") whose `metric` is best in `report` (a training summary or record,
+    with a metrics dict under each of `VIEWS`' keys that it scored): the views to report a test figure with.
+    Ties go to the fewer views; None when no views scored `metric`."""
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    scored = [(sign * (report.get(key) or {})[metric], order, views) for order, (views, key) in enumerate(VIEWS.items())
+              if (report.get(key) or {}).get(metric) is not None]
+    return min(scored)[2] if scored else None
 
 
 def zoomed(x: torch.Tensor, zoom: float = ZOOM) -> torch.Tensor:

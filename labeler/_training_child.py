@@ -232,6 +232,7 @@ def finish_model(learner, folder: Path, *, spec: dict, labels: int, lr: float, s
     `test`: the held-out test split's scores (`labeler.held_out.test_scores`), kept as they are."""
     from engine.interpret import Interpretation
     from engine.metrics import bootstrap_intervals
+    from engine.tta import applies
 
     from .model_store import MODEL_FILE, write_record
     interp = Interpretation.from_learner(learner)
@@ -245,6 +246,7 @@ def finish_model(learner, folder: Path, *, spec: dict, labels: int, lr: float, s
         "best_epoch": best_epoch, "spec": spec, "history": history, "metrics": metrics,
         "intervals": {k: list(v) for k, v in intervals.items() if k in metrics and k != "threshold"},
         "metrics_tta": _floats(learner.validate(tta=True)) if task.can_unflip else None,
+        "metrics_tta_zoom": _floats(learner.validate(tta="zoom")) if applies(task, "zoom") else None,
         "baseline": _floats(learner.baseline() or {}) or None,
         "classes": list(data.classes or data.codes or []),
         "top_losses": _top_losses(interp, folder, top),

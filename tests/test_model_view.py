@@ -8,6 +8,7 @@ from PIL import Image
 from labeler.finetune import TrainSpec
 from labeler.model_store import ModelStore, write_record
 from labeler.project import Project
+from labeler.ui._panel import html_table
 from labeler.ui.model_view import ModelView
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -19,7 +20,7 @@ def project(image_folder):
         yield opened
 
 
-def finished_model(project, *, classes=("a", HOSTILE), accuracy=0.75) -> str:
+def finished_model(project, *, classes=("a", HOSTILE), accuracy=0.75, **more) -> str:
     """A model folder as a fine-tune leaves it: record, pictures, confusion picture, a model file."""
     store = ModelStore(project.workspace.root)
     folder = store.new_dir()
@@ -41,7 +42,7 @@ def finished_model(project, *, classes=("a", HOSTILE), accuracy=0.75) -> str:
         "metrics": {"valid_loss": 0.8, "accuracy": accuracy}, "intervals": {"accuracy": [0.5, 0.9]},
         "metrics_tta": {"valid_loss": 0.7, "accuracy": 0.8}, "baseline": {"accuracy": 0.5},
         "top_losses": rows, "confusion": [[1, 1], [0, 1]], "most_confused": [[classes[1], classes[0], 1]],
-        "confusion_picture": "confusion.png"})
+        "confusion_picture": "confusion.png", **more})
     return folder.name
 
 
@@ -89,6 +90,20 @@ def test_a_finished_model_shows_its_metrics_confusion_and_top_losses_as_text(pro
     assert "head only" in view._epoch_table.object
     models = html_of(view._models)
     assert model_id in models and "current" in models and "accuracy 0.7500 (95%: 0.5000–0.9000)" in models
+
+
+def test_the_test_column_reports_the_views_validation_chose(project):
+    finished_model(project, metrics_tta_zoom={"valid_loss": 0.6, "accuracy": 0.85}, test={
+        "images": 20, "metrics": {"accuracy": 0.7}, "intervals": {"accuracy": [0.5, 0.9]},
+        "metrics_tta": {"accuracy": 0.72}, "metrics_tta_zoom": {"accuracy": 0.74}})
+    report = html_of(ModelView(project)._results)
+    heads = ["metric", "validation", "95% interval", "with flips", "with flips and zoom",
+             "test, 20 held-out images (95% interval)", "test, with the views best on validation",
+             "image-blind baseline"]
+    rows = [["valid loss", "0.8000", "", "0.7000", "0.6000", "", "", ""],     # the test scores have no loss
+            ["accuracy", "0.7500", "0.5000 – 0.9000", "0.8000", "0.8500", "0.7000 (0.5000 – 0.9000)",
+             "0.7400 (flips and zoom)", "0.5000"]]
+    assert html_table(heads, rows, **{"class": "labeler-metrics"}) in report
 
 
 def test_a_tile_toggles_its_heatmap(project):

@@ -402,22 +402,28 @@ class ModelReport:
         return parts
 
     def _metrics_table(self) -> str:
+        from engine.tta import VIEWS, chosen
         record = self.record
-        intervals, tta, baseline = record.get("intervals", {}), record.get("metrics_tta") or {}, \
-            record.get("baseline") or {}
-        test = record.get("test") or {}
+        intervals, baseline, test = record.get("intervals", {}), record.get("baseline") or {}, record.get("test") or {}
+        views = [key for key in VIEW_HEADS if record.get(key)]      # the test-time augmentations this task took
         rows = []
         for name, value in record["metrics"].items():
             low_high = intervals.get(name)
             interval = f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else ""
-            row = [name.replace("_", " "), _fmt(value), interval, _fmt(tta[name]) if name in tta else ""]
-            if test:     # held out from every choice: the figure to report
+            row = [name.replace("_", " "), _fmt(value), interval,
+                   *(_fmt(record[key][name]) if name in record[key] else "" for key in views)]
+            if test:     # held out from every choice: the figures to report
                 scored, low_high = test["metrics"].get(name), test["intervals"].get(name)
                 row.append(("" if scored is None else _fmt(scored))
                            + (f" ({_fmt(low_high[0])} – {_fmt(low_high[1])})" if low_high else ""))
+                best = chosen(record, name)
+                figure = (test.get(VIEWS[best]) or {}).get(name) if best else None
+                row.append("" if figure is None else f"{_fmt(figure)} ({VIEW_NAMES[best]})")
             rows.append([*row, _fmt(baseline[name]) if name in baseline else ""])
-        tested = [f"test, {test['images']:,} held-out images (95% interval)"] if test else []
-        heads = ["metric", "validation", "95% interval", "with flips", *tested, "image-blind baseline"]
+        tested = [f"test, {test['images']:,} held-out images (95% interval)",
+                  "test, with the views best on validation"] if test else []
+        heads = ["metric", "validation", "95% interval", *(VIEW_HEADS[key] for key in views), *tested,
+                 "image-blind baseline"]
         return html_table(heads, rows, **{"class": "labeler-metrics"})
 
     def _tile(self, row: dict):
@@ -433,6 +439,10 @@ class ModelReport:
                    f"{probability}<br>loss {loss}</div>")
         return pn.Column(image, pn.pane.HTML(caption, margin=(0, 3)), toggle, width=TILE_PX + 12,
                          css_classes=["labeler-top-loss"])
+
+
+VIEW_HEADS = {"metrics_tta": "with flips", "metrics_tta_zoom": "with flips and zoom"}   # validation's columns
+VIEW_NAMES = {"none": "image alone", "flips": "flips", "zoom": "flips and zoom"}
 
 
 def _img(uri: str, name: str) -> str:
