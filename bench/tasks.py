@@ -133,7 +133,7 @@ def run(task: str, data: Path, workdir: Path, extra: list[str] = ()) -> dict:
 
 def chosen_views(row: dict) -> tuple[str, float | None]:
     """(the test-time augmentation best on validation, its test figure): the figure to report."""
-    views = chosen(row, row["metric"])
+    views = chosen(row, row["metric"]) or "none"
     return views, row.get("test", {}).get(VIEWS[views], {}).get(row["metric"])
 
 
