@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import LearnerError  # noqa: F401  (raised here; importable from here)
+from .metrics import lower_is_better
 from .plots import LearnerPlots
 from .predictor import EXPORT_FORMAT, Predictor, load_exported  # noqa: F401  (importable from here too)
 from .tasks import TASKS, Task, get_task  # noqa: F401  (TASKS: the registry, importable from here too)
@@ -68,7 +69,7 @@ class _Monitor(Callback):
 
     def __init__(self, monitor: str = "valid_loss", mode: str | None = None):
         self.monitor = monitor
-        self.mode = mode or ("min" if "loss" in monitor or "error" in monitor else "max")
+        self.mode = mode or ("min" if lower_is_better(monitor) else "max")
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_fit_begin(self, learner):

@@ -191,3 +191,8 @@ def bootstrap_intervals(score, outputs, targets, *, n_boot: int = 200, level: fl
     tail = (1 - level) / 2 * 100
     return {name: (float(np.nanpercentile(values, tail)), float(np.nanpercentile(values, 100 - tail)))
             for name, values in samples.items() if np.isfinite(values).any()}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller `metric` is better: losses and errors (valid_loss, error_rate, point_error_px, ...)."""
+    return "loss" in metric or "error" in metric

@@ -18,7 +18,6 @@ from .errors import LearnerError
 MODES = ("flips", "zoom")
 REPORTED = {"flips": "metrics_tta", "zoom": "metrics_tta_zoom"}   # each mode's key in training and test reports
 VIEWS = {"none": "metrics", **REPORTED}                           # every choice, the plain image's key first
-LOWER_IS_BETTER = frozenset({"valid_loss", "error_rate", "point_error_px", "point_error_rel"})
 ZOOM = 1.15      # the crop is 1 / ZOOM of each side: zoom as small as the training augmentation's
 
 
@@ -45,9 +44,10 @@ def chosen(report: dict, metric: str) -> str | None:
     """The views ("none", "flips" or "zoom") whose `metric` is best in `report` (a training summary or record,
     with a metrics dict under each of `VIEWS`' keys that it scored): the views to report a test figure with.
     Ties go to the fewer views; None when no views scored `metric`."""
-    sign = 1 if metric in LOWER_IS_BETTER else -1
-    scored = [(sign * (report.get(key) or {})[metric], order, views) for order, (views, key) in enumerate(VIEWS.items())
-              if (report.get(key) or {}).get(metric) is not None]
+    from .metrics import lower_is_better
+    sign = 1 if lower_is_better(metric) else -1
+    figures = [(views, (report.get(key) or {}).get(metric)) for views, key in VIEWS.items()]
+    scored = [(sign * figure, order, views) for order, (views, figure) in enumerate(figures) if figure is not None]
     return min(scored)[2] if scored else None
 
 
