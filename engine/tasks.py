@@ -23,7 +23,7 @@ from .interpret import ClassTarget, CoordinateTarget, RegionTarget
 from ._targets import Targets, load_mask, multi_hot, normalized_points
 from ._registry import TASKS, get_task, register_task  # noqa: F401  (the registry, importable from here)
 from .errors import InputError, LearnerError
-from .losses import dice_weight, segment_loss
+from .losses import dice_weight, segment_item_losses, segment_loss, training_class_weights
 
 class Task:
     """What one kind of problem needs from the data block, the model builder and the shared loop.
@@ -311,16 +311,17 @@ class SegmentTask(Task):
     """Per-pixel cross-entropy, plus `dice` x soft Dice (engine.losses); void pixels count in no loss or metric."""
 
     name, architecture, unscored = "segment", "unet", "only void pixels"
-    no_pseudo_labels, pixel_aligned = None, True
-    per_label_scores = False
+    no_pseudo_labels, pixel_aligned, per_label_scores = None, True, False
 
-    def __init__(self, void_code: int | None = None, n_classes: int | None = None, dice: float = 0.0):
+    def __init__(self, void_code: int | None = None, n_classes: int | None = None, dice: float = 0.0,
+                 class_weights: list[float] | None = None):
         self.void_code, self.n_classes, self.dice = void_code, n_classes, dice_weight(dice)
         self.ignore_index = -100 if void_code is None else void_code
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]  # per code
 
     @classmethod
-    def from_data(cls, data, *, dice: float = 0.0):
-        return cls(data.void_code, data.n_out, dice)
+    def from_data(cls, data, *, dice: float = 0.0, class_weights: str | None = None):  # "median", "sqrt": losses
+        return cls(data.void_code, data.n_out, dice, class_weights and training_class_weights(data, class_weights))
 
     @classmethod
     def encode(cls, labeler, targets, folder):
@@ -344,7 +345,7 @@ class SegmentTask(Task):
         return draw_sample(image, mask=y.numpy(), n_codes=len(targets.codes), void_code=targets.void_code)
 
     def loss(self, pred, target, reduction="mean"):
-        return segment_loss(pred, target, self.ignore_index, self.dice, reduction)
+        return segment_loss(pred, target, self.ignore_index, self.dice, reduction, self.class_weights)
 
     def activation(self, pred):
         return pred.argmax(dim=1)  # rather than probabilities: whole validation sets of masks stay small
@@ -381,16 +382,15 @@ class SegmentTask(Task):
         return {"classes": {c: round(float(n / counts.sum()), 4) for c, n in zip(result["codes"], counts) if n}}
 
     def config(self):
-        return {"void_code": self.void_code, "n_classes": self.n_classes, "dice": self.dice}
+        return {"void_code": self.void_code, "n_classes": self.n_classes, "dice": self.dice,
+                "class_weights": self.class_weights}
 
     def encode_one(self, image, label, labels, size):
         mask = torch.from_numpy(load_mask(label, image.size, len(labels), self.void_code))[None, None].float()
         return F.interpolate(mask, size=(size, size), mode="nearest")[0, 0].long()  # as validation resizes masks
 
     def item_losses(self, pred, target):
-        """The mean over each image's non-void pixels (NaN for an image with only void pixels)."""
-        counted = (target != self.ignore_index).float().flatten(1)
-        return (self.loss(pred, target, reduction="none").flatten(1) * counted).sum(1) / counted.sum(1)
+        return segment_item_losses(self.loss(pred, target, reduction="none"), target, self.ignore_index)
 
 
 # --- regression: points or plain values ------------------------------------------------

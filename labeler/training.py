@@ -66,6 +66,10 @@ def add_commands(sub, make_command) -> None:
     fit.add_argument("--dice", type=float, default=0.0, metavar="WEIGHT",
                      help="segmentation: add WEIGHT x soft Dice loss (mean over the classes in a batch, so rare ones "
                           "weigh as much as common ones) to the cross-entropy, e.g. 1.0 (default 0)")
+    fit.add_argument("--class-weights", choices=("median", "sqrt"), default=None,  # engine.losses.CLASS_WEIGHTS
+                     help="segmentation: weigh each class's pixels in the cross-entropy by how rare it is in the "
+                          "training masks, so rare classes are not given up: median (median frequency balancing) "
+                          "or sqrt (its square root, gentler) (default: off)")
     fit.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
                      help="classifier: give the true class 1 - EPS and spread EPS over all (e.g. 0.1; default 0)")
     add_recipe_options(fit)
@@ -167,7 +171,8 @@ def run_train(args) -> int:
                       batch_size=args.batch_size, backbone=args.backbone, augment=not args.no_augment,
                       workers=args.workers or 0, seed=args.seed)
     bar = tqdm(desc="training", unit="epoch", file=sys.stderr, disable=None, leave=False)
-    task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss, dice=args.dice)
+    task = task_for(data, label_smoothing=args.label_smoothing, loss=args.loss, dice=args.dice,
+                    class_weights=args.class_weights)
     learner = Learner(data, create_model(data.task, args.backbone, data.n_out), task=task,
                       callbacks=[ProgressCallback(lambda row: _report(bar, row))])
     learner.callbacks[:0] = recipe_callbacks(args)

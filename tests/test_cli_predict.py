@@ -170,9 +170,18 @@ def test_predict_scores_masks_exactly_as_training_validated_and_writes_them_at_t
     mask_args = ["--masks", str(masks), "--codes", str(tmp_path / "codes.txt"), "--void", "255",
                  "--mask-suffix", "_P.png"]
     out = tmp_path / "preds.csv"
-    trained, result = _train_and_predict(images, tmp_path / "valid.txt", [*mask_args, "--dice", "1.0"], mask_args,
+    trained, result = _train_and_predict(images, tmp_path / "valid.txt",
+                                         [*mask_args, "--dice", "1.0", "--class-weights", "median"], mask_args,
                                          capsys, predict_args=["--out", str(out)])
-    assert torch.load(images.parent / "model.pt", weights_only=False)["task_config"]["dice"] == 1.0
+    config = torch.load(images.parent / "model.pt", weights_only=False)["task_config"]
+    assert config["dice"] == 1.0
+    # the weights come from the training masks' pixels (void left out): the median share over each class's
+    valid = set((tmp_path / "valid.txt").read_text().split())
+    pixels = np.concatenate([np.asarray(Image.open(mask)).ravel() for mask in sorted(masks.iterdir())
+                             if mask.name.replace("_P.png", ".jpg") not in valid])
+    shares = np.bincount(pixels[pixels < 2], minlength=2) / (pixels < 2).sum()
+    assert config["class_weights"] == pytest.approx(list(np.median(shares) / shares), abs=1e-4)
+    assert config["class_weights"][1] > 1 > config["class_weights"][0]     # the square is the rarer class
     assert result["scored"] == trained["valid"] == 4
     for name in ("pixel_accuracy", "mean_iou"):
         assert result["metrics"][name] == pytest.approx(trained["metrics"][name], abs=5e-4)

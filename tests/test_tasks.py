@@ -264,3 +264,32 @@ def test_the_soft_dice_loss_weighs_each_class_present_alike_and_skips_void():
     assert SegmentTask(**task.config()).dice == 2.0
     with pytest.raises(LearnerError, match="0 or more"):
         SegmentTask(dice=-1)
+
+
+def test_class_weights_follow_the_training_pixels_and_weigh_the_cross_entropy():
+    from engine.losses import class_weights, segment_loss
+    from engine.tasks import SegmentTask
+    # pixels: class 0 60, class 1 30, class 2 10, class 3 none, void (4) 20 and a stray value 9 ignored
+    mask = np.array([0] * 60 + [1] * 30 + [2] * 10 + [4] * 20 + [9] * 5).reshape(5, 25)
+    median = class_weights([mask[:2], mask[2:]], n_classes=5, void_code=4, mode="median")
+    # the median of the shares (0.6, 0.3, 0.1) is 0.3: weights 0.5, 1, 3; the absent class and void weigh 1
+    assert median == pytest.approx([0.5, 1.0, 3.0, 1.0, 1.0])
+    assert class_weights([mask], 5, 4, "sqrt") == pytest.approx(np.sqrt([0.5, 1.0, 3.0, 1.0, 1.0]), abs=1e-4)
+    with pytest.raises(LearnerError, match="median, sqrt"):
+        class_weights([mask], 5, 4, "inverse")
+    with pytest.raises(LearnerError, match="nothing to weigh"):
+        class_weights([np.full((3, 3), 4)], 5, 4, "median")
+    # the loss: a miss of the rare class costs its weight, of the common class its weight, void nothing
+    target = torch.tensor([[[0, 2, 4]]])
+    right = F.one_hot(torch.where(target == 4, 0, target), 5).permute(0, 3, 1, 2).float() * 20
+    rare_missed, common_missed = right.clone(), right.clone()
+    rare_missed[0, :, 0, 1], common_missed[0, :, 0, 0] = right[0, :, 0, 0], right[0, :, 0, 1]
+    per_pixel = [segment_loss(pred, target, 4, reduction="none", weight=median)[0, 0] for pred in
+                 (rare_missed, common_missed)]
+    assert per_pixel[0][1] == pytest.approx(3.0 * 20, rel=1e-3) and per_pixel[1][0] == pytest.approx(0.5 * 20, rel=1e-3)
+    assert per_pixel[0][2] == 0
+    task = SegmentTask(void_code=4, n_classes=5, class_weights=median)
+    assert torch.isclose(task.loss(rare_missed, target), F.cross_entropy(rare_missed, target, torch.tensor(median),
+                                                                          ignore_index=4))
+    assert SegmentTask(**task.config()).class_weights == median
+    assert SegmentTask(void_code=4, n_classes=5).config()["class_weights"] is None
