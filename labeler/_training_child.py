@@ -168,7 +168,8 @@ def _learner(spec, folder: Path, workspace: Path, snapshot: dict | None):
                                                        group_regex=spec.group_regex, test_seed=0), items)
     data = build_data(folder, items, _splitter(args), labeler, size=spec.size, batch_size=spec.batch_size,
                       backbone=spec.backbone, augment=spec.augment, seed=spec.seed)
-    task = task_for(data, label_smoothing=spec.label_smoothing, loss="mse")
+    task = task_for(data, label_smoothing=spec.label_smoothing, loss="mse",
+                    class_weights=getattr(spec, "class_weights", None))
     learner = Learner(data, create_model(data.task, spec.backbone, data.n_out), task=task)
     if getattr(spec, "unlabeled", False):     # the images without a label (at the start of the run) too
         labeled = set(all_labeled)         # test images are labeled: never pseudo-labeled

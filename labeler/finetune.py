@@ -55,6 +55,7 @@ class TrainSpec:
     codes: str | None = None  # masks: the class names, one per line
     void: int | None = None  # masks: the class left out of loss and metrics
     mask_suffix: str = ".png"  # masks: mask name = image stem + this
+    class_weights: str | None = None  # masks: rare classes' pixels weigh more: "sqrt" or "median" (engine.losses)
     points: str | None = None  # points: image_name,...,x0,y0,... in pixels
     points_mean: bool = False  # points: regress their mean (e.g. the head centre)
     backbone: str = DEFAULT_BACKBONE
@@ -80,6 +81,8 @@ class TrainSpec:
             raise TrainingError(f"Labels from {self.source!r}? Choose one of: {', '.join(LABEL_SOURCES)}.")
         if self.source == "masks" and not (self.masks and self.codes):
             raise TrainingError("Segmentation needs the masks folder and the codes file (class names, one a line).")
+        if self.class_weights not in (None, "sqrt", "median"):
+            raise TrainingError(f"Class weights {self.class_weights!r}? Choose none, sqrt or median.")
         if self.source == "points" and not self.points:
             raise TrainingError("Regression needs the points CSV (image_name,...,x0,y0,x1,y1,... in pixels).")
         for name, low in (("size", 32), ("batch_size", 2), ("freeze_epochs", 0), ("epochs", 0)):

@@ -26,6 +26,7 @@ TINY = dict(size=32, batch_size=8, freeze_epochs=1, epochs=1, lr=2e-3)
     (dict(lr=3.0), "learning rate must be between 0 and 1"),
     (dict(test_pct=0.95), "test share must be at least 0"),
     (dict(unlabeled=True, unlabeled_threshold=1.2), "pseudo-label confidence must be at least 0.5 and below 1"),
+    (dict(source="masks", masks="m", codes="c", class_weights="inverse"), "Choose none, sqrt or median"),
 ])
 def test_a_wrong_setting_is_refused_with_what_it_may_be(change, words):
     with pytest.raises(TrainingError, match=words):

@@ -81,6 +81,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._codes = pn.widgets.TextInput(name="Codes file", placeholder="e.g. ../codes.txt: class names, one a line")
         self._mask_suffix = pn.widgets.TextInput(name="Mask name = image stem +", value=".png")
         self._void = pn.widgets.TextInput(name="Void class index (optional)", placeholder="e.g. 11")
+        self._class_weights = pn.widgets.Select(name="Class weights", options=CLASS_WEIGHTS, value="none")
         self._points = pn.widgets.TextInput(name="Points CSV", placeholder="image_name,...,x0,y0,x1,y1,...")
         self._points_mean = pn.widgets.Checkbox(name="regress the mean of the points", value=False)
         self._backbone = pn.widgets.Select(name="Backbone", options=list(BACKBONES), value=spec.backbone)
@@ -135,7 +136,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._epoch_table = pn.pane.HTML("", sizing_mode="stretch_width")
 
     def _side(self):
-        fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._points,
+        fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._class_weights,
+                  self._points,
                   self._points_mean, self._backbone, self._size, self._split, self._valid_pct, self._valid_list,
                   self._group_regex, self._test_pct, pn.Row(self._freeze_epochs, self._epochs), self._lr,
                   self._unlabeled, self._unlabeled_threshold,
@@ -155,7 +157,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
 
     def _show_source_fields(self) -> None:
         source, split = self._source.value, self._split.value
-        for widget in (self._masks, self._codes, self._mask_suffix, self._void):
+        for widget in (self._masks, self._codes, self._mask_suffix, self._void, self._class_weights):
             widget.visible = source == "masks"
         for widget in (self._points, self._points_mean):
             widget.visible = source == "points"
@@ -180,6 +182,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         return TrainSpec(
             source=self._source.value, masks=self._path(self._masks.value), codes=self._path(self._codes.value),
             mask_suffix=self._mask_suffix.value.strip() or ".png", void=_optional_int(self._void.value, "void class"),
+            class_weights=None if self._class_weights.value == "none" else self._class_weights.value,
             points=self._path(self._points.value), points_mean=self._points_mean.value,
             backbone=self._backbone.value, size=int(self._size.value), valid_pct=float(self._valid_pct.value),
             test_pct=float(self._test_pct.value or 0),
@@ -385,9 +388,10 @@ class ModelReport:
         record, spec = self.record, self.record.get("spec") or {}
         unlabeled = (f" (and the unlabeled images, pseudo-labeled at &ge; {float(spec['unlabeled_threshold']):g})"
                      if spec.get("unlabeled") else "")
+        weighed = f", {esc(spec['class_weights'])} class weights" if spec.get("class_weights") else ""
         parts = [pn.pane.HTML(f"<h3>{esc(record['id'])}: {esc(record['task'])}, {record['train']:,} train{unlabeled} / "
                               f"{record['valid']:,} validation images, {esc(record['backbone'])} at "
-                              f"{record['size']} px</h3>", sizing_mode="stretch_width"),
+                              f"{record['size']} px{weighed}</h3>", sizing_mode="stretch_width"),
                  pn.pane.HTML(self._metrics_table(), sizing_mode="stretch_width")]
         if record.get("confusion_picture"):
             picture = self.store.file(record["id"], record["confusion_picture"])
@@ -441,6 +445,8 @@ class ModelReport:
                          css_classes=["labeler-top-loss"])
 
 
+CLASS_WEIGHTS = {"none: every pixel alike": "none", "sqrt: rare classes weigh more": "sqrt",  # engine.losses
+                 "median: rare classes weigh much more": "median"}
 VIEW_HEADS = {"metrics_tta": "with flips", "metrics_tta_zoom": "with flips and zoom"}   # validation's columns
 VIEW_NAMES = {"none": "image alone", "flips": "flips", "zoom": "flips and zoom"}
 

@@ -256,13 +256,20 @@ def test_segmentation_in_the_model_tab_shows_predicted_masks(camvid_small, tmp_p
         _set(page, "Codes file", "../codes.txt")
         _set(page, "Mask name = image stem +", "_P.png")
         _set(page, "Void class index (optional)", "11")
+        page.get_by_label("Class weights", exact=True).select_option(label="sqrt: rare classes weigh more")
         page.get_by_label("Validation", exact=True).select_option(label="a list of validation images")
         _set(page, "Validation list", "../valid.txt")
         _fine_tune_small(page)
         table = page.locator(".labeler-metrics")
         wait_until(lambda: "pixel accuracy" in table.inner_text())
         assert "mean iou" in table.inner_text()
-        assert "32 train / 16 validation images" in page.get_by_text(re.compile("train / ")).first.inner_text()
+        heading = page.get_by_text(re.compile("train / ")).first.inner_text()
+        assert "32 train / 16 validation images" in heading and "sqrt class weights" in heading
+        # the model learned with the training masks' class weights: Void (11) weighs 1, the rest by their pixels
+        import torch
+        exported = torch.load(next((tmp_path / "workspace").rglob("model.pt")), weights_only=False)
+        weights = exported["task_config"]["class_weights"]
+        assert len(weights) == 12 and weights[11] == 1 and len(set(weights)) > 3
         tiles = page.locator(".labeler-top-loss")
         assert tiles.count() == 16
         before = _tile_source(page, 0)
