@@ -35,9 +35,9 @@ def segment_loss(pred: torch.Tensor, target: torch.Tensor, ignore_index: int, di
     """Per-pixel cross-entropy (`reduction` as in torch; each class's pixels weighted by `weight`, see
     `class_weights`), plus `dice` x `soft_dice_loss` in the mean: Dice is one figure for the whole batch, so the
     per-item losses (top losses) are cross-entropy alone."""
-    if weight is not None:
-        weight = torch.as_tensor(weight, dtype=torch.float32, device=pred.device)
-    loss = F.cross_entropy(pred.float() if weight is not None else pred, target, weight=weight,
+    if weight is not None:      # float32 both: under mixed precision the outputs may be half, and torch wants one
+        weight, pred = torch.as_tensor(weight, dtype=torch.float32, device=pred.device), pred.float()
+    loss = F.cross_entropy(pred, target, weight=weight,
                            ignore_index=ignore_index, reduction=reduction)
     if dice and reduction == "mean":
         loss = loss + dice * soft_dice_loss(pred, target, ignore_index)

@@ -68,6 +68,14 @@ def test_the_settings_are_read_from_the_widgets_and_a_wrong_one_is_said(project)
     assert isinstance(spec, TrainSpec)
     assert (spec.size, spec.epochs, spec.lr) == (96, 2, None)
     assert spec.valid_list == str((project.folder / "valid.txt").resolve())  # relative to the image folder
+    # class weights are a choice for masks only: once chosen there, they do not follow the labels back
+    assert not view._class_weights.visible
+    view._source.value, view._masks.value, view._codes.value = "masks", "labels", "codes.txt"
+    assert view._class_weights.visible
+    view._class_weights.value = "sqrt"
+    assert view.spec().class_weights == "sqrt"
+    view._source.value = "store"
+    assert view.spec().class_weights is None and not view._class_weights.visible
     view._lr.value = "fast"
     view._fine_tune.clicks += 1
     assert "not a number" in view._message.text and view._message.kind == "warning"

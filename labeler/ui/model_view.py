@@ -137,9 +137,9 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
 
     def _side(self):
         fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._class_weights,
-                  self._points,
-                  self._points_mean, self._backbone, self._size, self._split, self._valid_pct, self._valid_list,
-                  self._group_regex, self._test_pct, pn.Row(self._freeze_epochs, self._epochs), self._lr,
+                  self._points, self._points_mean, self._backbone, self._size, self._split, self._valid_pct,
+                  self._valid_list, self._group_regex, self._test_pct, pn.Row(self._freeze_epochs, self._epochs),
+                  self._lr,
                   self._unlabeled, self._unlabeled_threshold,
                   pn.Row(self._find_lr, self._fine_tune), self._stop, self._keep_fresh, self._summary_text()]
         return pn.Column(*fields, width=320, scroll=True, sizing_mode="stretch_height")
@@ -178,11 +178,11 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
     # -- actions ---------------------------------------------------------------------------
     def spec(self) -> TrainSpec:
         """The settings in the widgets, checked."""
-        split = self._split.value
+        split, source, weights = self._split.value, self._source.value, self._class_weights.value
         return TrainSpec(
-            source=self._source.value, masks=self._path(self._masks.value), codes=self._path(self._codes.value),
+            source=source, masks=self._path(self._masks.value), codes=self._path(self._codes.value),
             mask_suffix=self._mask_suffix.value.strip() or ".png", void=_optional_int(self._void.value, "void class"),
-            class_weights=None if self._class_weights.value == "none" else self._class_weights.value,
+            class_weights=weights if source == "masks" and weights != "none" else None,  # hidden for the others
             points=self._path(self._points.value), points_mean=self._points_mean.value,
             backbone=self._backbone.value, size=int(self._size.value), valid_pct=float(self._valid_pct.value),
             test_pct=float(self._test_pct.value or 0),
