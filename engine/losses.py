@@ -1,14 +1,16 @@
 """Losses beside the tasks' own: soft Dice and class weights for segmentation."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import LearnerError
+from .errors import ImageReadError, LearnerError
 
+logger = logging.getLogger(__name__)
 CLASS_WEIGHTS = ("median", "sqrt")   # the ways `class_weights` weighs classes by their pixels
 
 
@@ -82,14 +84,18 @@ def class_weights(masks: Iterable[np.ndarray], n_classes: int, void_code: int | 
 
 
 def training_class_weights(data, mode: str) -> list[float]:
-    """`class_weights` over the masks of a segmentation TaskData's training split (read at their own size)."""
+    """`class_weights` over the masks of a segmentation TaskData's training split (read at their own size); a mask
+    that cannot be read is left out with a warning, as training leaves its image out."""
     from PIL import Image
 
     from ._targets import load_mask
 
     def masks():
         for path in data.train.dataset.targets.values:
-            with Image.open(path) as mask:
-                size = mask.size
-            yield load_mask(path, size, data.n_out, data.void_code)
+            try:
+                with Image.open(path) as mask:
+                    size = mask.size
+                yield load_mask(path, size, data.n_out, data.void_code)
+            except (OSError, ImageReadError) as err:
+                logger.warning("class weights: left out %s (%s)", path, getattr(err, "reason", err))
     return class_weights(masks(), data.n_out, data.void_code, mode)

@@ -293,3 +293,16 @@ def test_class_weights_follow_the_training_pixels_and_weigh_the_cross_entropy():
                                                                           ignore_index=4))
     assert SegmentTask(**task.config()).class_weights == median
     assert SegmentTask(void_code=4, n_classes=5).config()["class_weights"] is None
+
+
+def test_class_weights_leave_out_a_mask_that_cannot_be_read_as_training_does(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from engine.losses import training_class_weights
+    Image.fromarray(np.array([[0, 0, 0, 1]], dtype=np.uint8)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    paths = [str(tmp_path / name) for name in ("good.png", "broken.png", "missing.png")]
+    data = SimpleNamespace(train=SimpleNamespace(dataset=SimpleNamespace(targets=SimpleNamespace(values=paths))),
+                           n_out=2, void_code=None)
+    assert training_class_weights(data, "median") == pytest.approx([0.5 / 0.75, 0.5 / 0.25], abs=1e-4)
+    assert "broken.png" in caplog.text and "missing.png" in caplog.text
