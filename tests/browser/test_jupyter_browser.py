@@ -247,6 +247,14 @@ def test_the_label_app_in_jupyter(jupyter, local_page):
     assert "panel-preview/static/js/bokeh.min.js" in text
     assert len(text.encode()) < 2_000_000, f"the saved notebook is {len(text.encode()):,} bytes"
 
+    # the Model tab in the notebook: a folder of masks shows its fields, the class weights among them
+    page.locator(".bk-tab", has_text="Model").first.click()
+    page.get_by_role("button", name="Fine-tune").first.wait_for(timeout=30_000)
+    page.get_by_label("Train on", exact=True).first.select_option(label="a folder of masks (segmentation)")
+    page.get_by_label("Class weights", exact=True).first.wait_for(state="visible", timeout=30_000)
+    _shot(page, f"jupyter_{kind}_model.png")
+    assert not page.app_errors(), page.errors
+
 
 def test_the_clean_view_in_jupyter(jupyter, local_page):
     kind, url, token, root = jupyter
