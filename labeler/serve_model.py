@@ -11,6 +11,10 @@
   is not an image (the reason given), 400 for no image at all.
 - `GET /health`: the model's task, labels and input size, and how many batches and images it has predicted.
 
+With `--basic-auth` (one password for any user name, or a JSON file of {"user": "password"}, read at start, as
+`labeler serve` takes it) every route asks for HTTP basic auth: a browser shows its own login box, curl takes
+`-u user:password`; without it, or with a wrong one, the answer is 401 and nothing of the model.
+
 Concurrent requests are micro-batched (`Batcher`): the first waits up to `max_wait_ms` for others, and up to
 `max_batch` are decoded and predicted in one forward pass (and one Grad-CAM pass), on one worker thread, so the
 event loop keeps accepting requests. `max_batch=1` turns batching off (`bench/serve.py` measures both).
@@ -149,14 +153,17 @@ def _jsonable(result: dict, task) -> dict:
     return answer
 
 
-def create_app(model_file, *, max_batch: int = 16, max_wait_ms: float = 10.0, max_bytes: int = MAX_BYTES):
-    """The Starlette app serving `model_file` (a file from `labeler train --out` or the Model tab)."""
+def create_app(model_file, *, max_batch: int = 16, max_wait_ms: float = 10.0, max_bytes: int = MAX_BYTES,
+               basic_auth: str | None = None):
+    """The Starlette app serving `model_file` (a file from `labeler train --out` or the Model tab); with
+    `basic_auth` (as `--basic-auth` takes it) only to requests that log in."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
     from engine.predictor import load_exported
+    login = None if basic_auth is None else BasicAuth(basic_auth)     # a bad value stops us before the model loads
     predictor = load_exported(model_file)
     batcher = Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
@@ -196,7 +203,53 @@ def create_app(model_file, *, max_batch: int = 16, max_wait_ms: float = 10.0, ma
     app = Starlette(routes=[Route("/", page), Route("/health", health), Route("/predict", predict, methods=["POST"])],
                     lifespan=lifespan)
     app.state.batcher = batcher
-    return app
+    return app if login is None else login.guarding(app)
+
+
+class BasicAuth:
+    """ASGI middleware: HTTP requests without the right basic-auth credentials get 401 and never reach the app.
+
+    `value` is `--basic-auth`'s: the password any user name may give, or a JSON file of {"user": "password"}.
+    Passwords are compared in constant time; an unknown user name is compared against a stand-in, so the time
+    taken does not say which names exist."""
+
+    REALM = 'Basic realm="labeler serve-model", charset="UTF-8"'
+
+    def __init__(self, value: str):
+        from labeler.ui.serve import read_basic_auth
+        self.users = read_basic_auth(value)
+        self.password = value if self.users is None else None
+        self.app = None
+
+    def guarding(self, app) -> BasicAuth:
+        self.app = app
+        return self
+
+    def allows(self, header: str) -> bool:
+        import hmac
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except ValueError:                   # not base64, or not UTF-8
+            return False
+        if not sep:
+            return False
+        expected = self.password if self.users is None else self.users.get(user)
+        matches = hmac.compare_digest(password.encode(), (expected or "\0 no such user").encode())
+        return matches and expected is not None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            header = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
+            if not self.allows(header):
+                from starlette.responses import JSONResponse
+                refusal = JSONResponse({"error": "log in: this server asks for --basic-auth credentials"},
+                                       status_code=401, headers={"WWW-Authenticate": self.REALM})
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Refused(Exception):
@@ -253,17 +306,35 @@ def add_command(sub) -> None:
                      help="how long a request waits for others to batch with (default %(default)s)")
     cmd.add_argument("--max-size", type=int, default=MAX_BYTES, metavar="BYTES",
                      help="largest request accepted (default %(default)s: 10 MiB)")
+    cmd.add_argument("--basic-auth", metavar="PASSWORD|USERS.json",
+                     help="ask every request for HTTP basic auth: one password for any user name, or (better: a "
+                          "password given here shows in `ps`) a JSON file of {\"user\": \"password\"}, read at start")
     cmd.set_defaults(run=run)
+
+
+def exposure(address: str, port: int, login: bool) -> list[str]:
+    """What to tell the person starting the server: where it listens, and a warning when the network can use it
+    without a login."""
+    from labeler.ui.serve import is_loopback
+    local = is_loopback(address)
+    where = "this machine only" if local else "the network"
+    lines = [f"labeler serve-model: http://{address}:{port}/ (listening on {where}); POST /predict with an image"]
+    if login:
+        lines.append("login: HTTP basic auth. Traffic is plain HTTP: put TLS in front (a reverse proxy) beyond a "
+                     "trusted network.")
+    elif not local:
+        lines.append("WARNING: no login. Anyone who can reach this port can use the model and read its labels. Add "
+                     "--basic-auth (see SECURITY.md).")
+    return lines
 
 
 def run(args) -> int:
     import sys
 
     import uvicorn
-    app = create_app(args.model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_size)
-    where = "this machine only" if args.address in ("127.0.0.1", "localhost", "::1") else "the network"
-    print(f"labeler serve-model: http://{args.address}:{args.port}/ (listening on {where}); "
-          f"POST /predict with an image", file=sys.stderr, flush=True)
+    app = create_app(args.model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_size,
+                     basic_auth=args.basic_auth)
+    print("\n".join(exposure(args.address, args.port, args.basic_auth is not None)), file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.address, port=args.port, log_level="warning")
     return 0
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,6 +130,8 @@ def _launch(command: list[str], name: str, probe: str, timeout: float, **popen) 
             # one request, waited for: the app's page can take seconds to build on a busy machine, and a
             # probe that gave up and asked again would queue one more page build each time
             urllib.request.urlopen(probe, timeout=max(2.0, deadline - time.time()))
+            return proc
+        except urllib.error.HTTPError:      # it answered, with a refusal (a server that asks for a login)
             return proc
         except OSError:
             time.sleep(0.5)

@@ -133,3 +133,59 @@ def test_a_unet_answers_its_mask_and_a_regressor_its_points_with_their_pictures(
     else:
         points = np.asarray(answer["points"])
         assert points.shape == (2, 2) and np.isfinite(points).all()
+
+
+@pytest.fixture(scope="module")
+def logged(served):
+    users = served.root / "users.json"
+    users.write_text('{"ana": "correct horse", "bo": "battery staple"}', encoding="utf-8")
+    proc, url = start_model_server(served.model, ["--basic-auth", str(users)])
+    yield SimpleNamespace(url=url, proc=proc)
+    stop_server(proc)
+
+
+def test_with_basic_auth_nothing_of_the_model_without_the_right_login(served, logged):
+    image = served.images[2]
+    for answer in (httpx.get(logged.url + "/"), httpx.get(logged.url + "/health"),
+                   httpx.post(logged.url + "/predict", content=image)):
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["WWW-Authenticate"].startswith("Basic realm=")
+        assert "cat" not in answer.text and "classify" not in answer.text
+    wrong = [("ana", "battery staple"), ("nobody", "correct horse"), ("ana", ""), ("", "correct horse")]
+    for user, password in wrong:
+        assert httpx.post(logged.url + "/predict", content=image, auth=(user, password)).status_code == 401
+    for header in ("Basic !!!not base64", "Bearer correct horse", "Basic " + base64.b64encode(b"ana").decode(),
+                   "Basic " + base64.b64encode(b"\xff\xfe:x").decode(), "Basic"):
+        assert httpx.get(logged.url + "/health", headers={"Authorization": header}).status_code == 401
+    right = httpx.post(logged.url + "/predict", content=image, auth=("bo", "battery staple"))
+    expected = _expected(served.model, image)
+    assert right.status_code == 200 and right.json()["label"] == expected["label"]
+    assert right.json()["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
+    assert httpx.get(logged.url + "/", auth=("ana", "correct horse")).status_code == 200
+    log = stop_server(logged.proc)
+    assert "login: HTTP basic auth" in log and "Traceback" not in log
+
+
+def test_one_password_serves_any_user_name_and_a_bad_login_option_stops_before_the_model_loads(served, tmp_path):
+    from starlette.testclient import TestClient
+
+    from labeler.serve_model import create_app
+    with TestClient(create_app(served.model, basic_auth="s3cret")) as client:
+        assert client.get("/health").status_code == 401
+        assert client.get("/health", auth=("anyone", "s3cret")).status_code == 200
+        assert client.get("/health", auth=("anyone", "s3cret ")).status_code == 401
+    missing, broken = tmp_path / "nobody.json", tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    for value, said in ((str(missing), "no such file"), (str(broken), "cannot read it as JSON"), ("", "is empty")):
+        done = subprocess.run([sys.executable, "-m", "labeler.cli", "serve-model", str(tmp_path / "no-model.pt"),
+                               "--basic-auth", value], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_start_message_warns_when_the_network_can_use_the_model_without_a_login():
+    from labeler.serve_model import exposure
+    assert exposure("127.0.0.1", 8000, login=False) == [
+        "labeler serve-model: http://127.0.0.1:8000/ (listening on this machine only); POST /predict with an image"]
+    shared = exposure("0.0.0.0", 8000, login=False)
+    assert "the network" in shared[0] and shared[1].startswith("WARNING: no login")
+    assert exposure("0.0.0.0", 8000, login=True)[1].startswith("login: HTTP basic auth")

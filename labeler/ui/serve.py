@@ -64,7 +64,7 @@ class Access:
         if self.basic_auth is not None and self.oauth_provider:
             raise ServeError("--basic-auth and --oauth-provider both turn on a login; give one of them.")
         if self.basic_auth is not None:
-            _check_basic_auth(self.basic_auth)
+            read_basic_auth(self.basic_auth)
         if self.oauth_provider:
             _check_oauth(self, config)
         else:
@@ -88,8 +88,10 @@ class Access:
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
-def _check_basic_auth(value: str) -> None:
-    """A password must not be empty; a user file must exist and hold {"user": "password"} with text values."""
+def read_basic_auth(value: str) -> dict[str, str] | None:
+    """The users of a `--basic-auth` JSON file, or None when `value` is the password every user name shares.
+
+    A password must not be empty; a user file must exist and hold {"user": "password"} with text values."""
     if not value:
         raise ServeError("--basic-auth is empty: give a password, or a JSON file of {\"user\": \"password\"}.")
     path = Path(value)
@@ -97,7 +99,7 @@ def _check_basic_auth(value: str) -> None:
         if value.endswith(".json"):
             raise ServeError(f"--basic-auth {value}: no such file. Give an existing JSON file of "
                              f"{{\"user\": \"password\"}} (a value that is not a file would be the password itself).")
-        return
+        return None
     try:
         users = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -107,6 +109,7 @@ def _check_basic_auth(value: str) -> None:
             and all(isinstance(name, str) and isinstance(word, str) and word for name, word in users.items())):
         raise ServeError(f"--basic-auth {value}: expected a JSON object of at least one user name and a non-empty "
                          f"password, such as {{\"ana\": \"correct horse\"}}.")
+    return users
 
 
 def _check_oauth(access: Access, config) -> None:
@@ -172,7 +175,7 @@ def exposure(address: str, port: int, access: Access) -> list[str]:
     """What to tell the person starting the server: where it listens, who can reach it, what protects it."""
     host = f"[{address}]" if ":" in address else address
     where = "every network interface" if address in EVERY_INTERFACE else address
-    if _is_loopback(address):
+    if is_loopback(address):
         lines = [f"labeler serve: listening on http://{host}:{port}/ ({where}): this machine only; other "
                  f"machines cannot connect unless --address says otherwise (see SECURITY.md)."]
         if access.login:
@@ -191,7 +194,7 @@ def exposure(address: str, port: int, access: Access) -> list[str]:
     return lines
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
     """Whether only this machine can reach `address` (localhost, 127.0.0.0/8, ::1)."""
     try:
         return address == "localhost" or ipaddress.ip_address(address).is_loopback
