@@ -60,3 +60,27 @@ def test_a_person_picks_a_photo_and_sees_the_label_the_probabilities_and_the_hea
         page.close()
         log = stop_server(proc)
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_behind_a_login_the_page_works_for_a_logged_in_browser_and_not_without(cifar_model, browser, tmp_path):
+    model, photo, classes = cifar_model
+    proc, url = start_model_server(model, ["--basic-auth", "correct horse"])
+    logged = browser.new_context(http_credentials={"username": "ana", "password": "correct horse"})
+    stranger = browser.new_context()
+    try:
+        page = logged.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url + "/")
+        page.locator("#file").set_input_files(str(photo))    # the page's own request to /predict logs in too
+        page.wait_for_function("() => document.getElementById('heatmap').src.startsWith('data:image/png')",
+                               timeout=120_000)
+        assert page.locator("#label").inner_text() in classes and not errors, errors
+        with pytest.raises(Exception, match="ERR_INVALID_AUTH_CREDENTIALS"):   # a browser is asked to log in
+            stranger.new_page().goto(url + "/")
+        assert stranger.request.get(url + "/health").status == 401
+    finally:
+        logged.close()
+        stranger.close()
+        log = stop_server(proc)
+    assert "login: HTTP basic auth" in log and "Traceback" not in log
