@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import panel as pn
-from bokeh.events import MouseMove, RangesUpdate, SelectionGeometry
+from bokeh.events import MouseEnter, MouseMove, PanStart, RangesUpdate, SelectionGeometry
 from bokeh.models import (BoxSelectTool, ColumnDataSource, CustomJS, Div, HoverTool, ImageURL, LassoSelectTool,
                           Range1d, WheelZoomTool)
 from bokeh.plotting import figure
@@ -33,6 +33,19 @@ HOVER_PX = 6       # server-drawn points: the hovered one is the nearest within 
 # WebGL is fastest on a real GPU; "canvas" redraws large maps faster where WebGL is software-rendered
 BACKENDS = ("webgl", "canvas")
 MARGIN = 0.03      # the unit square the map is scaled into, with this much room around it
+# BokehJS 3.9's lasso asserts, at every move of a drag and at its end, that the drag began inside the plot's frame,
+# but its start just returns when it did not (a press on the 5-px border, or where a layout change has not reached
+# the frame yet): each move then throws "Assertion failed" into the page. Its box select returns instead; this makes
+# the lasso do the same, patching its view class once per page, when the pointer enters the plot or a drag starts
+# (before the drag's first move: Bokeh's events follow its tools' handlers).
+LASSO_GUARD = """
+const View = lasso.default_view;
+if (View.prototype.__labelerGuarded) { return; }
+for (const name of ['_pan', '_pan_end']) {
+  const original = View.prototype[name];
+  View.prototype[name] = function (ev) { return this._is_selecting ? original.call(this, ev) : undefined; };
+}
+View.prototype.__labelerGuarded = true;"""
 
 
 def map_figure(source: ColumnDataSource, backend: str = "webgl", *, point_size: int = 4, **size):
@@ -54,6 +67,9 @@ def map_figure(source: ColumnDataSource, backend: str = "webgl", *, point_size: 
     plot.add_tools(lasso, BoxSelectTool(continuous=False, renderers=[points]), WheelZoomTool())
     plot.toolbar.active_drag = lasso
     plot.toolbar.active_scroll = plot.select_one(WheelZoomTool)
+    guard = CustomJS(args=dict(lasso=lasso), code=LASSO_GUARD)
+    plot.js_on_event(MouseEnter, guard)
+    plot.js_on_event(PanStart, guard)
     return plot, points
 
 

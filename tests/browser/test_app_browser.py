@@ -151,3 +151,37 @@ def test_shortcut_undo_redo_separate_view_accept_and_predictions_download(served
     rows = list(csv.reader(io.StringIO(open(download_info.value.path()).read())))
     assert rows[0][0] == "image_name" and {"prob_round", "prob_corner", "confidence"} <= set(rows[0])
     assert len(rows) > 100
+
+
+# the map's frame (the plotting area) in the canvas's pixels, from BokehJS's own view of the plot named "map"
+MAP_FRAME = """() => {
+  const found = [];
+  const walk = (view) => {
+    if (view.model && view.model.name === 'map' && view.frame) { const b = view.frame.bbox; found.push([b.left, b.top, b.right, b.bottom]); }
+    for (const child of (view.children ? view.children() : [])) { walk(child); }
+  };
+  for (const root of Bokeh.index) { walk(root); }
+  return found[0];
+}"""
+
+
+def test_a_drag_begun_on_the_maps_border_throws_nothing_and_the_lasso_still_selects(served, page):
+    """BokehJS 3.9's lasso threw "Assertion failed" at each move of a drag begun outside its frame (the monkey found it,
+    under load, as a layout change moved the frame); labeler.ui.map.LASSO_GUARD makes it return, as box select does."""
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(served)
+    page.get_by_text(re.compile(r"^Layer: ")).first.wait_for(timeout=120_000)
+    box = canvases(page)[0]
+    left, top, right, bottom = page.evaluate(MAP_FRAME)
+    x0, y0 = box["x"] + left / 2, box["y"] + (top + bottom) / 2     # on the border, left of the frame
+    assert 0 < left and box["x"] < x0 < box["x"] + left, (box, left)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in [(x0 + 200, y0), (x0 + 200, y0 + 100), (x0 + 50, y0 + 100)]:
+        page.mouse.move(x, y, steps=3)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    assert not errors, errors
+    lasso(page)
+    assert _selected_count(page) > 3 and not errors, errors
