@@ -18,7 +18,9 @@ import io
 import os
 import random
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -303,7 +305,20 @@ class Monkey:
         os.kill(self.server.pid, signal.SIGUSR1)
         time.sleep(1.0)
         lines = [line for line in log.read_text(errors="replace")[seen:].splitlines() if "shortcuts state:" in line]
-        return " | ".join(line.split("shortcuts state: ", 1)[1] for line in lines) or "no answer"
+        return " | ".join(line.split("shortcuts state: ", 1)[1] for line in lines) or f"no answer; {self.server_stacks()}"
+
+    def server_stacks(self) -> str:
+        """Where the served app's threads are (`py-spy dump`, a dev dependency): for a server that answers nothing,
+        not even SIGUSR1, whose main thread is then busy or blocked."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(spy).exists():
+            return "no stacks (py-spy is not installed)"
+        try:
+            done = subprocess.run([spy, "dump", "--pid", str(self.server.pid)], capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"no stacks ({err})"
+        return f"its stacks (py-spy dump): {(done.stdout + done.stderr)[-6000:]}"
 
     def stuck_report(self) -> str:
         """What a page that stopped answering the layer keys still does, in words: its shortcut elements and the
