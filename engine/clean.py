@@ -161,7 +161,13 @@ def _dense(X, rows: np.ndarray) -> np.ndarray:
 
 
 def _cleanlab_rank(labels: np.ndarray, pred_probs: np.ndarray, multi: bool, method: str):
-    """(quality in [0, 1], confident-learning issue flag) for each row, from cleanlab."""
+    """(quality in [0, 1], confident-learning issue flag) for each row, from cleanlab.
+
+    `n_jobs=1`: by default cleanlab forks a `multiprocessing.Pool` (one process per core) for its per-class pruning.
+    The app runs this in a thread of its server, and a fork while the server's main thread is inside BLAS (the Train
+    key's logistic regression) deadlocked both, spinning, with the page answered by nothing (found by the monkey; a
+    `py-spy dump` showed the fork in cleanlab and the main thread in scikit-learn). The pruning is a few vector
+    operations per class: one process loses nothing."""
     import cleanlab.filter
     import cleanlab.rank
     if multi:
@@ -169,10 +175,10 @@ def _cleanlab_rank(labels: np.ndarray, pred_probs: np.ndarray, multi: bool, meth
         given = [np.flatnonzero(row).tolist() for row in labels]
         from cleanlab.multilabel_classification.filter import find_label_issues
         quality = get_label_quality_scores(given, pred_probs, method=method)
-        flags = find_label_issues(given, pred_probs)
+        flags = find_label_issues(given, pred_probs, n_jobs=1)
         return np.asarray(quality, dtype=np.float64), np.asarray(flags, dtype=bool)
     quality = cleanlab.rank.get_label_quality_scores(labels, pred_probs, method=method)
-    flags = cleanlab.filter.find_label_issues(labels, pred_probs)
+    flags = cleanlab.filter.find_label_issues(labels, pred_probs, n_jobs=1)
     return np.asarray(quality, dtype=np.float64), np.asarray(flags, dtype=bool)
 
 

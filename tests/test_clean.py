@@ -66,6 +66,27 @@ def test_label_issue_finder_finds_a_missing_tag_in_multi_label_data():
     assert set(top) == set(wrong)
 
 
+@pytest.mark.parametrize("multi", [False, True])
+def test_label_issues_are_found_without_forking_the_server(monkeypatch, multi):
+    """cleanlab forks a process pool per call by default; from the app's server (threads, BLAS) that fork deadlocked
+    the server. Even where cleanlab would count 4 cores, no process pool is made."""
+    import importlib.util
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("cleanlab made a multiprocessing.Pool")
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 4)
+    if importlib.util.find_spec("psutil"):          # cleanlab counts physical cores with psutil where it can
+        monkeypatch.setattr("psutil.cpu_count", lambda logical=True: 4)
+    X, y = _blobs()
+    noisy = y.copy()
+    noisy[[3, 70]] = (y[[3, 70]] + 1) % 3
+    labels = np.eye(3, dtype=bool)[noisy] if multi else noisy
+    finder = LabelIssueFinder().fit(X, labels)
+    assert finder.is_issue_.any() and len(finder.rows_) == len(y)
+
+
 def test_label_issue_finder_says_how_many_labels_it_needs():
     X, _ = _blobs()
     with pytest.raises(InputError, match="two labels with two images each"):
