@@ -95,6 +95,7 @@ def test_a_finished_model_shows_its_metrics_confusion_and_top_losses_as_text(pro
     assert "0.7500" in report and "0.5000 – 0.9000" in report and "image-blind baseline" in report
     assert HOSTILE not in report and "&lt;img src=x" in report            # names are text, never HTML
     assert list(view._loss_source.data["epoch"]) == [1, 2]                  # its loss history is drawn
+    assert view._loss_plot.visible and not view._lr_plot.visible            # and only a plot with a curve shows
     assert "head only" in view._epoch_table.object
     models = html_of(view._models)
     assert model_id in models and "current" in models and "accuracy 0.7500 (95%: 0.5000–0.9000)" in models
@@ -147,6 +148,19 @@ class _Running:
     epoch, epochs, step, steps, loss, eta, elapsed = 0, 2, 3, 10, 1.5, 12.0, 4.0
     history = [{"epoch": 0, "frozen": True, "train_loss": 1.2, "valid_loss": 1.0, "accuracy": 0.5}]
     lr_find = record = error = mapped = None
+
+
+def test_the_plots_show_once_they_have_a_curve(project):
+    """An empty plot is hidden (BokehJS warns at every layout of a plot with no data to range over)."""
+    view = ModelView(project)
+    assert not view._lr_plot.visible and not view._loss_plot.visible
+    found = _Running()
+    found.kind, found.running, found.stage = "lr_find", False, "done"
+    found.lr_find = {"lrs": [1e-5, 1e-4, 1e-3], "losses": [2.0, 1.5, 1.9], "suggestion": 1e-4}
+    view._finished(found)
+    assert view._lr_plot.visible and list(view._lr_source.data["lr"]) == [1e-5, 1e-4, 1e-3]
+    view._follow(_Running())                     # a fine-tune: its first epoch's losses
+    assert view._loss_plot.visible and list(view._loss_source.data["epoch"]) == [1]
 
 
 def test_a_tab_coming_into_sight_follows_a_training_another_tab_started(project, monkeypatch):

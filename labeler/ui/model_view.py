@@ -14,7 +14,6 @@ model list makes any finished model the current one.
 """
 from __future__ import annotations
 
-import base64
 import io
 import logging
 from pathlib import Path
@@ -30,12 +29,12 @@ from labeler.errors import USER_ERRORS
 from labeler.model_store import ModelStore
 
 from ._panel import NOTEBOOK_HEIGHT, Message, NotebookAware, esc, guarded, html_table, locked
+from .model_report import ModelReport, fmt, headline
 
 logger = logging.getLogger(__name__)
 FRESH_GROWTH = 0.5  # "keep the map fresh": fine-tune again once the labels grow by this share
 
 POLL_MS = 500
-TILE_PX = 150
 PLOT_HEIGHT = 230
 SOURCES = {"the labels in this project": "store", "a folder of masks (segmentation)": "masks",
            "a CSV of points (regression)": "points"}
@@ -134,6 +133,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._loss_plot.legend.location = "top_right"
         self._loss_plot.xaxis.ticker = SingleIntervalTicker(interval=1)  # whole epochs
         self._epoch_table = pn.pane.HTML("", sizing_mode="stretch_width")
+        # shown once they have a curve: BokehJS warns on every layout of a plot with no data to range over
+        self._lr_plot.visible = self._loss_plot.visible = False
 
     def _side(self):
         fields = [self._source, self._masks, self._codes, self._mask_suffix, self._void, self._class_weights,
@@ -241,7 +242,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         self._shown_run = run
         if run.kind == "fine_tune":
             self._loss_source.data = {"epoch": [], "train_loss": [], "valid_loss": []}
-            self._epoch_table.object = ""
+            self._epoch_table.object, self._loss_plot.visible = "", False
         self._tick()
         if run.running and self._poller is None:
             self._poller = pn.state.add_periodic_callback(lambda: self._run(self._tick), period=POLL_MS)
@@ -291,8 +292,9 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         epochs = list(range(1, len(history) + 1))
         self._loss_source.data = {"epoch": epochs, "train_loss": [row["train_loss"] for row in history],
                                   "valid_loss": [row["valid_loss"] for row in history]}
+        self._loss_plot.visible = True
         names = [k for k in history[0] if k not in ("epoch", "frozen", "partial")]
-        rows = [[n, "head only" if row.get("frozen") else "everything", *(_fmt(row[k]) for k in names)]
+        rows = [[n, "head only" if row.get("frozen") else "everything", *(fmt(row[k]) for k in names)]
                 for n, row in zip(epochs, history)]
         self._epoch_table.object = html_table(["epoch", "trained", *(k.replace("_", " ") for k in names)], rows,
                                               **{"class": "labeler-epochs"})
@@ -306,6 +308,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         elif run.kind == "lr_find" and run.lr_find:
             found = run.lr_find
             self._lr_source.data = {"lr": found["lrs"], "loss": found["losses"]}
+            self._lr_plot.visible = True
             self._lr_mark.location, self._lr_mark.visible = found["suggestion"], True
             self._lr.value = f"{found['suggestion']:.2g}"
             self._message.show(f"Suggested learning rate {found['suggestion']:.2g} (where the loss falls fastest; "
@@ -317,7 +320,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
                       + (" and its predictions are the ones shown there." if record["layer"].get("predictions")
                          else ".") if record.get("layer") else "")
             self._message.show(f"{record['id'].replace('-', ' ')} is ready{stopped}: "
-                               f"{_headline(record)}.{mapped}", "success")
+                               f"{headline(record)}.{mapped}", "success")
             self._show_models()
             for hook in self.on_model:
                 hook()
@@ -342,7 +345,7 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         download = pn.widgets.FileDownload(callback=lambda: io.BytesIO(self.store.model_path(current).read_bytes()),
                                            filename=f"{Path(self.project.folder).name}-{current}.pt",
                                            label=f"Export {current} (download)", button_type="success", width=260)
-        rows = [[r["id"], r["created"], r["task"], f"{r['labels']:,}", _headline(r),
+        rows = [[r["id"], r["created"], r["task"], f"{r['labels']:,}", headline(r),
                  "current" if r["id"] == current else ""] for r in reversed(records)]
         table = pn.pane.HTML(html_table(["model", "made", "task", "labels", "validation", ""], rows,
                                         **{"class": "labeler-models"}), sizing_mode="stretch_width")
@@ -378,100 +381,8 @@ class ModelView(NotebookAware, pn.viewable.Viewer):
         return self._layout
 
 
-class ModelReport:
-    """What one finished model's record shows: metrics, confusion, top losses with heatmap toggles."""
-
-    def __init__(self, store: ModelStore, record: dict):
-        self.store, self.record = store, record
-
-    def panels(self) -> list:
-        record, spec = self.record, self.record.get("spec") or {}
-        unlabeled = (f" (and the unlabeled images, pseudo-labeled at &ge; {float(spec['unlabeled_threshold']):g})"
-                     if spec.get("unlabeled") else "")
-        weighed = f", {esc(spec['class_weights'])} class weights" if spec.get("class_weights") else ""
-        parts = [pn.pane.HTML(f"<h3>{esc(record['id'])}: {esc(record['task'])}, {record['train']:,} train{unlabeled} / "
-                              f"{record['valid']:,} validation images, {esc(record['backbone'])} at "
-                              f"{record['size']} px{weighed}</h3>", sizing_mode="stretch_width"),
-                 pn.pane.HTML(self._metrics_table(), sizing_mode="stretch_width")]
-        if record.get("confusion_picture"):
-            picture = self.store.file(record["id"], record["confusion_picture"])
-            pairs = [[given, predicted, count] for given, predicted, count in record.get("most_confused", [])]
-            parts.append(pn.Row(pn.pane.PNG(str(picture), width=420, name="confusion"),
-                                pn.pane.HTML("<b>Most confused</b>" + html_table(["given", "predicted", "times"],
-                                                                                 pairs), width=320)))
-        if record.get("top_losses"):
-            parts.append(pn.pane.HTML("<b>Top losses</b> (validation images the model got most wrong; "
-                                      "toggle a tile's heatmap to see where it looked)", sizing_mode="stretch_width"))
-            parts.append(pn.FlexBox(*(self._tile(row) for row in record["top_losses"]), sizing_mode="stretch_width"))
-        return parts
-
-    def _metrics_table(self) -> str:
-        from engine.tta import VIEWS, chosen
-        record = self.record
-        intervals, baseline, test = record.get("intervals", {}), record.get("baseline") or {}, record.get("test") or {}
-        views = [key for key in VIEW_HEADS if record.get(key)]      # the test-time augmentations this task took
-        rows = []
-        for name, value in record["metrics"].items():
-            low_high = intervals.get(name)
-            interval = f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else ""
-            row = [name.replace("_", " "), _fmt(value), interval,
-                   *(_fmt(record[key][name]) if name in record[key] else "" for key in views)]
-            if test:     # held out from every choice: the figures to report
-                scored, low_high = test["metrics"].get(name), test["intervals"].get(name)
-                row.append(("" if scored is None else _fmt(scored))
-                           + (f" ({_fmt(low_high[0])} – {_fmt(low_high[1])})" if low_high else ""))
-                best = chosen(record, name)
-                figure = (test.get(VIEWS[best]) or {}).get(name) if best else None
-                row.append("" if figure is None else f"{_fmt(figure)} ({VIEW_NAMES[best]})")
-            rows.append([*row, _fmt(baseline[name]) if name in baseline else ""])
-        tested = [f"test, {test['images']:,} held-out images (95% interval)",
-                  "test, with the views best on validation"] if test else []
-        heads = ["metric", "validation", "95% interval", *(VIEW_HEADS[key] for key in views), *tested,
-                 "image-blind baseline"]
-        return html_table(heads, rows, **{"class": "labeler-metrics"})
-
-    def _tile(self, row: dict):
-        plain, heat = (_data_uri(self.store.file(self.record["id"], row[kind])) for kind in ("picture", "heatmap"))
-        image = pn.pane.HTML(_img(plain, row["item"]), width=TILE_PX + 6, height=TILE_PX + 6, margin=0)
-        toggle = pn.widgets.Toggle(name="Heatmap", value=False, width=TILE_PX, button_type="light")
-        toggle.param.watch(lambda event: setattr(image, "object", _img(heat if event.new else plain, row["item"])),
-                           "value")
-        probability = f" ({row['probability']:.2f})" if row.get("probability") is not None else ""
-        loss = f"{row['loss']:.3f}" if row.get("loss") is not None else "—"
-        caption = (f"<div class='caption' style='width:{TILE_PX}px;font-size:11px;overflow-wrap:anywhere'>"
-                   f"{esc(row['item'])}<br>given: {esc(row['given'])}<br>predicted: {esc(row['predicted'])}"
-                   f"{probability}<br>loss {loss}</div>")
-        return pn.Column(image, pn.pane.HTML(caption, margin=(0, 3)), toggle, width=TILE_PX + 12,
-                         css_classes=["labeler-top-loss"])
-
-
 CLASS_WEIGHTS = {"none: every pixel alike": "none", "sqrt: rare classes weigh more": "sqrt",  # engine.losses
                  "median: rare classes weigh much more": "median"}
-VIEW_HEADS = {"metrics_tta": "with flips", "metrics_tta_zoom": "with flips and zoom"}   # validation's columns
-VIEW_NAMES = {"none": "image alone", "flips": "flips", "zoom": "flips and zoom"}
-
-
-def _img(uri: str, name: str) -> str:
-    return (f'<img src="{uri}" alt="{esc(name)}" width="{TILE_PX}" height="{TILE_PX}" '
-            f'style="object-fit:contain;image-rendering:pixelated">')
-
-
-def _data_uri(path: Path) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def _headline(record: dict) -> str:
-    metrics, intervals = record.get("metrics", {}), record.get("intervals", {})
-    for name in ("accuracy", "mAP", "mean_iou", "pixel_accuracy", "point_error_px"):
-        if name in metrics:
-            low_high = intervals.get(name)
-            span = f" (95%: {_fmt(low_high[0])}–{_fmt(low_high[1])})" if low_high else ""
-            return f"{name.replace('_', ' ')} {_fmt(metrics[name])}{span}"
-    return f"validation loss {_fmt(metrics.get('valid_loss', float('nan')))}"
-
-
-def _fmt(value) -> str:
-    return "—" if value is None or value != value else f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
 
 
 def _duration(seconds: float) -> str:
