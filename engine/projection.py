@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -463,7 +464,21 @@ def cached_projection(X: Any, method: str, params: Mapping[str, Any] | None, *,
     if emb is not None:
         logger.debug("Projection cache hit %s", path)
         return emb
-    emb = projector.fit_transform(arr, labels)
-    _save_atomic(path, emb)
-    logger.info("Projection %s cached at %s", method, path)
+    with _computing(path):     # pages asking at once for one projection: the first computes, the others read it
+        emb = _load_cached(path, arr.shape[0])
+        if emb is None:
+            emb = projector.fit_transform(arr, labels)
+            _save_atomic(path, emb)
+            logger.info("Projection %s cached at %s", method, path)
     return emb
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _computing(path: Path) -> threading.Lock:
+    """This process's lock for computing the projection cached at `path` (a served app computes a UMAP in a
+    background thread per page: twenty pages pressing the same key would otherwise compute it twenty times)."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(str(path), threading.Lock())

@@ -214,6 +214,36 @@ def test_cached_projection_reuses_file(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_cached_projection_asked_by_several_threads_at_once_is_computed_once(tmp_path, monkeypatch):
+    """A served app computes a UMAP in a background thread per page: pages pressing the same key together share
+    one computation (the others wait for it and read its file)."""
+    import threading
+    import time
+    calls = []
+    original = PCAProjector._fit
+
+    def slow(self, Xf, y):
+        calls.append(threading.current_thread().name)
+        time.sleep(0.5)                       # long enough for every thread to ask while it runs
+        return original(self, Xf, y)
+    monkeypatch.setattr(PCAProjector, "_fit", slow)
+    X, _ = _blobs(n=100)
+    results = {}
+
+    def ask(name):
+        results[name] = cached_projection(X, "pca", {}, cache_dir=tmp_path, key="feat-v1:layer3")
+    threads = [threading.Thread(target=ask, args=(f"page-{i}",), name=f"page-{i}") for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(calls) == 1 and len(results) == 6
+    for emb in results.values():
+        np.testing.assert_array_equal(emb, results["page-0"])
+    other = cached_projection(X, "pca", {"components": (2, 3)}, cache_dir=tmp_path, key="feat-v1:layer3")
+    assert len(calls) == 2 and other.shape == (100, 2)    # another projection is not held back by it
+
+
 def test_cached_projection_labels_version(tmp_path, monkeypatch):
     calls = _count_fits(monkeypatch, LDAProjector)
     X, labels = _blobs(n=120)
