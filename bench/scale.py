@@ -108,8 +108,8 @@ def app_steps(folder: Path, log) -> list[dict]:
                 view = page.get_by_text(re.compile(r"^View: ")).first
                 page.locator("body").click(position={"x": 5, "y": 990})
                 page.keyboard.press("ArrowDown")
-                page.wait_for_function("(el) => /UMAP/.test(el.innerText)", arg=view.element_handle())
-                page.get_by_text(re.compile("^Computing ")).first.wait_for(state="detached")
+                # "View: UMAP (computing…)" at once (computed in the background), "View: UMAP" once drawn
+                page.wait_for_function("(el) => el.innerText.trim() === 'View: UMAP'", arg=view.element_handle())
 
             def select(start):
                 """Lasso boxes of a fifth of the map's side, from `start` on a 4x4 grid, until one selects."""

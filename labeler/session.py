@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,23 +157,37 @@ class Session(PredictionChecks):
 
     def coords(self, layer: str | None = None, view: View | None = None) -> np.ndarray:
         """(len(rows), 2) positions of the drawn items in a layer's view (cached on disk)."""
-        from engine.projection import cached_projection
         layer, view = layer or self.layer, view or self.view
         if view.method == "predicted":
             return self._predicted_coords(layer)
-        y = self._label_vector(view.labels) if view.supervised else None
-        key = self._coords_key(layer, view, y)
-        with self._lock:
-            if key not in self._coords:
-                features = self.features(layer)[self.rows]
-                cache, name = self._source(layer)
-                self._coords[key] = cached_projection(
-                    features, view.method, dict(view.params), y=y, cache_dir=self.project.projections_dir,
-                    key=cache.projection_key(name, self.pooling, self.rows))
-            return self._coords[key]
+        return self.coords_work(layer, view)()
 
-    def _coords_key(self, layer: str, view: View, y: np.ndarray | None) -> tuple:
-        return (layer, view, self.rows.tobytes(), self._source(layer)[0].version, None if y is None else y.tobytes())
+    def coords_work(self, layer: str | None = None, view: View | None = None) -> Callable[[], np.ndarray]:
+        """`coords` of a layer's (non-predicted) view as a function that may run in another thread: what they
+        depend on (the drawn rows, a supervised view's labels) is read now; the function computes them, or finds
+        them computed, without holding the session's lock while it computes (a UMAP takes seconds)."""
+        from engine.projection import cached_projection
+        layer, view = layer or self.layer, view or self.view
+        rows = self.rows
+        y = self._label_vector(view.labels) if view.supervised else None
+        key = self._coords_key(layer, view, y, rows)
+        cache, name = self._source(layer)
+
+        def compute() -> np.ndarray:
+            with self._lock:
+                found = self._coords.get(key)
+            if found is None:
+                found = cached_projection(self.features(layer)[rows], view.method, dict(view.params), y=y,
+                                          cache_dir=self.project.projections_dir,
+                                          key=cache.projection_key(name, self.pooling, rows))
+                with self._lock:
+                    self._coords[key] = found
+            return found
+        return compute
+
+    def _coords_key(self, layer: str, view: View, y: np.ndarray | None, rows: np.ndarray | None = None) -> tuple:
+        rows = self.rows if rows is None else rows
+        return (layer, view, rows.tobytes(), self._source(layer)[0].version, None if y is None else y.tobytes())
 
     def _predicted_coords(self, layer: str) -> np.ndarray:
         """The Predicted view: labels on a circle, each unlabeled image between them by the latest

@@ -25,13 +25,14 @@ from labeler.session import Session
 
 from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buffer, guarded, html_table, locked,
                      serve_pages, with_document_lock)
+from .background_layout import BackgroundLayout
 from .clean_view import CleanView
 from .model_view import ModelView
 from .heatmap_view import PREVIEW_TEXT_PX, LabelHeatmaps
 from .importing import ImportLabels
 from .opening import progress_note
 from .keys import DIGITS, Shortcuts
-from .label_keys import KEYS
+from .label_keys import KEYS, LabelKeyActions
 from .map import BACKENDS, MapView, unit_square
 from .raster import RASTER_FROM
 from .review import COLUMNS, ReviewGrid
@@ -47,7 +48,7 @@ ONE_LINE_BUTTON = ".bk-btn { overflow: hidden; text-overflow: ellipsis; white-sp
 REPORT_CSS = "table { table-layout: fixed; width: 100%; font-size: 12px; } td:first-child { overflow-wrap: anywhere; }"
 
 
-class LabelApp(NotebookAware, pn.viewable.Viewer):
+class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
     """Label a folder of images in the browser or a notebook.
 
     In a notebook, `app.open_in_tab()` serves the same project in a browser tab of its own.
@@ -79,6 +80,8 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
 
     def _build(self, project) -> None:
         self.session = Session(project)
+        self._positions = BackgroundLayout(self.session, self._run, on_ready=self._redraw, on_failed=self._layout_failed)
+        self._drawn, self._computing_note = None, None      # the (layer, view) the map shows; what "computing" said
         self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
                            on_hover=lambda item_id: self._run(self._on_hover, item_id), raster_from=self._raster_from)
         self.grid = ReviewGrid(project.thumbs, on_change=lambda: self._run(self._update_review_text),
@@ -208,12 +211,37 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
     # -- drawing ---------------------------------------------------------------------------
     def _redraw(self, reset_view=False) -> None:
         s = self.session
+        self._show_names()
+        if self._positions.needed():     # seconds (UMAP): the map stays as it is and the server keeps answering
+            self._view_name.object += " <small>(computing…)</small>"
+            note = f"Computing {s.view.name} for {s.layer}: the map changes when it is ready. Keep labeling meanwhile."
+            if note != self._computing_note or not self._positions.computing:   # not again for more rows, say
+                self._computing_note = note
+                self._show(note, "info")
+            self._positions.request(reset_view)
+            if len(s.rows) == len(self.map.ids):
+                self._recolour()
+        else:
+            xy = unit_square(s.coords(), fixed=CLASS_LAYOUT_EXTENT if s.view.method == "predicted" else None)
+            colour, alpha = s.colours(self.vary_opacity)
+            self.map.draw(xy, s.rows, s.n_items, colour, alpha, s.frames(), reset_view=reset_view)
+            self._drawn = (s.layer, s.view)
+            if self.status == self._computing_note:
+                self._show("")
+        self._refresh_labels()
+
+    def _layout_failed(self, message: str) -> None:
+        """The current view could not be computed: back to the layer and view the map shows, and why."""
+        s = self.session
+        if self._drawn and self._drawn[0] in s.layers and self._drawn[1] in s.views:
+            s.layer_index, s.view_index = s.layers.index(self._drawn[0]), s.views.index(self._drawn[1])
+        self._show_names()
+        self._show(f"The map stays as it was: {message}", "warning")
+
+    def _show_names(self) -> None:
+        s = self.session
         self._layer_name.object = f"<b>Layer</b>: {esc(s.layer)} <small>({esc(s.layer_title)})</small>"
         self._view_name.object = f"<b>View</b>: {esc(s.view.name)}"
-        xy = unit_square(s.coords(), fixed=CLASS_LAYOUT_EXTENT if s.view.method == "predicted" else None)
-        colour, alpha = s.colours(self.vary_opacity)
-        self.map.draw(xy, s.rows, s.n_items, colour, alpha, s.frames(), reset_view=reset_view)
-        self._refresh_labels()
 
     def _recolour(self) -> None:
         self.map.recolour(*self.session.colours(self.vary_opacity), self.session.frames())
@@ -280,16 +308,7 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
 
     def _step_view(self, step: int) -> None:
         self.session.step_view(step)
-        if not self.session.is_ready():
-            # shown until the projection is computed: the message goes when the redraw is done
-            self._show(f"Computing {self.session.view.name} for {self.session.layer}…", "info")
-            with_document_lock(lambda: self._run(self._redraw_then_clear))
-        else:
-            self._redraw()
-
-    def _redraw_then_clear(self) -> None:
         self._redraw()
-        self._show("")
 
     def _set_selection(self, ids, from_plot=False) -> None:
         if from_plot and (said := self.session.news_from_other_tabs()):    # a lasso too shows other tabs' labels
@@ -411,41 +430,6 @@ class LabelApp(NotebookAware, pn.viewable.Viewer):
         self._show(f"Accepted {accepted.count} predictions above {accepted.threshold:.2f} (undoable).{judged}",
                    "success")
         self._after_change()
-
-    # -- keys (the KEYS table names these) -------------------------------------------------
-    def _key_layer(self, key: str) -> None:
-        self._step_layer(-1 if key == "ArrowLeft" else 1)
-
-    def _key_view(self, key: str) -> None:
-        self._step_view(-1 if key == "ArrowUp" else 1)
-
-    def _key_label(self, key: str) -> None:
-        name = self.session.label_for_key(int(key))
-        if name is None:
-            return
-        hovered = self.grid.hovered
-        if hovered is not None and hovered in self.session.review.ids:
-            self._label_one(hovered, name)
-        else:
-            self._label(name)
-
-    def _key_similar(self, key: str) -> None:
-        self._on_similar()
-
-    def _key_train(self, key: str) -> None:
-        self._on_train()
-
-    def _key_heatmaps(self, key: str) -> None:
-        self.heatmaps = not self.heatmaps
-
-    def _key_clear(self, key: str) -> None:
-        self._set_selection([])
-
-    def _key_undo(self, key: str) -> None:
-        self._on_undo()
-
-    def _key_redo(self, key: str) -> None:
-        self._on_redo()
 
     # -- events from the map and the opening -----------------------------------------------
     def _on_hover(self, item_id: int) -> None:

@@ -185,3 +185,33 @@ def test_a_drag_begun_on_the_maps_border_throws_nothing_and_the_lasso_still_sele
     assert not errors, errors
     lasso(page)
     assert _selected_count(page) > 3 and not errors, errors
+
+
+MAP_POINTS_X = """() => {
+  for (const doc of Bokeh.documents) {
+    const points = doc.get_model_by_name("points");
+    if (points) { return Array.from(points.data_source.data.x); }
+  }
+  return null;
+}"""
+
+
+def test_a_label_made_while_the_umap_is_computed_is_answered_before_the_umap_arrives(served, page):
+    """A UMAP takes seconds (numba compiles it first in a fresh server): it is computed off the server's main thread
+    (labeler/ui/background_layout.py), so a label made meanwhile is acknowledged at once, on the map still shown,
+    and the UMAP is drawn after. On the main thread, the label waited for the UMAP."""
+    page.goto(served)
+    view = page.get_by_text(re.compile(r"^View: "))
+    view.first.wait_for(timeout=120_000)
+    pca = page.evaluate(MAP_POINTS_X)
+    page.locator("body").click(position={"x": 5, "y": 950})
+    page.keyboard.press("ArrowDown")                                   # PCA 1-2 -> UMAP
+    page.get_by_text(re.compile(r"^View: UMAP \(computing…\)$")).wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^Computing UMAP for ")).first.wait_for(timeout=60_000)
+    _label_lassoed(page, "while", (0.3, 0.7, 0.3, 0.7))
+    still = page.get_by_text(re.compile(r"^View: UMAP \(computing…\)$")).count()
+    assert page.evaluate(MAP_POINTS_X) == pca                          # labeled on the map shown
+    page.get_by_text(re.compile(r"^View: UMAP$")).wait_for(timeout=300_000)
+    assert still == 1, "the label was answered only after the UMAP was drawn"
+    wait_until(lambda: page.evaluate(MAP_POINTS_X) != pca, timeout=60)
+    assert page.get_by_text(re.compile(r"^Labeled \d+ images “while”")).count() == 1   # the acknowledgement stays

@@ -229,6 +229,8 @@ def test_the_label_app_in_jupyter(jupyter, local_page):
     page.keyboard.press("ArrowDown")
     wait_until(lambda: view.inner_text() != before_view, timeout=60)
     assert _active_cell(page) == cell
+    # a UMAP is computed in the background ("View: UMAP (computing…)"), then drawn: the kernel answers meanwhile
+    wait_until(lambda: "computing" not in view.inner_text(), timeout=300)
     _shot(page, f"jupyter_{kind}_layer_by_key.png")
 
     # a click outside the app gives the keys back to Jupyter: ArrowUp moves its active cell, not the view

@@ -1,0 +1,124 @@
+"""A UMAP of the map is computed off the server's main thread (labeler/ui/background_layout.py), headless: the app
+keeps answering and keeps the map it shows meanwhile, draws the UMAP when it is ready if still wanted, asks for
+the newest layer only when the person presses on, and goes back to what it shows when the computation fails.
+
+The app's poller (`poll_job`, a periodic callback of a served page) is replaced by one that keeps the finished
+job's callback, which the test then calls as the server's tick would."""
+import threading
+
+import numpy as np
+import pytest
+
+import engine.projection
+from engine.embedding import embed
+from engine.errors import ProjectionError
+from labeler.project import Project
+from labeler.session import BASE_VIEWS, Session
+
+
+@pytest.fixture
+def folder(image_folder, tmp_path):
+    with Project(image_folder, tmp_path / "workspace", backbone="resnet18", size=32) as project:
+        project.thumbs.build(workers=0)
+        embed(project.workspace, backbone="resnet18", size=32, batch_size=4, workers=0, pretrained=False)
+    return image_folder
+
+
+@pytest.fixture
+def app(folder, tmp_path):
+    from labeler.ui.app import LabelApp
+    app = LabelApp(folder, workspace=tmp_path / "workspace", backbone="resnet18", size=32)
+    app.polled = []
+    app._positions._poll = lambda job, on_done, period_ms: app.polled.append((job, on_done))
+    return app
+
+
+def _tick(app):
+    """The server's tick after the oldest computation finished: its callback runs."""
+    job, on_done = app.polled.pop(0)
+    assert job.join(120), "the background computation did not finish"
+    on_done(job)
+
+
+def _drawn_xy(app) -> np.ndarray:
+    data = app.map.source.data
+    return np.column_stack([data["x"], data["y"]]).astype(float)
+
+
+def test_a_umap_is_computed_in_the_background_while_labels_are_answered_then_drawn(app):
+    pca = _drawn_xy(app)
+    assert app.session.view.name == "PCA 1-2"
+    app._step_view(1)                                       # ↓: PCA 1-2 -> UMAP
+    assert app.session.view.name == "UMAP" and len(app.polled) == 1
+    assert app.status.startswith("Computing UMAP for ") and "(computing…)" in app._view_name.object
+    np.testing.assert_array_equal(_drawn_xy(app), pca)      # the map shows what it showed
+    app.map.source.selected.indices = [0, 1, 2]             # and answers a lasso and a label meanwhile
+    app._label("cat")
+    assert app.status.startswith("Labeled 3 images “cat”")
+    _tick(app)
+    assert app._view_name.object == "<b>View</b>: UMAP"
+    assert not np.allclose(_drawn_xy(app), pca)             # the UMAP is drawn
+    assert app.status.startswith("Labeled 3 images “cat”")  # and the acknowledgement stays
+    assert app.polled == []
+
+
+def test_pressing_on_while_a_umap_is_computed_draws_the_newest_layer_and_keeps_the_others(app):
+    app._step_view(1)
+    first = app.session.layer
+    app._step_layer(1)                                      # →, before the first UMAP is ready
+    wanted = app.session.layer
+    assert wanted != first and len(app.polled) == 1         # one computation at a time
+    assert app.status.startswith(f"Computing UMAP for {wanted}")
+    _tick(app)                                              # the first ends: the newest one starts
+    assert len(app.polled) == 1 and app.session.is_ready(first, app.session.view)
+    assert "(computing…)" in app._view_name.object
+    _tick(app)
+    assert app.session.layer == wanted and app._view_name.object == "<b>View</b>: UMAP"
+    assert app.status == ""                                 # the note said what came; the map has it now
+    app._step_layer(-1)                                     # back: drawn at once, from what was computed
+    assert app.session.layer == first and app.polled == [] and "computing" not in app._view_name.object
+
+
+def test_a_umap_that_fails_leaves_the_map_and_its_names_as_they_were_and_says_why(app, monkeypatch):
+    def fail(features, method, *args, **kwargs):
+        raise ProjectionError(f"{method} cannot place these {len(features)} images")
+    monkeypatch.setattr(engine.projection, "cached_projection", fail)
+    pca, layer = _drawn_xy(app), app.session.layer
+    app._step_view(1)
+    _tick(app)
+    assert app.status == "The map stays as it was: umap cannot place these 12 images"
+    assert app.session.view.name == "PCA 1-2" and app.session.layer == layer
+    assert app._view_name.object == "<b>View</b>: PCA 1-2"
+    np.testing.assert_array_equal(_drawn_xy(app), pca)
+    assert app.polled == []                                 # nothing asked again
+
+
+def test_a_session_computes_a_view_without_holding_its_lock(folder, tmp_path, monkeypatch):
+    """Another view can be drawn while a UMAP computes in another thread (the session's lock is not held)."""
+    project = Project(folder, tmp_path / "workspace", backbone="resnet18", size=32)
+    session = Session(project)
+    umap = next(view for view in BASE_VIEWS if view.method == "umap")
+    started, release = threading.Event(), threading.Event()
+    real = engine.projection.cached_projection
+
+    def slow_umap(features, method, *args, **kwargs):
+        if method == "umap":
+            started.set()
+            assert release.wait(60)
+        return real(features, method, *args, **kwargs)
+    monkeypatch.setattr(engine.projection, "cached_projection", slow_umap)
+    work = session.coords_work(session.layer, umap)
+    rows = session.rows.copy()
+    session.rows = rows[:5]                                 # read when the work was made, not when it runs
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    assert started.wait(60)
+    drawn = []
+    other = threading.Thread(target=lambda: drawn.append(session.coords(session.layer, BASE_VIEWS[0])), daemon=True)
+    other.start()
+    other.join(30)
+    assert drawn and drawn[0].shape == (5, 2), "PCA waited for the UMAP computing in another thread"
+    release.set()
+    thread.join(60)
+    session.rows = rows
+    assert session.is_ready(session.layer, umap) and session.coords(session.layer, umap).shape == (len(rows), 2)
