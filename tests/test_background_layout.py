@@ -62,6 +62,24 @@ def test_a_umap_is_computed_in_the_background_while_labels_are_answered_then_dra
     assert app.polled == []
 
 
+def test_a_umap_ready_while_a_selection_is_reviewed_waits_until_it_is_labeled(app):
+    """A redraw clears the map's selection and moves its points: a review begun on the map shown keeps it."""
+    pca = _drawn_xy(app)
+    app._step_view(1)
+    app.map.source.selected.indices = [0, 1, 2, 3]          # lassoed on the map shown, meanwhile
+    app.session.review.toggle(app.session.review.ids[0])     # one dropped
+    _tick(app)
+    assert "(ready: shown once this selection is labeled or cleared)" in app._view_name.object
+    assert app.status.endswith("is ready: the map shows it once this selection is labeled or cleared.")
+    np.testing.assert_array_equal(_drawn_xy(app), pca)
+    assert len(app.session.review.ids) == 4 and len(app.session.review.dropped) == 1   # the review as it was
+    app._label("cat")                                        # the dropped one stays selected: still waiting
+    assert app.session.review.ids and "ready" in app._view_name.object
+    app._label("dog")                                        # the review is closed: the UMAP is drawn
+    assert app._view_name.object == "<b>View</b>: UMAP" and not np.allclose(_drawn_xy(app), pca)
+    assert app.status.startswith("Labeled 1 images “dog”")
+
+
 def test_pressing_on_while_a_umap_is_computed_draws_the_newest_layer_and_keeps_the_others(app):
     app._step_view(1)
     first = app.session.layer

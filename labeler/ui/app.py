@@ -80,8 +80,10 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
 
     def _build(self, project) -> None:
         self.session = Session(project)
-        self._positions = BackgroundLayout(self.session, self._run, on_ready=self._redraw, on_failed=self._layout_failed)
+        self._positions = BackgroundLayout(self.session, self._run, on_ready=self._layout_ready,
+                                           on_failed=self._layout_failed)
         self._drawn, self._computing_note = None, None      # the (layer, view) the map shows; what "computing" said
+        self._draw_after_review: bool | None = None         # a computed view waits for the review (its reset_view)
         self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
                            on_hover=lambda item_id: self._run(self._on_hover, item_id), raster_from=self._raster_from)
         self.grid = ReviewGrid(project.thumbs, on_change=lambda: self._run(self._update_review_text),
@@ -212,6 +214,7 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
     def _redraw(self, reset_view=False) -> None:
         s = self.session
         self._show_names()
+        self._draw_after_review = None
         if self._positions.needed():     # seconds (UMAP): the map stays as it is and the server keeps answering
             self._view_name.object += " <small>(computing…)</small>"
             note = f"Computing {s.view.name} for {s.layer}: the map changes when it is ready. Keep labeling meanwhile."
@@ -229,6 +232,21 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
             if self.status == self._computing_note:
                 self._show("")
         self._refresh_labels()
+
+    def _layout_ready(self, reset_view: bool) -> None:
+        """The view computed in the background is ready: drawn now, or once the selection under review is labeled
+        or cleared (a redraw clears the map's selection, and the points would move from under the review)."""
+        s = self.session
+        if s.review.ids:
+            self._draw_after_review = reset_view
+            self._view_name.object = (f"<b>View</b>: {esc(s.view.name)} <small>(ready: shown once this selection is "
+                                      f"labeled or cleared)</small>")
+            if self.status == self._computing_note:
+                self._computing_note = (f"{s.view.name} for {s.layer} is ready: the map shows it once this "
+                                        f"selection is labeled or cleared.")
+                self._show(self._computing_note, "info")
+        else:
+            self._redraw(reset_view)
 
     def _layout_failed(self, message: str) -> None:
         """The current view could not be computed: back to the layer and view the map shows, and why."""
@@ -279,6 +297,8 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
             self._review_text.object = (f"<b>{len(review.ids)} selected</b>, {len(review.dropped)} dropped: "
                                         f"labeling now labels <b>{len(review.kept)}</b>. Click an image to drop it "
                                         f"(again to keep it).")
+        if self._draw_after_review is not None and not review.ids:     # the review is closed: the view waiting
+            self._redraw(self._draw_after_review)
 
     def _show(self, text: str, kind: str = "info") -> None:
         self.status = text
