@@ -49,9 +49,11 @@ def _page_to(page, name):
         if _card(page, name).count():
             return _card(page, name)
         shown = page.get_by_text(re.compile(r"· page \d+ of \d+")).first
-        before = shown.inner_text()
+        first = page.locator(".clean-card .name").first
+        before, first_before = shown.inner_text(), first.inner_text()
         page.get_by_role("button", name="page ▶").click()
-        wait_until(lambda: shown.inner_text() != before)
+        # the page's number and its cards come in separate updates: a busy machine showed the one before the other
+        wait_until(lambda: shown.inner_text() != before and first.inner_text() != first_before)
     raise AssertionError(f"{name} is on none of the queue's pages")
 
 
