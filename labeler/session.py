@@ -147,8 +147,9 @@ class Session(PredictionChecks):
         self.view_index = (self.view_index + step) % len(self.views)
         return self.view.name
 
-    def features(self, layer: str | None = None) -> np.ndarray:
-        cache, name = self._source(layer or self.layer)
+    def features(self, layer: str | None = None, source: tuple | None = None) -> np.ndarray:
+        """A layer's features for every item (those without: zeros); `source`, the (cache, name) to read instead."""
+        cache, name = source or self._source(layer or self.layer)
         features = cache.load(name, self.pooling)
         if len(features) < self.n_items:    # images found after the fine-tune: not mapped by it (zeros)
             features = np.concatenate([features, np.zeros((self.n_items - len(features), features.shape[1]),
@@ -177,7 +178,8 @@ class Session(PredictionChecks):
             with self._lock:
                 found = self._coords.get(key)
             if found is None:
-                found = cached_projection(self.features(layer)[rows], view.method, dict(view.params), y=y,
+                features = self.features(source=(cache, name))[rows]
+                found = cached_projection(features, view.method, dict(view.params), y=y,
                                           cache_dir=self.project.projections_dir,
                                           key=cache.projection_key(name, self.pooling, rows))
                 with self._lock:
