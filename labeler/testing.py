@@ -242,6 +242,16 @@ def leave_review_grid(page, timeout: float = 20.0) -> None:
     wait_until(lambda: model_value(page, "review-pointer") in ("", "hover:"), timeout)
 
 
+# the x of the map's points as the page holds them (empty when the server draws them, from 50,000 on)
+MAP_POINTS_X = """() => {
+  for (const doc of Bokeh.documents) {
+    const points = doc.get_model_by_name("points");
+    if (points) { return Array.from(points.data_source.data.x); }
+  }
+  return null;
+}"""
+
+
 INJECTED_JS = """() => {
   // every element of the page, shadow roots included (Panel puts its widgets in shadow DOM)
   const all = [];

@@ -32,6 +32,17 @@ def image_folder(tmp_path) -> Path:
 
 
 @pytest.fixture
+def prepared_folder(image_folder, tmp_path) -> Path:
+    """`image_folder` with its thumbnails and features (resnet18 at 32 px, untrained) in `tmp_path / "workspace"`."""
+    from engine.embedding import embed
+    from labeler.project import Project
+    with Project(image_folder, tmp_path / "workspace", backbone="resnet18", size=32) as project:
+        project.thumbs.build(workers=0)
+        embed(project.workspace, backbone="resnet18", size=32, batch_size=4, workers=0, pretrained=False)
+    return image_folder
+
+
+@pytest.fixture
 def colours(tmp_path):
     """(a folder of 40 red and blue 32-pixel squares in class folders, 8 of them to label, the other 32)."""
     folder = colour_folder(tmp_path / "colours", n=40, size=32)

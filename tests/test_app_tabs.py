@@ -2,23 +2,10 @@
 other's labels, and the review that stays after a label (the map's own selection clearing is nobody's lasso)."""
 import re
 
-import pytest
 
-from engine.embedding import embed
-from labeler.project import Project
-
-
-@pytest.fixture
-def folder(image_folder, tmp_path):
-    with Project(image_folder, tmp_path / "workspace", backbone="resnet18", size=32) as project:
-        project.thumbs.build(workers=0)
-        embed(project.workspace, backbone="resnet18", size=32, batch_size=4, workers=0, pretrained=False)
-    return image_folder
-
-
-def _tab(folder, tmp_path):
+def _tab(prepared_folder, tmp_path):
     from labeler.ui.app import LabelApp
-    return LabelApp(folder, workspace=tmp_path / "workspace", backbone="resnet18", size=32)
+    return LabelApp(prepared_folder, workspace=tmp_path / "workspace", backbone="resnet18", size=32)
 
 
 def _lasso(app, positions) -> list[int]:
@@ -32,8 +19,8 @@ def _buttons(app) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in found if m}
 
 
-def test_images_dropped_before_a_label_stay_selected_for_the_next_one(folder, tmp_path):
-    app = _tab(folder, tmp_path)
+def test_images_dropped_before_a_label_stay_selected_for_the_next_one(prepared_folder, tmp_path):
+    app = _tab(prepared_folder, tmp_path)
     ids = _lasso(app, [0, 1, 2, 3])
     app.session.review.toggle(ids[2])                    # dropped
     app._label("cat")
@@ -43,8 +30,8 @@ def test_images_dropped_before_a_label_stay_selected_for_the_next_one(folder, tm
     assert _lasso(app, []) == []                         # the person's own empty lasso still clears the review
 
 
-def test_a_tab_shows_and_says_another_tabs_labels_at_its_next_action_and_undoes_only_its_own(folder, tmp_path):
-    a, b = _tab(folder, tmp_path), _tab(folder, tmp_path)
+def test_a_tab_shows_and_says_another_tabs_labels_at_its_next_action_and_undoes_only_its_own(prepared_folder, tmp_path):
+    a, b = _tab(prepared_folder, tmp_path), _tab(prepared_folder, tmp_path)
     _lasso(a, [0, 1, 2, 3])
     a._label("cat")
     assert _buttons(b) == {}                             # nothing shown before b acts
@@ -70,8 +57,8 @@ def test_a_tab_shows_and_says_another_tabs_labels_at_its_next_action_and_undoes_
     assert _buttons(a) == {"cat": 4}
 
 
-def test_the_labels_download_says_which_labeled_images_it_leaves_out(folder, tmp_path):
-    app = _tab(folder, tmp_path)
+def test_the_labels_download_says_which_labeled_images_it_leaves_out(prepared_folder, tmp_path):
+    app = _tab(prepared_folder, tmp_path)
     ids = _lasso(app, [0, 1, 2])
     app._label("cat")
     assert app._csv("labels").getvalue().decode().count("\n") == 4          # the header and three rows

@@ -10,24 +10,15 @@ import numpy as np
 import pytest
 
 import engine.projection
-from engine.embedding import embed
 from engine.errors import ProjectionError
 from labeler.project import Project
 from labeler.session import BASE_VIEWS, Session
 
 
 @pytest.fixture
-def folder(image_folder, tmp_path):
-    with Project(image_folder, tmp_path / "workspace", backbone="resnet18", size=32) as project:
-        project.thumbs.build(workers=0)
-        embed(project.workspace, backbone="resnet18", size=32, batch_size=4, workers=0, pretrained=False)
-    return image_folder
-
-
-@pytest.fixture
-def app(folder, tmp_path):
+def app(prepared_folder, tmp_path):
     from labeler.ui.app import LabelApp
-    app = LabelApp(folder, workspace=tmp_path / "workspace", backbone="resnet18", size=32)
+    app = LabelApp(prepared_folder, workspace=tmp_path / "workspace", backbone="resnet18", size=32)
     app.polled = []
     app._positions._poll = lambda job, on_done, period_ms: app.polled.append((job, on_done))
     return app
@@ -111,9 +102,9 @@ def test_a_umap_that_fails_leaves_the_map_and_its_names_as_they_were_and_says_wh
     assert app.polled == []                                 # nothing asked again
 
 
-def test_a_session_computes_a_view_without_holding_its_lock(folder, tmp_path, monkeypatch):
+def test_a_session_computes_a_view_without_holding_its_lock(prepared_folder, tmp_path, monkeypatch):
     """Another view can be drawn while a UMAP computes in another thread (the session's lock is not held)."""
-    project = Project(folder, tmp_path / "workspace", backbone="resnet18", size=32)
+    project = Project(prepared_folder, tmp_path / "workspace", backbone="resnet18", size=32)
     session = Session(project)
     umap = next(view for view in BASE_VIEWS if view.method == "umap")
     started, release = threading.Event(), threading.Event()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from labeler.testing import canvases, hover_review_cell, lasso, leave_review_grid, wait_until
+from labeler.testing import MAP_POINTS_X, canvases, hover_review_cell, lasso, leave_review_grid, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -185,15 +185,6 @@ def test_a_drag_begun_on_the_maps_border_throws_nothing_and_the_lasso_still_sele
     assert not errors, errors
     lasso(page)
     assert _selected_count(page) > 3 and not errors, errors
-
-
-MAP_POINTS_X = """() => {
-  for (const doc of Bokeh.documents) {
-    const points = doc.get_model_by_name("points");
-    if (points) { return Array.from(points.data_source.data.x); }
-  }
-  return null;
-}"""
 
 
 def test_a_label_made_while_the_umap_is_computed_is_answered_before_the_umap_arrives(served, page):
