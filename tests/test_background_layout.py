@@ -131,3 +131,16 @@ def test_a_session_computes_a_view_without_holding_its_lock(prepared_folder, tmp
     thread.join(60)
     session.rows = rows
     assert session.is_ready(session.layer, umap) and session.coords(session.layer, umap).shape == (len(rows), 2)
+
+
+def test_going_back_to_the_map_shown_while_a_umap_is_computed_leaves_that_map_alone(app):
+    app._step_view(1)
+    app._step_view(-1)                                       # back to PCA 1-2 before the UMAP is ready
+    pca = _drawn_xy(app)
+    app.map.source.selected.indices = [0, 1]                 # and a review begun on it
+    _tick(app)                                               # the UMAP ends: kept for later, not drawn
+    assert app._view_name.object == "<b>View</b>: PCA 1-2" and len(app.session.review.ids) == 2
+    np.testing.assert_array_equal(_drawn_xy(app), pca)
+    assert app.polled == [] and not app._positions.computing
+    app._step_view(1)                                        # now UMAP is drawn at once
+    assert app._view_name.object == "<b>View</b>: UMAP" and app.polled == []

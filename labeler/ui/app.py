@@ -82,8 +82,7 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
         self.session = Session(project)
         self._positions = BackgroundLayout(self.session, self._run, on_ready=self._layout_ready,
                                            on_failed=self._layout_failed)
-        self._drawn, self._computing_note = None, None      # the (layer, view) the map shows; what "computing" said
-        self._draw_after_review: bool | None = None         # a computed view waits for the review (its reset_view)
+        self._drawn = self._computing_note = self._draw_after_review = None   # (layer, view) shown; note; see below
         self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
                            on_hover=lambda item_id: self._run(self._on_hover, item_id), raster_from=self._raster_from)
         self.grid = ReviewGrid(project.thumbs, on_change=lambda: self._run(self._update_review_text),
@@ -234,9 +233,11 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
         self._refresh_labels()
 
     def _layout_ready(self, reset_view: bool) -> None:
-        """The view computed in the background is ready: drawn now, or once the selection under review is labeled
-        or cleared (a redraw clears the map's selection, and the points would move from under the review)."""
+        """The view computed in the background is ready: drawn now, or (`_draw_after_review`) once the selection under
+        review is labeled or cleared (a redraw clears the map's selection; the points would move from under it)."""
         s = self.session
+        if self._drawn == (s.layer, s.view) and len(self.map.ids) == len(s.rows):
+            return                      # the person went back to the view the map shows meanwhile
         if s.review.ids:
             self._draw_after_review = reset_view
             self._view_name.object = (f"<b>View</b>: {esc(s.view.name)} <small>(ready: shown once this selection is "

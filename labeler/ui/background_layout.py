@@ -32,6 +32,7 @@ class BackgroundLayout:
                  poll: Callable = poll_job):
         self.session, self._run, self._on_ready, self._on_failed, self._poll = session, run, on_ready, on_failed, poll
         self.job: Job | None = None
+        self._waiting = False      # a job started whose end has not been handled yet
         self._reset = False        # a redraw asked meanwhile wanted the view reset
 
     def needed(self) -> bool:
@@ -41,7 +42,8 @@ class BackgroundLayout:
 
     @property
     def computing(self) -> bool:
-        return self.job is not None and not self.job.finished
+        """A computation runs, or has ended and waits for the server's tick to be handled."""
+        return self._waiting
 
     def request(self, reset_view: bool = False) -> None:
         """Compute the current layer and view (unless a computation runs: its end looks at what is current)."""
@@ -52,10 +54,12 @@ class BackgroundLayout:
     def _start(self) -> None:
         session = self.session
         work = session.coords_work(session.layer, session.view)      # reads rows and labels here, in this thread
+        self._waiting = True
         self.job = Job(lambda job: work(), name="labeler-layout").start()
         self._poll(self.job, on_done=lambda job: self._run(self._done, job), period_ms=POLL_MS)
 
     def _done(self, job: Job) -> None:
+        self._waiting = False
         if job.error is not None:
             self._reset = False
             self._on_failed(job.error)
