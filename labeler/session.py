@@ -301,21 +301,34 @@ class Session(PredictionChecks):
         logistic regression on both predicted the unlabeled images better than either the fine-tuned network
         itself or the ImageNet layers alone (`bench/annotate.py`'s README section). Its id then names that model
         (`first-V+model-N`), so the page can say what the predictions come from."""
+        return self.finish_training(self.training_work()())
+
+    def training_work(self) -> Callable[[], tuple]:
+        """`train`'s fitting and predicting as a function that may run in another thread (seconds; 41 s at 100k
+        images): the labels, rows and layers it uses are read now; `finish_training(its result)` stores the
+        predictions, in the session's own thread."""
         from engine.firstmodel import ColumnBlocks, fit_first_model
         names, labels = self.human_labels()
         blocks = [self.cache.load(layer, self.pooling) for layer in self.base_layers]
-        if self.model_layer is not None:
-            blocks.append(self.features(self.model_layer.name))
-        features = ColumnBlocks(blocks)
-        model = fit_first_model(features, labels, names)
-        step = 4096                                   # rows at a time: all layers of 100k images stay on disk
-        probs = np.concatenate([model.predict_proba(features[self.rows[start:start + step]])
-                                for start in range(0, len(self.rows), step)]) if len(self.rows) else \
-            np.zeros((0, len(names)), dtype=np.float32)
-        model_id = f"first-{self.store.version}"
-        if self.model_layer is not None:
-            model_id += f"+{self.model_layer.model_id}"
-        self.store.set_predictions(model_id, self.rows.tolist(), names, probs)
+        model_layer, rows = self.model_layer, self.rows
+        source = self._source(model_layer.name) if model_layer is not None else None
+        model_id = f"first-{self.store.version}" + (f"+{model_layer.model_id}" if model_layer is not None else "")
+
+        def work() -> tuple:
+            layers = blocks + ([self.features(source=source)] if source else [])
+            features = ColumnBlocks(layers)
+            model = fit_first_model(features, labels, names)
+            step = 4096                               # rows at a time: all layers of 100k images stay on disk
+            probs = np.concatenate([model.predict_proba(features[rows[start:start + step]])
+                                    for start in range(0, len(rows), step)]) if len(rows) else \
+                np.zeros((0, len(names)), dtype=np.float32)
+            return model_id, rows, names, model, probs
+        return work
+
+    def finish_training(self, trained: tuple):
+        """Store what `training_work`'s function returned: the predictions of every drawn item; its report."""
+        model_id, rows, names, model, probs = trained
+        self.store.set_predictions(model_id, rows.tolist(), names, probs)
         self.model = model
         if PREDICTED_VIEW not in self.views:
             self.views.append(PREDICTED_VIEW)

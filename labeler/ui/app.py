@@ -23,10 +23,11 @@ from engine.class_layout import CLASS_LAYOUT_EXTENT
 from labeler.errors import LabelerError
 from labeler.session import Session
 
-from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buffer, guarded, html_table, locked,
+from ._panel import (NOTEBOOK_HEIGHT, Message, NotebookAware, esc, export_to_buffer, guarded, locked, poll_job,
                      serve_pages, with_document_lock)
 from .background_layout import BackgroundLayout
 from .clean_view import CleanView
+from .first_model_actions import FirstModelActions
 from .model_view import ModelView
 from .heatmap_view import PREVIEW_TEXT_PX, LabelHeatmaps
 from .importing import ImportLabels
@@ -48,7 +49,7 @@ ONE_LINE_BUTTON = ".bk-btn { overflow: hidden; text-overflow: ellipsis; white-sp
 REPORT_CSS = "table { table-layout: fixed; width: 100%; font-size: 12px; } td:first-child { overflow-wrap: anywhere; }"
 
 
-class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
+class LabelApp(NotebookAware, LabelKeyActions, FirstModelActions, pn.viewable.Viewer):
     """Label a folder of images in the browser or a notebook.
 
     In a notebook, `app.open_in_tab()` serves the same project in a browser tab of its own.
@@ -71,6 +72,7 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
         self._layout = pn.Column(self._opening.panel, sizing_mode="stretch_both", min_height=700)
         self._message = Message()
         self._run = guarded(self._show, self._in_document)
+        self._poll = poll_job           # watches background work on the server's tick (tests pass their own)
         self._opening.on_ready(lambda project: self._in_document_build(project))
 
     # -- layout ----------------------------------------------------------------------------
@@ -81,7 +83,7 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
     def _build(self, project) -> None:
         self.session = Session(project)
         self._positions = BackgroundLayout(self.session, self._run, on_ready=self._layout_ready,
-                                           on_failed=self._layout_failed)
+                                           on_failed=self._layout_failed, poll=lambda *a, **k: self._poll(*a, **k))
         self._drawn = self._computing_note = self._draw_after_review = None   # (layer, view) shown; note; see below
         self.map = MapView(project.thumbs, self._backend, on_select=lambda ids: self._run(self._set_selection, ids, True),
                            on_hover=lambda item_id: self._run(self._on_hover, item_id), raster_from=self._raster_from)
@@ -305,22 +307,6 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
         self.status = text
         self._message.show(text, kind)
 
-    def _show_checked(self) -> None:
-        """Whose predictions are shown, and what checks showed of them above the threshold: a fair estimate of
-        Accept's precision."""
-        if self.session.latest_model() is None:
-            self._checked.object = ""
-            return
-        checked = self.session.checked(float(self._threshold.value))
-        whose = f"Predictions shown: {esc(self.session.describe_predictions())}. "
-        if not checked.seen:
-            self._checked.object = (f"<small>{whose}No check of this model at {checked.threshold:.2f} or above "
-                                    f"yet: Check predictions shows a random sample to judge.</small>")
-            return
-        self._checked.object = (f"<small>{whose}Checked at {checked.threshold:.2f} or above: <b>{checked.right} of "
-                                f"{checked.seen}</b> right (precision at least {checked.lower_bound:.0%}, 95% "
-                                f"confidence).</small>")
-
     # -- actions (each runs through self._run: errors become messages) ---------------------
     def _step_layer(self, step: int) -> None:
         self.session.step_layer(step)
@@ -407,50 +393,12 @@ class LabelApp(NotebookAware, LabelKeyActions, pn.viewable.Viewer):
         self.session.separate(list(self._separate_choice.value))
         self._redraw(True)
 
-    def _on_train(self) -> None:
-        self._show("Training on cached features…", "info")
-        report = self.session.train()
-        rows = [(name, v["n"], f"{v['precision']:.0%}", f"{v['recall']:.0%}") for name, v in report.per_label.items()]
-        seen = " and the fine-tuned layer it also uses was trained on them" if self.session.model_layer else ""
-        self._report.object = (f"<b>{esc(report.summary())}</b><br><small>Optimistic: lassoed labels are the easy "
-                               f"cores of groups{seen}. Checks of random predictions below measure the rest.</small>"
-                               + html_table(("label", "n", "precision", "recall"), rows))
-        self._show("Trained. Unlabeled images now show the predicted label (paler); the view list now offers "
-                   "Predicted, which places them between the labels by the model's probabilities. Check predictions "
-                   "shows a random sample above the threshold to confirm or correct.", "success")
-        self._show_checked()
-        self._after_change()
-
-    def _on_check(self) -> None:
-        review = self.session.check_predictions(float(self._threshold.value))
-        self.grid.show(review)
-        self._update_review_text()
-        self._show("")
-
-    def _on_accept_shown(self) -> None:
-        count = self.session.accept_review()
-        rest = self.session.review.ids
-        self._show(f"Labeled {count} images as predicted." + (
-            f" The {len(rest)} you dropped stay selected: label them, or lasso anew." if rest else ""), "success")
-        self._set_selection(rest)
-        self._show_checked()
-        self._after_change()
-
     def _on_heatmaps(self) -> None:
         said = self._run(self._heat.switch, self.heatmaps)
         if said is not None:
             self._show(said, "info")
         elif self.heatmaps != self._heat.on:     # it could not switch on (no model yet): the toggle goes back
             self.heatmaps = self._heat.on
-
-    def _on_accept(self) -> None:
-        accepted = self.session.accept_above(float(self._threshold.value))
-        checked, wrong = accepted.checked, accepted.likely_wrong
-        judged = (f" Checks put about {wrong} of them wrong ({checked.right} of {checked.seen} checked right)."
-                  if wrong is not None else " None was checked: Check predictions first to know how many are wrong.")
-        self._show(f"Accepted {accepted.count} predictions above {accepted.threshold:.2f} (undoable).{judged}",
-                   "success")
-        self._after_change()
 
     # -- events from the map and the opening -----------------------------------------------
     def _on_hover(self, item_id: int) -> None:

@@ -1,6 +1,7 @@
-"""A UMAP of the map is computed off the server's main thread (labeler/ui/background_layout.py), headless: the app
-keeps answering and keeps the map it shows meanwhile, draws the UMAP when it is ready if still wanted, asks for
-the newest layer only when the person presses on, and goes back to what it shows when the computation fails.
+"""Work of seconds off the server's main thread, headless: a UMAP of the map (labeler/ui/background_layout.py) and
+Train's first model (labeler/ui/first_model_actions.py). The app keeps answering meanwhile; the UMAP is drawn when
+it is ready if still wanted (pressing on asks for the newest only; a failure goes back to what the map shows), and
+the first model's predictions are stored and shown when it is done.
 
 The app's poller (`poll_job`, a periodic callback of a served page) is replaced by one that keeps the finished
 job's callback, which the test then calls as the server's tick would."""
@@ -20,7 +21,7 @@ def app(prepared_folder, tmp_path):
     from labeler.ui.app import LabelApp
     app = LabelApp(prepared_folder, workspace=tmp_path / "workspace", backbone="resnet18", size=32)
     app.polled = []
-    app._positions._poll = lambda job, on_done, period_ms: app.polled.append((job, on_done))
+    app._poll = lambda job, on_done, period_ms: app.polled.append((job, on_done))
     return app
 
 
@@ -144,3 +145,37 @@ def test_going_back_to_the_map_shown_while_a_umap_is_computed_leaves_that_map_al
     assert app.polled == [] and not app._positions.computing
     app._step_view(1)                                        # now UMAP is drawn at once
     assert app._view_name.object == "<b>View</b>: UMAP" and app.polled == []
+
+
+def test_train_runs_in_the_background_while_labels_are_answered_and_its_predictions_follow(app):
+    app.map.source.selected.indices = [0, 1, 2]
+    app._label("cat")
+    app.map.source.selected.indices = [6, 7, 8]
+    app._label("dog")
+    version = app.session.store.version
+    app._on_train()
+    assert app.status.startswith("Training on cached features… Keep labeling meanwhile") and len(app.polled) == 1
+    app._on_train()                                          # pressed again while it runs
+    assert app.status.startswith("Training already") and len(app.polled) == 1
+    app.map.source.selected.indices = [3]                    # a label meanwhile is answered at once
+    app._label("cat")
+    assert app.status.startswith("Labeled 1 images “cat”") and app.session.latest_model() is None
+    _tick(app)
+    assert app.status.startswith("Trained.") and "label" in app._report.object
+    assert app.session.latest_model() == f"first-{version}"  # fitted on the labels as they were when pressed
+    classes, ids, probs = app.session.predictions()
+    assert sorted(classes) == ["cat", "dog"] and len(ids) == len(app.session.rows) == 12
+    assert "Predicted" in [view.name for view in app.session.views]
+    app._on_train()                                          # and Train works again
+    assert len(app.polled) == 1
+
+
+def test_a_train_that_cannot_fit_says_why_and_can_be_pressed_again(app):
+    app.map.source.selected.indices = [0, 1, 2]
+    app._label("cat")                                        # one label: nothing to tell apart
+    app._on_train()
+    _tick(app)
+    assert app._message.kind == "warning" and app.session.latest_model() is None
+    assert app.status and not app.status.startswith("Trained")
+    app._on_train()
+    assert app.status.startswith("Training on cached features") and len(app.polled) == 1
