@@ -10,6 +10,7 @@ tabs, A and B) and measures:
   first with nothing else going on (the baseline), then while A's map computes its first UMAP (A pressed
   ↓, from PCA 1-2 to UMAP), then while A's map computes a second layer's UMAP (A pressed →);
 * A's own label action right after it pressed ↓ (on the map it still shows);
+* B's label action while A's Train fits the first model (A pressed t), and how long A waited for its report;
 * how long A waited for its UMAP map (↓ pressed to the map's points moved, the view named UMAP and no
   "Computing" message).
 
@@ -106,7 +107,17 @@ async def drive(url: str, actions: int, seed: int) -> dict:
         pressed = time.perf_counter()
         waited, during = await asyncio.gather(wait_for_umap(a, pressed, drawn),
                                               label_actions(b, "b", actions, rng, errors, turn))
-        result.update(second_umap=during, second_wait=waited, errors=errors)
+        result.update(second_umap=during, second_wait=waited)
+        # A: t (Train: the first model on the labels so far, fitted and predicted for every image)
+        await a.locator("body").click(position={"x": 5, "y": 950})
+        await a.keyboard.press("t")
+        pressed = time.perf_counter()
+
+        async def trained() -> float:
+            await a.get_by_text(re.compile(r"^Trained\. ")).first.wait_for(timeout=UMAP_TIMEOUT_S * 1000)
+            return time.perf_counter() - pressed
+        waited, during = await asyncio.gather(trained(), label_actions(b, "b", actions, rng, errors, turn))
+        result.update(train=during, train_wait=waited, errors=errors)
         await browser.close()
     return result
 
@@ -130,7 +141,8 @@ def table(result: dict) -> str:
     rows = [("B labels, nothing else going on (baseline)", result["idle"]),
             ("A labels right after pressing ↓ (its map still PCA)", result["own"]),
             ("B labels while A's first UMAP is computed", result["first_umap"]),
-            ("B labels while A's second layer's UMAP is computed", result["second_umap"])]
+            ("B labels while A's second layer's UMAP is computed", result["second_umap"]),
+            ("B labels while A's Train fits the first model", result["train"])]
     lines = [f"{result['images']:,} images; label action latency (ms), lasso to the acknowledgement", "",
              "| phase | actions | first | max | median | max / baseline median |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -141,7 +153,8 @@ def table(result: dict) -> str:
         else:
             lines.append(f"| {name} | 0 | | | | |")
     lines += ["", f"A waited for its UMAP map: {result['first_wait']:.1f} s (first), "
-                  f"{result['second_wait']:.1f} s (second layer)",
+                  f"{result['second_wait']:.1f} s (second layer); for Train's report: {result['train_wait']:.1f} s "
+                  f"(from t, with B's labels)",
               f"errors: {len(result['errors'])}; server tracebacks: {result['tracebacks']} ({result['log']})"]
     lines += [f"error: {err}" for err in result["errors"][:10]]
     return "\n".join(lines)
