@@ -31,7 +31,6 @@ class BackgroundLayout:
     def __init__(self, session, run: Callable, on_ready: Callable[[bool], None], on_failed: Callable[[str], None],
                  poll: Callable = poll_job):
         self.session, self._run, self._on_ready, self._on_failed, self._poll = session, run, on_ready, on_failed, poll
-        self.job: Job | None = None
         self._waiting = False      # a job started whose end has not been handled yet
         self._reset = False        # a redraw asked meanwhile wanted the view reset
 
@@ -55,8 +54,8 @@ class BackgroundLayout:
         session = self.session
         work = session.coords_work(session.layer, session.view)      # reads rows and labels here, in this thread
         self._waiting = True
-        self.job = Job(lambda job: work(), name="labeler-layout").start()
-        self._poll(self.job, on_done=lambda job: self._run(self._done, job), period_ms=POLL_MS)
+        job = Job(lambda job: work(), name="labeler-layout").start()
+        self._poll(job, on_done=lambda job: self._run(self._done, job), period_ms=POLL_MS)
 
     def _done(self, job: Job) -> None:
         self._waiting = False

@@ -3,14 +3,12 @@ baseline (and the test-time augmentations' and held-out test's columns), the con
 pairs, and its top losses as tiles that each toggle a Grad-CAM heatmap."""
 from __future__ import annotations
 
-import base64
-from pathlib import Path
-
 import panel as pn
 
 from labeler.model_store import ModelStore
 
 from ._panel import esc, html_table
+from .composite import to_data_uri
 
 TILE_PX = 150
 VIEW_HEADS = {"metrics_tta": "with flips", "metrics_tta_zoom": "with flips and zoom"}   # validation's columns
@@ -70,7 +68,8 @@ class ModelReport:
         return html_table(heads, rows, **{"class": "labeler-metrics"})
 
     def _tile(self, row: dict):
-        plain, heat = (_data_uri(self.store.file(self.record["id"], row[kind])) for kind in ("picture", "heatmap"))
+        files = (self.store.file(self.record["id"], row[kind]) for kind in ("picture", "heatmap"))
+        plain, heat = (to_data_uri(path.read_bytes()) for path in files)
         image = pn.pane.HTML(_img(plain, row["item"]), width=TILE_PX + 6, height=TILE_PX + 6, margin=0)
         toggle = pn.widgets.Toggle(name="Heatmap", value=False, width=TILE_PX, button_type="light")
         toggle.param.watch(lambda event: setattr(image, "object", _img(heat if event.new else plain, row["item"])),
@@ -87,10 +86,6 @@ class ModelReport:
 def _img(uri: str, name: str) -> str:
     return (f'<img src="{uri}" alt="{esc(name)}" width="{TILE_PX}" height="{TILE_PX}" '
             f'style="object-fit:contain;image-rendering:pixelated">')
-
-
-def _data_uri(path: Path) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def headline(record: dict) -> str:
