@@ -7,9 +7,11 @@ without moving Jupyter's active cell. Every request to anything but this machine
 count must stay 0 (Panel's JavaScript and stylesheets must all be local). Saved, the label notebook
 must stay under 2 MB (Panel's JavaScript comes from the Jupyter server, not into an output).
 """
+import json
 import os
 import re
 import shutil
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -69,7 +71,32 @@ def local_page(browser):
     context.close()
 
 
-def _run_all(page, kind, url, token, name) -> None:
+def _kernel_for(url, token, name, runtime: Path) -> None:
+    """Start the notebook's kernel through Jupyter's REST API and wait until it answers, before the page opens
+    the notebook (which then joins that session). A page that opens the notebook first connects while the
+    kernel is still starting, and here JupyterLab often closed that first websocket while the server was
+    preparing it (a 500 in the server's log: 'NoneType' object has no attribute 'kernel_ws_protocol'); the
+    outputs never came, and the test waited four minutes before restarting the kernel as a person would (CI
+    rehearsals, 2026-12-04). `runtime`: the server's runtime folder, where the kernel's connection file is."""
+    from jupyter_client import BlockingKernelClient
+    request = urllib.request.Request(f"{url}api/sessions", method="POST", headers={"Authorization": f"token {token}"},
+                                     data=json.dumps({"path": name, "name": name, "type": "notebook",
+                                                      "kernel": {"name": "python3"}}).encode())
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        kernel = json.load(answer)["kernel"]["id"]
+    connection = runtime / f"kernel-{kernel}.json"
+    wait_until(connection.exists, timeout=60)
+    client = BlockingKernelClient(connection_file=str(connection))
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=120)
+    finally:
+        client.stop_channels()
+
+
+def _run_all(page, kind, url, token, name, root: Path) -> None:
+    _kernel_for(url, token, name, root.parent / "jupyter" / "runtime")     # where _served_examples put it
     page.goto(f"{url}{PATHS[kind]}/{name}?token={token}")
     page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(timeout=120_000)
     first = page.locator(".jp-CodeCell .jp-InputArea-prompt").first
@@ -191,7 +218,7 @@ def _shot(page, name: str) -> None:
 def test_the_label_app_in_jupyter(jupyter, local_page):
     kind, url, token, root = jupyter
     page = local_page
-    _run_all(page, kind, url, token, "label_in_jupyter.ipynb")
+    _run_all(page, kind, url, token, "label_in_jupyter.ipynb", root)
     layer = page.get_by_text(re.compile(r"^Layer: ")).first
     _shown(page, layer, f"{kind}: the app's layer", 240_000)
     _wait_until_run(page)
@@ -263,7 +290,7 @@ def test_the_label_app_in_jupyter(jupyter, local_page):
 def test_the_clean_view_in_jupyter(jupyter, local_page):
     kind, url, token, root = jupyter
     page = local_page
-    _run_all(page, kind, url, token, "clean_in_jupyter.ipynb")
+    _run_all(page, kind, url, token, "clean_in_jupyter.ipynb", root)
     cards = page.locator(".clean-card")
     _shown(page, cards.first, f"{kind}: the clean view's cards", 300_000)
     _wait_until_run(page)
@@ -291,7 +318,7 @@ def test_the_server_drawn_map_in_jupyterlab(small_digits, tmp_path, local_page):
     proc, (kind, url, token, root) = _served_examples("lab", small_digits, tmp_path, LABELER_RASTER_FROM="0")
     page = local_page
     try:
-        _run_all(page, kind, url, token, "label_in_jupyter.ipynb")
+        _run_all(page, kind, url, token, "label_in_jupyter.ipynb", root)
         _shown(page, page.get_by_text(re.compile(r"^Layer: ")).first, "the image map's layer", 240_000)
         _wait_until_run(page)
         page.locator("canvas").first.scroll_into_view_if_needed()
