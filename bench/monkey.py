@@ -46,8 +46,7 @@ WEIGHTS = {"lasso": 8, "lasso and label": 8, "grid click": 8, "key over the grid
            "label button": 8, "typed label": 7, "tab": 6, "undo burst": 3, "field": 3, "checkbox": 2, "select": 2,
            "reload": 1}
 LAYER = re.compile(r"^Layer: ")
-# a known open finding of the monkey (README, "Known issues"): now and then a page's keys stop reaching the
-# server while its buttons still work; a run reports it (MonkeyRun.keys_lost) and settles with the buttons
+# seen twice (2026-12-03): keys without effect while the buttons work; reported (MonkeyRun.keys_lost), a failure
 KEYS_ALONE_LOST = "the layer button still answers: the keys alone are lost"
 # the page's shortcut elements (labeler/ui/keys.py): [connected, visible] for each, then each shortcut model's
 # highest key count (what the server has been sent)
@@ -76,6 +75,18 @@ SHORTCUTS_STATE = """() => {
   }
   return {elements: shown, counts, focus};
 }"""
+# the round trip's key goes to the page: the deepest focused element (across shadow roots) is blurred; said: what it
+# was, and what lies where the monkey's key clicks land
+TO_THE_PAGE = """() => {
+  const said = (el) => el && `${el.tagName}.${el.className} ${el.placeholder||''} ${(el.innerText||'').slice(0, 40)}`;
+  const deepest = (el, next) => { while (el && el.shadowRoot && next(el.shadowRoot) && next(el.shadowRoot) !== el) {
+    el = next(el.shadowRoot); } return el; };
+  const focused = deepest(document.activeElement, (root) => root.activeElement);
+  const under = deepest(document.elementFromPoint(5, 990), (root) => root.elementFromPoint(5, 990));
+  const was = said(focused);
+  if (focused && focused !== document.body && focused.blur) { focused.blur(); }
+  return {focused: was, under: said(under)};
+}"""
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -86,6 +97,7 @@ class MonkeyRun:
     page_errors: list[str] = field(default_factory=list)
     page_error_stacks: list[str] = field(default_factory=list)
     keys_lost: str = ""       # what the page still did when its keys stopped answering (see KEYS_ALONE_LOST)
+    before_key: str = ""      # the round trip's last key: what had the focus, and what lay under the key clicks
     dialogs: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     store: dict[str, int] = field(default_factory=dict)
@@ -281,18 +293,20 @@ class Monkey:
         """Actions whose answers show: once the layer name changes, the page has heard back about everything
         it sent before (the server answers a page's messages in order). A lasso in between tells the page what
         other tabs (pages before a reload, whose last messages may still be answered) did meanwhile."""
+        from playwright.sync_api import expect
         page = self.page
-        layer = page.get_by_text(LAYER).first
+        layer = page.get_by_text(LAYER).first     # found again at every look: Panel may render it anew
         for key, button in (("ArrowRight", "layer ▶"), ("ArrowLeft", "◀ layer")):
             before = layer.inner_text()
-            page.locator("body").click(position={"x": 5, "y": 990})
+            # the key goes to the page: a click at a fixed point could land on a widget of the side column
+            # (which scrolls), so the focus is taken from whatever holds it instead
+            self.run.before_key = str(page.evaluate(TO_THE_PAGE))
             page.keyboard.press("Escape")
-            if self.run.keys_lost:      # the known open finding (README): the buttons still answer
+            if self.run.keys_lost:      # keys found lost: the run settles with the buttons
                 page.locator(".bk-btn", has_text=button).locator("visible=true").first.click()
             else:
                 page.keyboard.press(key)
-            page.wait_for_function("([el, text]) => el.innerText !== text", arg=[layer.element_handle(), before],
-                                   timeout=timeout_ms)
+            expect(layer).not_to_have_text(before, timeout=timeout_ms)
             if key == "ArrowRight":
                 lasso(page, 0.05, 0.95, 0.15, 0.95)
 
@@ -323,6 +337,7 @@ class Monkey:
     def stuck_report(self) -> str:
         """What a page that stopped answering the layer keys still does, in words: its shortcut elements and the
         key counts their models hold, whether the layer button still answers, and the page errors so far."""
+        from playwright.sync_api import expect
         page = self.page
         said = [f"page errors {self.run.page_errors[:3]}"]
         try:
@@ -330,17 +345,22 @@ class Monkey:
         except Exception as err:   # the page itself is gone
             said.append(f"the page could not be read: {err}")
             return "; ".join(said)
-        said.append("server: " + self.server_state())
-        page.keyboard.press("ArrowRight")      # does a key still reach the page's models?
-        page.wait_for_timeout(500)
-        said.append("after one more ArrowRight: " + str(page.evaluate(SHORTCUTS_STATE)))
+        said.append(f"before the last key: {self.run.before_key}")
         said.append("server: " + self.server_state())
         layer = page.get_by_text(LAYER).first
         before = layer.inner_text()
+        page.keyboard.press("ArrowRight")      # does a key still reach the page's models, and change the layer?
+        try:
+            expect(layer).not_to_have_text(before, timeout=30_000)
+            said.append(f"one more ArrowRight changed the layer ({before!r} -> {layer.inner_text()!r})")
+        except AssertionError:
+            said.append(f"one more ArrowRight left the layer at {before!r}")
+        said.append("its state: " + str(page.evaluate(SHORTCUTS_STATE)))
+        said.append("server: " + self.server_state())
+        before = layer.inner_text()
         page.locator(".bk-btn", has_text="layer ▶").locator("visible=true").first.click()
         try:
-            page.wait_for_function("([el, text]) => el.innerText !== text", arg=[layer.element_handle(), before],
-                                   timeout=60_000)
+            expect(layer).not_to_have_text(before, timeout=60_000)
             said.append(KEYS_ALONE_LOST)
         except Exception:
             said.append("the layer button does not answer either: the page hears nothing from the server")
@@ -428,6 +448,8 @@ def problems(run: MonkeyRun) -> list[str]:
         said.append(f"the labels CSV counts {run.downloaded}, the store holds {in_use}")
     if any(run.injected.values()):
         said.append(f"label names became HTML: {run.injected}")
+    if run.keys_lost:
+        said.append(f"the page's keys stopped answering: {run.keys_lost}")
     return said
 
 
@@ -466,9 +488,11 @@ def main(argv=None) -> None:
                 said = problems(run)
                 print(f"| {seed} | {run.total} | {kinds} | {run.actions['reload']} | "
                       f"{len(run.store)} ({sum(run.store.values())}) | {len(run.page_errors)} | {tracebacks} | "
-                      f"{'yes' if not said else '; '.join(said)}{'; keys lost (known)' * bool(run.keys_lost)} | "
+                      f"{'yes' if not said else '; '.join(said)} | "
                       f"{run.seconds:.0f} (+{run.backlog:.0f}) |",
                       flush=True)
+                if args.verbose:
+                    print(f"before the round trip's last key: {run.before_key}; keys lost: {run.keys_lost or 'no'}")
             browser.close()
 
 

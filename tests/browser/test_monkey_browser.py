@@ -8,7 +8,6 @@ Each seed runs LABELER_MONKEY_ACTIONS actions (250 by default, to keep the suite
 """
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -42,9 +41,5 @@ def test_a_seeded_monkey_leaves_no_error_and_the_page_equal_to_the_store(small_d
         log = stop_server(proc)
     assert_no_traceback(log)
     assert run.total == ACTIONS
-    # Known, not yet explained: now and then (2 of 4 full-suite runs, seed 2, never alone) the page's keys
-    # stop reaching the server while its buttons work; the run then settles with the buttons, and says what it saw
-    if run.keys_lost:
-        warnings.warn(f"seed {seed}: the page's keys stopped answering (a known open issue): {run.keys_lost}")
     assert not problems(run), problems(run)
     assert sum(run.store.values()) > 0, "the monkey labeled nothing: its actions no longer reach the app"
